@@ -1,0 +1,1 @@
+"""The MDM vendor's side: wire protocol, MDM server, DEP controller and dashboard."""

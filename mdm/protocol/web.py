@@ -1,0 +1,135 @@
+"""HTTP conventions every party's ``http`` layer shares: one app factory, bounded bodies, endpoint names.
+
+This is the one module of ``mdm.protocol`` that knows Flask. It holds no rules of any party: only the
+plumbing that would otherwise be copied into each of them: the request-size bound (413, never a
+read of an unbounded body), endpoint names in depsim's vocabulary (``post_devices_sync``) that the
+world's traffic counters and fault scripts key on, and a hook the composition root uses to inject
+faults and latency without the party knowing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "ENDPOINT_ENVIRON_KEY",
+    "BodyError",
+    "BeforeHook",
+    "create_party_app",
+    "endpoint_name",
+    "json_response",
+    "read_body",
+    "read_json",
+]
+
+DEFAULT_MAX_BODY = 1_048_576
+ENDPOINT_ENVIRON_KEY = "mdmsim.endpoint"
+PARTY_ENVIRON_KEY = "mdmsim.party"
+
+# (party, endpoint) -> a response that replaces the real one (a scripted fault), or None.
+BeforeHook = Callable[[str, str], Response | None]
+
+_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+class BodyError(ValueError):
+    """The request body could not be read as what the endpoint expects."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def endpoint_name(method: str, rule: str) -> str:
+    """``POST /devices/sync`` → ``post_devices_sync``: depsim's names, used for traffic and faults."""
+    path = _PARAM.sub(r"\1", rule).strip("/").replace("/", "_").replace("-", "_").replace(".", "_")
+    return f"{method.lower()}_{path}" if path else f"{method.lower()}_root"
+
+
+def create_party_app(
+    party: str,
+    import_name: str,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    before: BeforeHook | None = None,
+    text_errors: bool = True,
+) -> Flask:
+    """A Flask app for one party, with the conventions above installed.
+
+    ``before`` is called with ``(party, endpoint)`` ahead of every matched request; when it returns a
+    response, that response is sent instead (how ``/_sim/faults`` scripts Apple's errors).
+    """
+    app = Flask(import_name)
+    app.config["MAX_CONTENT_LENGTH"] = max_body
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+
+    @app.before_request
+    def _name_endpoint() -> Response | None:
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        name = endpoint_name(request.method, rule) if rule is not None else "unmatched"
+        request.environ[ENDPOINT_ENVIRON_KEY] = name
+        request.environ[PARTY_ENVIRON_KEY] = party
+        if request.content_length is not None and request.content_length > max_body:
+            raise RequestEntityTooLarge()
+        if before is not None and rule is not None:
+            return before(party, name)
+        return None
+
+    if text_errors:
+
+        @app.errorhandler(HTTPException)
+        def _http_error(error: HTTPException) -> Response:
+            # Apple's services answer errors with short strings, never HTML pages.
+            code = error.code or 500
+            body = (error.name or "ERROR").upper().replace(" ", "_")
+            return Response(body, status=code, mimetype="text/plain")
+
+    return app
+
+
+def read_body(limit: int | None = None) -> bytes:
+    """The raw request body, refusing (413) anything over ``limit`` even without a Content-Length."""
+    bound = limit if limit is not None else _current_limit()
+    if request.content_length is not None and request.content_length > bound:
+        raise RequestEntityTooLarge()
+    data = request.stream.read(bound + 1)
+    if len(data) > bound:
+        raise RequestEntityTooLarge()
+    return data
+
+
+def _current_limit() -> int:
+    from flask import current_app
+
+    return int(current_app.config.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_BODY)
+
+
+def read_json(limit: int | None = None, *, allow_empty: bool = False) -> Any:
+    """Decode the body as JSON (any content type, as Apple's service is lenient); BodyError otherwise."""
+    data = read_body(limit)
+    if not data.strip():
+        if allow_empty:
+            return None
+        raise BodyError("the request body is empty")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BodyError(f"the request body is not JSON: {exc}") from None
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Serialise compactly; a pre-encoded ``bytes`` value is sent as it is (hot paths build their own)."""
+    body = value if isinstance(value, bytes) else json.dumps(value, separators=(",", ":"))
+    response = Response(body, status=status, mimetype="application/json")
+    for key, val in (headers or {}).items():
+        response.headers[key] = val
+    return response
