@@ -1,0 +1,6 @@
+"""Apple's services as the MDM vendor meets them: the DEP web service, the business portal, activation, push.
+
+They share one SQLite store (:mod:`simulator.apple.store`) because in Apple's world they share one
+database of organisations, MDM servers and devices: "Assign to Server" in the portal is what the DEP
+web service then reports to that server.
+"""

@@ -1,0 +1,1 @@
+"""Apple Business Manager as the simulator needs it: organisation, devices, servers, tokens, assignment."""

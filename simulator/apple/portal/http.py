@@ -1,0 +1,217 @@
+"""The portal's JSON API (``/api/…``): parse, call :class:`.service.PortalService`, render.
+
+Errors are ``{"error": "..."}`` with 400 or 404 (405/413 from Werkzeug likewise), never an HTML page
+or a 500: the portal's users are people and scripts setting up a demo, and they need a sentence.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_body
+
+from .service import SERIAL_PATTERN, PortalError, PortalService
+
+__all__ = ["create_app"]
+
+
+def _error(status: int, message: str) -> Response:
+    return json_response({"error": message}, status=status)
+
+
+def _json_object() -> dict[str, Any]:
+    raw = read_body()
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise PortalError(400, "the request body is not JSON") from None
+    if not isinstance(value, dict):
+        raise PortalError(400, "the request body must be a JSON object")
+    return value
+
+
+def _serials_from_csv(raw: bytes) -> list[str]:
+    """One serial per line (first column), an optional header line skipped."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PortalError(400, "the CSV is not UTF-8") from None
+    serials: list[str] = []
+    for number, row in enumerate(csv.reader(io.StringIO(text))):
+        if not row or not row[0].strip():
+            continue
+        value = row[0].strip()
+        if number == 0 and not SERIAL_PATTERN.match(value):
+            continue  # header such as "Serial Number"
+        serials.append(value)
+    return serials
+
+
+def _serial_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise PortalError(400, "serial_numbers must be a list of strings")
+    return value
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PortalError(400, f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise PortalError(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise PortalError(400, f"{key} must be a string")
+    return value
+
+
+def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask:
+    """The portal party's Flask app (JSON API only; pages may be added beside it)."""
+    app = create_party_app("portal", __name__, before=before, text_errors=False)
+
+    @app.errorhandler(PortalError)
+    def _portal_error(error: PortalError) -> Response:
+        return _error(error.status, error.message)
+
+    @app.errorhandler(BodyError)
+    def _body_error(error: BodyError) -> Response:
+        return _error(400, error.reason)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        return _error(error.code or 500, (error.name or "error").lower())
+
+    @app.get("/api/organization")
+    def get_organization() -> Response:
+        return json_response(portal.organization())
+
+    @app.get("/api/servers")
+    def get_servers() -> Response:
+        return json_response(portal.servers())
+
+    @app.post("/api/servers")
+    def post_servers() -> Response:
+        body = _json_object()
+        name = body.get("server_name")
+        if not isinstance(name, str) or not name.strip():
+            raise PortalError(400, "server_name is required")
+        if any(s["server_name"] == name.strip() for s in portal.servers()):
+            raise PortalError(400, f"an MDM server named {name.strip()!r} already exists")
+        server = portal.create_server(name)
+        return json_response(portal.server(server["server_uuid"]), status=201)
+
+    @app.get("/api/servers/<server_uuid>")
+    def get_server(server_uuid: str) -> Response:
+        return json_response(portal.server(server_uuid))
+
+    @app.post("/api/servers/<server_uuid>/public-key")
+    def post_server_public_key(server_uuid: str) -> Response:
+        raw = read_body()
+        pem: Any = raw
+        if raw.lstrip().startswith(b"{"):
+            try:
+                pem = json.loads(raw).get("certificate")
+            except (UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+                raise PortalError(
+                    400, 'send the PEM certificate as the body or as {"certificate": "..."}'
+                ) from None
+            if not isinstance(pem, str):
+                raise PortalError(400, 'send the PEM certificate as the body or as {"certificate": "..."}')
+        return json_response(portal.set_public_key(server_uuid, pem))
+
+    @app.get("/api/servers/<server_uuid>/token.p7m")
+    def get_server_token_p7m(server_uuid: str) -> Response:
+        data = portal.server_token_p7m(server_uuid)
+        response = Response(data, mimetype="application/pkcs7-mime")
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="{portal.token_filename(server_uuid)}"'
+        )
+        return response
+
+    @app.get("/api/servers/<server_uuid>/token")
+    def get_server_token(server_uuid: str) -> Response:
+        return json_response(portal.server_token(server_uuid))
+
+    @app.get("/api/devices")
+    def get_devices() -> Response:
+        return json_response(
+            portal.devices(
+                request.args.get("server_uuid") or None,
+                limit=_int_arg("limit", 100, 1, 1000),
+                offset=_int_arg("offset", 0, 0, 10_000_000),
+            )
+        )
+
+    @app.post("/api/devices")
+    def post_devices() -> Response:
+        body = _json_object()
+        server_uuid = _optional_str(body, "server_uuid")
+        order_number = _optional_str(body, "order_number")
+        if "count" in body:
+            result = portal.generate(body["count"], server_uuid, order_number)
+        elif "serial_numbers" in body:
+            result = portal.add_serials(_serial_list(body["serial_numbers"]), server_uuid, order_number)
+        else:
+            raise PortalError(400, 'send {"count": n} or {"serial_numbers": [...]}')
+        return json_response(result, status=201)
+
+    @app.patch("/api/devices/<serial>")
+    def patch_device(serial: str) -> Response:
+        return json_response(portal.edit_device(serial, _json_object()))
+
+    @app.post("/api/devices/release")
+    def post_devices_release() -> Response:
+        body = _json_object()
+        serials = _serial_list(body.get("serial_numbers"))
+        if not serials:
+            raise PortalError(400, "serial_numbers is empty")
+        return json_response(portal.release(serials))
+
+    def assignment_request() -> tuple[str | None, list[str] | None, str | None]:
+        if (request.mimetype or "").lower() in ("text/csv", "text/plain"):
+            return request.args.get("server_uuid") or None, _serials_from_csv(read_body()), None
+        body = _json_object()
+        serials = body.get("serial_numbers")
+        order_number = _optional_str(body, "order_number")
+        server_uuid = _optional_str(body, "server_uuid") or request.args.get("server_uuid") or None
+        if serials is None and order_number is None:
+            raise PortalError(400, "name the devices: serial_numbers, order_number, or a text/csv body")
+        return server_uuid, (_serial_list(serials) if serials is not None else None), order_number
+
+    @app.post("/api/assignments")
+    def post_assignments() -> Response:
+        server_uuid, serials, order_number = assignment_request()
+        if server_uuid is None:
+            raise PortalError(400, "server_uuid is required")
+        return json_response(portal.assign(server_uuid, serials, order_number))
+
+    @app.delete("/api/assignments")
+    def delete_assignments() -> Response:
+        server_uuid, serials, order_number = assignment_request()
+        return json_response(portal.unassign(serials, order_number, server_uuid))
+
+    @app.post("/api/terms")
+    def post_terms() -> Response:
+        body = _json_object()
+        required = body.get("require_acceptance")
+        if not isinstance(required, bool):
+            raise PortalError(400, "require_acceptance must be true or false")
+        return json_response(portal.set_terms_required(required))
+
+    return app
