@@ -7,6 +7,8 @@ moved must carry the world's time, or validity checks in the same world would di
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import uuid
 from collections.abc import Sequence
 from typing import Literal
 
@@ -278,3 +280,19 @@ def is_ca(cert: x509.Certificate) -> bool:
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """Lowercase hex SHA-256 of the DER certificate: a stable id for stores and logs."""
     return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def seeded_key(seed: int | None, label: str) -> PrivateKey:
+    """A P-256 key derived from ``(seed, label)``: ``--seed`` replays the same world, keys included,
+    and costs no key generation. Random without a seed."""
+    if seed is None:
+        return new_private_key("ec")
+    digest = hashlib.sha256(f"mdmsim:{seed}:{label}".encode()).digest()
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    return ec.derive_private_key(int.from_bytes(digest, "big") % (order - 1) + 1, ec.SECP256R1())
+
+
+def seeded_uuid(seed: int | None, label: str) -> str:
+    if seed is None:
+        return str(uuid.uuid4())
+    return str(uuid.UUID(bytes=hashlib.sha256(f"mdmsim:{seed}:{label}".encode()).digest()[:16], version=4))

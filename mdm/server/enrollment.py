@@ -1,0 +1,149 @@
+"""DEP enrollment pieces without I/O: MachineInfo, seeded keys, device identities, the enrollment profile.
+
+Kept apart from :mod:`mdm.server.service` so the rules of "what a profile contains" can be read (and
+tested) without a store or a clock.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mdm.protocol import mobileconfig
+from mdm.protocol.plist import PlistError, loads, plist_field, record_from_dict
+from mdm.protocol.x509 import CertificateAuthority, PrivateKey, new_private_key, seeded_key, seeded_uuid
+
+__all__ = [
+    "MachineInfo",
+    "parse_machine_info",
+    "seeded_key",
+    "seeded_uuid",
+    "new_topic",
+    "identity_owner",
+    "EnrollmentProfile",
+    "build_enrollment_profile",
+    "SERVER_CAPABILITIES",
+    "ACCESS_RIGHTS_ALL",
+]
+
+#: NanoMDM's capabilities: user channels (macOS, Shared iPad) and Bootstrap Token escrow.
+SERVER_CAPABILITIES = ["com.apple.mdm.per-user-connections", "com.apple.mdm.bootstraptoken"]
+#: Every AccessRights bit (1..4096): the server may do everything a DEP-enrolled device allows.
+ACCESS_RIGHTS_ALL = 8191
+PROFILE_IDENTIFIER = "com.mdmsim.mdm.enrollment"
+
+
+@dataclass(kw_only=True)
+class MachineInfo:
+    """What a device tells the enrollment URL about itself (``other/machineinfo.yaml``)."""
+
+    udid: str = plist_field("UDID", str, required=True)
+    serial: str = plist_field("SERIAL", str, required=True)
+    product: str | None = plist_field("PRODUCT", str)
+    version: str | None = plist_field("VERSION", str)
+    os_version: str | None = plist_field("OS_VERSION", str)
+    imei: str | None = plist_field("IMEI", str)
+    meid: str | None = plist_field("MEID", str)
+    language: str | None = plist_field("LANGUAGE", str)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def parse_machine_info(content: bytes) -> MachineInfo:
+    """Parse the signed content; PRODUCT/VERSION are "required" in Apple's schema but old devices
+    are accepted without OS_VERSION (introduced in iOS 17), so only UDID and SERIAL are insisted on."""
+    info = record_from_dict(MachineInfo, loads(content, max_size=65536))
+    if not info.udid.strip() or not info.serial.strip():
+        raise PlistError("UDID and SERIAL must not be empty")
+    return info
+
+
+def new_topic(seed: int | None) -> str:
+    """A push topic shaped like Apple's (``com.apple.mgmt.External.<uuid>``), until a real push
+    certificate supplies one."""
+    return f"com.apple.mgmt.External.{seeded_uuid(seed, 'topic')}"
+
+
+def identity_owner(cert: x509.Certificate) -> str | None:
+    """The UDID a device identity was issued for: its subject CN (how this server issues them)."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else None
+    return value if isinstance(value, str) else None
+
+
+def new_identity_key(kind: Literal["ec", "rsa"], seed: int | None, udid: str) -> PrivateKey:
+    if kind == "ec":
+        return seeded_key(seed, f"identity:{udid}")
+    return new_private_key("rsa")
+
+
+@dataclass(frozen=True)
+class EnrollmentProfile:
+    """The signed profile and what the service must remember about it."""
+
+    signed: bytes
+    udid: str
+    certificate: x509.Certificate
+    user: str | None
+
+
+def build_enrollment_profile(
+    *,
+    ca: CertificateAuthority,
+    identity: x509.Certificate,
+    identity_key: PrivateKey,
+    topic: str,
+    base_url: str,
+    organization: str = "mdmsim",
+    extra_certs: Sequence[x509.Certificate] = (),
+) -> bytes:
+    """The ``application/x-apple-aspen-config`` body: root CA + PKCS#12 identity + com.apple.mdm, signed.
+
+    The identity arrives as PKCS#12 (not SCEP) so that enrollment is one round trip; its password is
+    random per profile and travels in the payload's ``Password`` key, as Apple's schema allows.
+    """
+    password = secrets.token_urlsafe(18)
+    p12_uuid = mobileconfig.new_uuid()
+    root = mobileconfig.RootPayload.for_certificate(
+        ca.certificate,
+        payload_identifier=f"{PROFILE_IDENTIFIER}.root",
+        payload_display_name="MDM CA",
+        payload_certificate_file_name="mdm-ca.cer",
+    )
+    p12 = mobileconfig.PKCS12Payload(
+        payload_identifier=f"{PROFILE_IDENTIFIER}.identity",
+        payload_uuid=p12_uuid,
+        payload_display_name="Device identity",
+        payload_content=mobileconfig.pkcs12_identity(identity, identity_key, password, "MDM identity"),
+        password=password,
+        payload_certificate_file_name="identity.p12",
+    )
+    base = base_url.rstrip("/")
+    mdm = mobileconfig.MDMPayload(
+        payload_identifier=f"{PROFILE_IDENTIFIER}.mdm",
+        payload_display_name="Mobile Device Management",
+        identity_certificate_uuid=p12_uuid,
+        topic=topic,
+        server_url=f"{base}/connect",
+        check_in_url=f"{base}/checkin",
+        sign_message=True,
+        access_rights=ACCESS_RIGHTS_ALL,
+        check_out_when_removed=True,
+        server_capabilities=list(SERVER_CAPABILITIES),
+    )
+    profile = mobileconfig.Profile(
+        payload_identifier=PROFILE_IDENTIFIER,
+        payload_display_name="MDM Enrollment",
+        payload_organization=organization,
+        payloads=[root, p12, mdm],
+    )
+    return mobileconfig.sign(mobileconfig.build(profile), ca.certificate, ca.key, extra_certs=extra_certs)
+
+
+def utc(ts: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC)

@@ -1,0 +1,163 @@
+"""Flask handlers of the MDM server (mounted at ``/mdm``): parse, call :class:`MDMService`, render.
+
+Device-facing endpoints answer errors in plain text (devices log the body); the command API under
+``/api/v1`` answers JSON ``{"error": reason}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_body, read_json
+
+from .service import MDMError, MDMService, Reply
+
+__all__ = ["create_app", "ENROLL_CONTENT_TYPE"]
+
+ENROLL_CONTENT_TYPE = "application/x-apple-aspen-config"
+
+
+def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+    response = Response(reason + "\n", status=status, mimetype="text/plain")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _reply(reply: Reply) -> Response:
+    response = Response(reply.body, status=reply.status)
+    if reply.content_type:
+        response.headers["Content-Type"] = reply.content_type
+    else:
+        del response.headers["Content-Type"]
+    for key, value in reply.headers.items():
+        response.headers[key] = value
+    return response
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
+    app = create_party_app("mdm", __name__, before=before, text_errors=False)
+
+    @app.errorhandler(MDMError)
+    def _mdm_error(error: MDMError) -> Response:
+        if _is_api():
+            return json_response({"error": error.reason}, error.status, error.headers)
+        return _text(error.status, error.reason, error.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        reason = {413: "request body too large (limit 1 MB)"}.get(code, error.description or error.name)
+        if _is_api():
+            return json_response({"error": reason}, code)
+        return _text(code, reason)
+
+    # -- enrollment -------------------------------------------------------------------------------
+    @app.route("/enroll", methods=["GET", "POST"])
+    def enroll() -> Response:
+        if request.method == "GET":
+            header = request.headers.get("x-apple-aspen-deviceinfo", "")
+            try:
+                signed = base64.b64decode("".join(header.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise MDMError(403, "x-apple-aspen-deviceinfo is not base64") from None
+        else:
+            signed = read_body()
+        auth = request.authorization
+        credentials = None
+        if auth is not None and auth.type == "basic" and auth.username is not None:
+            credentials = (auth.username, auth.password or "")
+        profile = mdm.enroll(signed, require_user=request.args.get("auth") == "user", credentials=credentials)
+        return Response(profile.signed, status=200, content_type=ENROLL_CONTENT_TYPE)
+
+    @app.get("/ca")
+    def ca() -> Response:
+        """The MDM CA in PEM, for tools that pin it."""
+        return Response(mdm.ca_certificate_pem(), mimetype="application/x-pem-file")
+
+    # -- MDM protocol ---------------------------------------------------------------------------
+    @app.route("/checkin", methods=["PUT", "POST"])
+    def checkin() -> Response:
+        body = read_body()
+        return _reply(mdm.checkin(body, request.headers.get("Mdm-Signature"), url_params=request.args))
+
+    @app.route("/connect", methods=["PUT", "POST"])
+    def connect() -> Response:
+        body = read_body()
+        return _reply(mdm.connect(body, request.headers.get("Mdm-Signature"), url_params=request.args))
+
+    # -- command API ------------------------------------------------------------------------------
+    @app.post("/api/v1/commands")
+    def post_command() -> Response:
+        try:
+            data: Any = read_json()
+        except BodyError as exc:
+            raise MDMError(400, exc.reason) from None
+        if not isinstance(data, dict):
+            raise MDMError(400, "body must be a JSON object {udids, command}")
+        udids = data.get("udids")
+        if not isinstance(udids, list):
+            raise MDMError(400, "udids must be a non-empty array of strings")
+        command = data.get("command")
+        if not isinstance(command, dict):
+            raise MDMError(400, "command must be an object with a RequestType")
+        command_uuid = mdm.enqueue(udids, command, priority=data.get("priority", 0))
+        return json_response({"command_uuid": command_uuid}, 201)
+
+    @app.get("/api/v1/commands/<command_uuid>")
+    def get_command(command_uuid: str) -> Response:
+        status = mdm.command_status(command_uuid)
+        if status is None:
+            raise MDMError(404, f"no command {command_uuid}")
+        return json_response(status)
+
+    @app.get("/api/v1/devices")
+    def get_devices() -> Response:
+        return json_response({"devices": mdm.devices()})
+
+    @app.get("/api/v1/devices/<udid>")
+    def get_device(udid: str) -> Response:
+        device = mdm.device(udid)
+        if device is None:
+            raise MDMError(404, f"no device {udid}")
+        return json_response(device)
+
+    @app.put("/api/v1/push-certificate")
+    def put_push_certificate() -> Response:
+        """The controller hands over the Apple-issued push certificate and its key (PEM)."""
+        try:
+            data: Any = read_json()
+        except BodyError as exc:
+            raise MDMError(400, exc.reason) from None
+        if not isinstance(data, dict):
+            raise MDMError(400, 'body must be a JSON object {"certificate": PEM, "key": PEM}')
+        cert, key = data.get("certificate"), data.get("key")
+        if not isinstance(cert, str) or not isinstance(key, str):
+            raise MDMError(400, "certificate and key must be PEM strings")
+        mdm.set_push_certificate(cert, key)
+        return json_response(mdm.push_certificate())
+
+    @app.get("/api/v1/push-certificate")
+    def get_push_certificate() -> Response:
+        info = mdm.push_certificate()
+        if info is None:
+            raise MDMError(404, f"no push certificate: pushes go out for topic {mdm.topic} without one")
+        return json_response(info)
+
+    @app.post("/api/v1/devices/<udid>/push")
+    def push_device(udid: str) -> Response:
+        outcome = mdm.push_now(udid)
+        if outcome is None:
+            raise MDMError(404, f"{udid} has no valid push token")
+        return json_response({"status": outcome.status, "apns_id": outcome.apns_id, "reason": outcome.reason})
+
+    return app
