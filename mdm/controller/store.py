@@ -1,0 +1,105 @@
+"""The controller's tables: DEP tokens (``depOnboardingSettings``), enrollment profiles, imported devices.
+
+Everything the controller knows lives here (DESIGN rule 3), including the one-sync-in-flight claim:
+the columns ``sync_*`` of a token row are read and written in a single ``BEGIN IMMEDIATE``
+transaction, so two threads or two worker processes can never both start a sync.
+
+Times are stored as world-clock epoch seconds (REAL) and rendered as ISO 8601 only at the edge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mdm.protocol.storage import Store
+
+__all__ = ["MIGRATIONS", "open_controller_store"]
+
+MIGRATIONS = [
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        token_name TEXT,
+        apple_identifier TEXT,
+        token_type TEXT NOT NULL DEFAULT 'none',
+        token_expiration REAL,
+        created_at REAL NOT NULL,
+        modified_at REAL NOT NULL,
+        key_pem TEXT,
+        cert_pem TEXT,
+        consumer_key TEXT,
+        consumer_secret TEXT,
+        access_token TEXT,
+        access_secret TEXT,
+        server_uuid TEXT,
+        server_name TEXT,
+        org_name TEXT,
+        session_token TEXT,
+
+        sync_status TEXT NOT NULL DEFAULT 'idle',
+        sync_id TEXT,
+        sync_kind TEXT,
+        sync_manual INTEGER NOT NULL DEFAULT 0,
+        sync_triggered_at REAL,
+        sync_deadline REAL,
+        last_manual_at REAL,
+        last_success_at REAL,
+        last_full_at REAL,
+        last_kind TEXT,
+        last_error_code TEXT,
+        last_error_message TEXT,
+        cursor TEXT,
+        force_full INTEGER NOT NULL DEFAULT 0,
+        progress_pages INTEGER NOT NULL DEFAULT 0,
+        progress_devices INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE profiles (
+        id TEXT PRIMARY KEY,
+        token_id TEXT NOT NULL REFERENCES tokens (id) ON DELETE CASCADE,
+        settings TEXT NOT NULL,
+        apple_json TEXT NOT NULL,
+        profile_uuid TEXT NOT NULL,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        modified_at REAL NOT NULL
+    );
+    CREATE INDEX profiles_by_token ON profiles (token_id, created_at);
+
+    CREATE TABLE devices (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        token_id TEXT NOT NULL REFERENCES tokens (id) ON DELETE CASCADE,
+        serial TEXT NOT NULL,
+        description TEXT,
+        model TEXT,
+        color TEXT,
+        os TEXT,
+        device_family TEXT,
+        apple_profile_status TEXT,
+        apple_profile_uuid TEXT,
+        requested_profile_id TEXT,
+        requested_at REAL,
+        is_supervised INTEGER NOT NULL DEFAULT 0,
+        is_deleted INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        enrollment_state TEXT NOT NULL DEFAULT 'notContacted',
+        last_contacted REAL,
+        udid TEXT,
+        assignment_status TEXT,
+        retry_profile_id TEXT,
+        retry_at REAL,
+        seen_sync TEXT,
+        UNIQUE (token_id, serial)
+    );
+    CREATE INDEX devices_by_serial ON devices (serial);
+    CREATE INDEX devices_retry ON devices (retry_at) WHERE retry_at IS NOT NULL;
+
+    CREATE TABLE udids (udid TEXT PRIMARY KEY, serial TEXT NOT NULL) WITHOUT ROWID;
+    """
+]
+
+
+def open_controller_store(path: str | Path | None = None) -> Store:
+    """The controller's store: ``None`` in memory (tests), a file for ``mdmsim serve``."""
+    return Store(path, MIGRATIONS)

@@ -1,0 +1,186 @@
+"""A real in-process stack for the controller: Apple's DEP service and portal, and the Graph API.
+
+Everything talks HTTP through werkzeug's ``DispatcherMiddleware`` (``/apple/dep``, ``/apple/portal``,
+``/intune``); the controller's client reaches Apple through ``httpx.WSGITransport``, so no socket is
+needed unless a test serves the stack. Apple's DEP app is wrapped in :class:`AppleTap`, which counts
+every request, can answer with scripted responses (the errors real Apple sends), can mark a request
+with a per-device fault, and can hold requests at a gate while a test looks at "sync running".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+from mdm.controller import http as controller_http
+from mdm.controller.depclient import DEPClient, OAuthCredentials
+from mdm.controller.service import Controller
+from mdm.controller.store import open_controller_store
+from mdm.protocol.clock import Clock
+from mdm.protocol.storage import Store
+from simulator.apple.dep import http as dep_http
+from simulator.apple.dep.service import DEPService
+from simulator.apple.portal import http as portal_http
+from simulator.apple.portal.service import PortalService
+from simulator.apple.store import open_apple_store
+
+BASE = "http://mdmsim.invalid"
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+Scripted = tuple[int, str, dict[str, str]]
+
+
+@dataclass
+class AppleTap:
+    """WSGI middleware around Apple's DEP app: counts, scripts, faults and gates its traffic."""
+
+    app: Callable
+    counts: Counter = field(default_factory=Counter)
+    log: list[str] = field(default_factory=list)
+    # "METHOD /path" → queued responses (status, body, headers) or callables run before the real app
+    script: dict[str, list[Scripted | Callable[[], None]]] = field(default_factory=dict)
+    device_fault: dict[str, list[str]] = field(default_factory=dict)
+    gate: threading.Event | None = None
+    reached_gate: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        key = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
+        with self.lock:
+            self.counts[key] += 1
+            self.log.append(key)
+            queued = self.script.get(key)
+            action = queued.pop(0) if queued else None
+            faults = self.device_fault.get(key)
+            if faults:
+                environ["mdmsim.fault"] = faults.pop(0)
+        if self.gate is not None:
+            self.reached_gate.set()
+            assert self.gate.wait(20), "the test never opened the gate"
+        if callable(action):
+            action()
+        elif action is not None:
+            status, body, headers = action
+            start_response(f"{status} SCRIPTED", [("Content-Type", "text/plain"), *headers.items()])
+            return [body.encode()]
+        return self.app(environ, start_response)
+
+    def add(self, key: str, *responses: Scripted | Callable[[], None]) -> None:
+        with self.lock:
+            self.script.setdefault(key, []).extend(responses)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class Stack:
+    clock: Clock
+    portal: PortalService
+    dep: DEPService
+    tap: AppleTap
+    wsgi: Callable
+    controller: Controller
+    api: httpx.Client
+    server_uuid: str
+    sleeps: list[float]
+    store: Store
+    http: httpx.Client
+
+    def make_controller(self, **kw: Any) -> Controller:
+        """Another controller on the same store (a restart, or a second worker process)."""
+        options: dict[str, Any] = dict(
+            http=self.http,
+            dep_url=lambda: f"{BASE}/apple/dep",
+            mdm_enroll_url=lambda: f"{BASE}/mdm/enroll",
+            background=False,
+            sleep=self.sleeps.append,
+        )
+        options.update(kw)
+        return Controller(kw.pop("store", self.store), self.clock, **options)
+
+    def onboard(self, token_name: str | None = None) -> str:
+        """What an admin does: a setting, its public key to the portal, the portal's .p7m back."""
+        body = {"tokenName": token_name} if token_name else {}
+        setting = self.api.post("/deviceManagement/depOnboardingSettings", json=body).json()
+        sid = setting["id"]
+        pem = self.api.get(f"/deviceManagement/depOnboardingSettings/{sid}/getEncryptionPublicKey").json()[
+            "value"
+        ]
+        portal = httpx.Client(transport=httpx.WSGITransport(app=self.wsgi), base_url=f"{BASE}/apple/portal")
+        assert portal.post(f"/api/servers/{self.server_uuid}/public-key", content=pem).status_code == 200
+        p7m = portal.get(f"/api/servers/{self.server_uuid}/token.p7m")
+        assert p7m.status_code == 200
+        reply = self.api.post(
+            f"/deviceManagement/depOnboardingSettings/{sid}/uploadDepToken",
+            json={"appleId": "admin@contoso.example", "depToken": p7m.text},
+        )
+        assert reply.status_code == 204, reply.text
+        return sid
+
+    def sync(self, sid: str) -> httpx.Response:
+        return self.api.post(
+            f"/deviceManagement/depOnboardingSettings/{sid}/syncWithAppleDeviceEnrollmentProgram"
+        )
+
+    def setting(self, sid: str) -> dict[str, Any]:
+        return self.api.get(f"/deviceManagement/depOnboardingSettings/{sid}").json()
+
+    def devices(self, sid: str, **params: str) -> list[dict[str, Any]]:
+        """Every imported identity, following ``@odata.nextLink``."""
+        url: str | None = f"/deviceManagement/depOnboardingSettings/{sid}/importedAppleDeviceIdentities"
+        items: list[dict[str, Any]] = []
+        query: dict[str, str] | None = {"$top": "1000", **params}
+        while url:
+            page = self.api.get(url, params=query).json()
+            items += page["value"]
+            url, query = page.get("@odata.nextLink"), None
+        return items
+
+    def apple_client(self) -> DEPClient:
+        """A DEP client with the server's own credentials, to look at what Apple stored."""
+        creds = self.dep.credentials(self.server_uuid)
+        keys = ("consumer_key", "consumer_secret", "access_token", "access_secret")
+        return DEPClient(self.http, f"{BASE}/apple/dep", OAuthCredentials(*(creds[k] for k in keys)))
+
+
+def _not_found_root() -> Flask:
+    return Flask("root")
+
+
+def build_stack(*, devices: int = 500, rules: str = "2016", store_path: Any = None, **kw: Any) -> Stack:
+    clock = Clock(Store(None, []), start=START, frozen=True)
+    apple = open_apple_store(None)
+    portal = PortalService(apple, clock)
+    portal.ensure_organization(name="Contoso Pharmaceuticals")
+    server_uuid = portal.create_server("Contoso Intune")["server_uuid"]
+    if devices:
+        portal.generate(devices, server_uuid)
+    dep = DEPService(apple, clock)
+    tap = AppleTap(dep_http.create_app(dep))
+    holder: dict[str, Any] = {}
+    wsgi = DispatcherMiddleware(
+        _not_found_root(),
+        {
+            "/apple/dep": tap,
+            "/apple/portal": portal_http.create_app(portal),
+            "/intune": lambda environ, start: holder["app"](environ, start),
+        },
+    )
+    http = httpx.Client(transport=httpx.WSGITransport(app=wsgi), base_url=BASE)
+    store = open_controller_store(store_path)
+    sleeps: list[float] = []
+    stack = Stack(clock, portal, dep, tap, wsgi, None, None, server_uuid, sleeps, store, http)  # type: ignore[arg-type]
+    stack.controller = stack.make_controller(rules=rules, **kw)
+    holder["app"] = controller_http.create_app(stack.controller)
+    stack.api = httpx.Client(transport=httpx.WSGITransport(app=wsgi), base_url=f"{BASE}/intune")
+    return stack
+
+
