@@ -1,0 +1,199 @@
+"""The rules of Apple's activation service (``iprofiles.apple.com`` on macOS; the iOS endpoint is private).
+
+During Setup Assistant a device asks Apple, by serial number, for its *cloud configuration*: the DEP
+profile its organisation assigned, rendered with the organisation's contact details in the keys
+``profiles show -type enrollment`` prints on a Mac (``OrganizationName``, ``IsSupervised``,
+``SkipSetup``…). Fetching it moves the device's DEP ``profile_status`` to ``pushed``; that is how an
+MDM vendor learns the device has started Setup Assistant.
+
+Wire format. Apple documents neither the iOS endpoint nor its format; macOS posts JSON
+``{"action": "RequestProfileConfiguration", "sn": "<serial>"}``. The simulator uses that shape for
+every device and answers JSON: the record, or ``{}`` when the serial has no configuration (not
+assigned to an MDM server, or no profile), after which the device activates unmanaged. Certificates
+(``AnchorCertificates``, ``SupervisorHostCertificates``) travel as base64 DER strings, as they do in
+the DEP profile.
+
+The device CA. Real devices carry an identity certificate Apple issued at manufacture, and MDM
+servers check that MachineInfo is signed by it. This service owns that CA: one EC P-256 key pair,
+persisted in the store so every worker process of one world issues and trusts the same CA.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from mdm.protocol.clock import Clock
+from mdm.protocol.storage import Store
+from mdm.protocol.x509 import CertificateAuthority, PublicKey, cert_to_pem
+
+__all__ = [
+    "ActivationError",
+    "ActivationService",
+    "CloudConfigurationSource",
+    "REQUEST_ACTION",
+    "cloud_configuration_record",
+]
+
+REQUEST_ACTION = "RequestProfileConfiguration"
+DEVICE_CA_NAME = "Apple iPhone Device CA (mdmsim)"
+DEVICE_IDENTITY_DAYS = 3650 * 2
+#: The MDM protocol version Macs report in their cloud configuration; iOS does not publish one.
+MDM_PROTOCOL_VERSION = 1
+
+_MIGRATION = """
+CREATE TABLE IF NOT EXISTS activation_device_ca (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cert_pem BLOB NOT NULL,
+    key_pem BLOB NOT NULL
+)
+"""
+
+
+class ActivationError(ValueError):
+    """A request the activation service refuses; ``reason`` is the short 400 body."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CloudConfigurationSource(Protocol):
+    """What activation needs from the DEP service (``simulator.apple.dep.service.DEPService``)."""
+
+    def cloud_configuration_for(self, serial: str) -> dict[str, Any] | None: ...
+
+    def mark_pushed(self, serial: str, now: _dt.datetime | None = None) -> bool: ...
+
+
+class ActivationService:
+    """Cloud configurations by serial, and the device CA.
+
+    ``store`` may be Apple's store (the CA lives in its own table, created if missing) or ``None`` for a
+    private in-memory one. ``device_ca`` pins the CA (a world that builds it from a seed); otherwise the
+    stored one is used, or a new one is made and stored on first use.
+    """
+
+    def __init__(
+        self,
+        store: Store | None,
+        clock: Clock,
+        *,
+        dep: CloudConfigurationSource | None = None,
+        device_ca: CertificateAuthority | None = None,
+    ) -> None:
+        self.store = store if store is not None else Store(None, [])
+        self.clock = clock
+        self.dep = dep
+        with self.store.transaction() as db:
+            db.execute(_MIGRATION)
+            row = db.execute("SELECT cert_pem, key_pem FROM activation_device_ca WHERE id = 1").fetchone()
+            if device_ca is not None:
+                cert_pem, key_pem = device_ca.to_pem()
+                db.execute(
+                    "INSERT OR REPLACE INTO activation_device_ca (id, cert_pem, key_pem) VALUES (1, ?, ?)",
+                    (cert_pem, key_pem),
+                )
+            elif row is None:
+                device_ca = CertificateAuthority.create(
+                    DEVICE_CA_NAME, clock.now(), organization="Apple Inc."
+                )
+                cert_pem, key_pem = device_ca.to_pem()
+                db.execute(
+                    "INSERT INTO activation_device_ca (id, cert_pem, key_pem) VALUES (1, ?, ?)",
+                    (cert_pem, key_pem),
+                )
+            else:
+                device_ca = CertificateAuthority.from_pem(bytes(row["cert_pem"]), bytes(row["key_pem"]))
+        self.device_ca: CertificateAuthority = device_ca
+
+    # -- cloud configuration ---------------------------------------------------------------------------
+    def request_profile_configuration(self, body: Any) -> dict[str, Any]:
+        """``POST /profile``: validate the macOS-shaped request, answer the record or ``{}``."""
+        if not isinstance(body, Mapping):
+            raise ActivationError("MALFORMED_REQUEST_BODY")
+        if body.get("action") != REQUEST_ACTION:
+            raise ActivationError("INVALID_ACTION")
+        serial = body.get("sn")
+        if not isinstance(serial, str) or not serial.strip() or len(serial) > 64:
+            raise ActivationError("SERIAL_NUMBER_REQUIRED")
+        return self.profile_for(serial.strip())
+
+    def profile_for(self, serial: str) -> dict[str, Any]:
+        """The cloud configuration for ``serial`` (and mark it pushed), or ``{}`` for "no configuration"."""
+        if self.dep is None:
+            return {}
+        found = self.dep.cloud_configuration_for(serial)
+        if not found or not found.get("profile"):
+            return {}
+        self.dep.mark_pushed(serial, self.clock.now())
+        return cloud_configuration_record(found)
+
+    # -- device identities -----------------------------------------------------------------------------
+    def device_ca_certificate(self) -> x509.Certificate:
+        return self.device_ca.certificate
+
+    def device_ca_certificate_pem(self) -> bytes:
+        """Published so MDM servers can check MachineInfo signatures (``GET /device-ca.pem``)."""
+        return cert_to_pem(self.device_ca.certificate)
+
+    def issue_device_identity(
+        self, udid: str, serial: str, public_key: PublicKey, *, now: _dt.datetime | None = None
+    ) -> x509.Certificate:
+        """The identity Apple gives a device at manufacture: CN = UDID, serial number in the subject.
+
+        The world calls this and hands the certificate to the device; the device never asks Apple.
+        """
+        subject = x509.Name(
+            [
+                x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, udid),
+                x509.NameAttribute(x509.oid.NameOID.SERIAL_NUMBER, serial),
+                x509.NameAttribute(x509.oid.NameOID.ORGANIZATION_NAME, "Apple Inc."),
+            ]
+        )
+        issued_at = (now or self.clock.now()) - _dt.timedelta(days=1)  # manufactured before it is sold
+        return self.device_ca.issue(public_key, subject=subject, now=issued_at, days=DEVICE_IDENTITY_DAYS)
+
+
+def cloud_configuration_record(found: Mapping[str, Any]) -> dict[str, Any]:
+    """Render DEP's ``cloud_configuration_for`` answer as the record a device receives.
+
+    Department and support phone fall back to the organisation's own when the profile has none,
+    because the Remote Management pane always shows something under "About Configuration" and
+    "Need Help".
+    """
+    profile: Mapping[str, Any] = found.get("profile") or {}
+    org_phone = found.get("org_phone") or ""
+    record: dict[str, Any] = {
+        "AllowPairing": bool(profile.get("allow_pairing", True)),
+        "AnchorCertificates": list(profile.get("anchor_certs") or []),
+        "AwaitDeviceConfigured": bool(profile.get("await_device_configured", False)),
+        "ConfigurationURL": profile.get("url", ""),
+        "IsMDMUnremovable": not bool(profile.get("is_mdm_removable", True)),
+        "IsMandatory": bool(profile.get("is_mandatory", False)),
+        "IsMultiUser": bool(profile.get("is_multi_user", False)),
+        "IsSupervised": bool(profile.get("is_supervised", False)),
+        "MDMProtocolVersion": MDM_PROTOCOL_VERSION,
+        "OrganizationName": found.get("org_name") or "",
+        "OrganizationDepartment": profile.get("department") or found.get("org_name") or "",
+        "OrganizationEmail": profile.get("support_email_address") or found.get("org_email") or "",
+        "OrganizationPhone": org_phone,
+        "OrganizationSupportPhone": profile.get("support_phone_number") or org_phone,
+        "OrganizationAddress": found.get("org_address") or "",
+        "OrganizationMagic": profile.get("org_magic") or "",
+        "SkipSetup": list(profile.get("skip_setup_items") or []),
+        "SupervisorHostCertificates": list(profile.get("supervising_host_certs") or []),
+        "AutoAdvanceSetup": bool(profile.get("auto_advance_setup", False)),
+        "ProfileName": profile.get("profile_name", ""),
+        "ProfileUUID": found.get("profile_uuid", ""),
+    }
+    if profile.get("configuration_web_url"):
+        record["ConfigurationWebURL"] = profile["configuration_web_url"]
+    if profile.get("language"):
+        record["Language"] = profile["language"]
+    if profile.get("region"):
+        record["Region"] = profile["region"]
+    return record

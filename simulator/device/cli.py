@@ -1,0 +1,178 @@
+"""``mdmsim device``: power a simulated device on against a running ``mdmsim serve``, list devices.
+
+``power-on`` asks the server for the device's identity (the world owns identities and Apple's device
+CA), then runs the device in *this* process over real HTTP, printing each Setup Assistant pane as it
+appears. The identity endpoint it reads, ``GET {server}/_sim/devices/<serial>/identity``, answers::
+
+    {"identity": {<DeviceIdentity fields>},
+     "device_key_pem": "-----BEGIN PRIVATE KEY-----…",
+     "device_certificate_pem": "-----BEGIN CERTIFICATE-----…",
+     "apple_url": "http://127.0.0.1:8080/apple"}          # optional, default {server}/apple
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from mdm.protocol.clock import parse_iso
+from simulator.device.identity import DeviceIdentity
+
+from .drivers import HTTPDriver
+from .machine import Device, DeviceScript, Request, Response
+
+console = Console()
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+STYLES = {"shown": "green", "skipped": "dim", "error": "bold red", "released": "cyan", "info": "blue"}
+
+
+def _world_now(client: httpx.Client, server: str) -> Any:
+    """World time as the server's clock tells it, advancing with the wall clock from here on."""
+    try:
+        r = client.get(f"{server}/_sim/clock", timeout=5)
+        offset = parse_iso(r.json()["now"]).timestamp() - time.time() if r.status_code == 200 else 0.0
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        offset = 0.0
+    return lambda: datetime.fromtimestamp(time.time() + offset, UTC)
+
+
+def fetch_device(client: httpx.Client, server: str, serial: str, script: DeviceScript) -> Device:
+    """Build the device from the server's identity endpoint (shape in the module docstring)."""
+    r = client.get(f"{server}/_sim/devices/{serial}/identity", timeout=15)
+    if r.status_code != 200:
+        raise click.ClickException(
+            f"{server} does not know device {serial} (HTTP {r.status_code}: {r.text[:200]})"
+        )
+    data = r.json()
+    try:
+        identity = DeviceIdentity(**data["identity"])
+        return Device.create(
+            identity,
+            device_key=data["device_key_pem"],
+            device_cert=data["device_certificate_pem"],
+            apple_url=data.get("apple_url") or f"{server}/apple",
+            script=script,
+        )
+    except (KeyError, TypeError) as exc:
+        raise click.ClickException(f"unexpected identity document from {server}: {exc}") from None
+
+
+@click.group("device")
+def device() -> None:
+    """Simulated iPhones and iPads."""
+
+
+@device.command("power-on")
+@click.argument("serial")
+@click.option("--server", default=DEFAULT_SERVER, show_default=True, help="A running `mdmsim serve`.")
+@click.option("--username", help="Typed at the Authentication pane when the MDM asks for a user.")
+@click.option("--password")
+@click.option("--apple-id", type=click.Choice(["sign_in", "later"]), default="sign_in", show_default=True)
+@click.option(
+    "--apple-id-prompt", type=click.Choice(["sign_in", "cancel"]), default="sign_in", show_default=True
+)
+@click.option("--language", default="en", show_default=True)
+@click.option("--region", default="US", show_default=True)
+@click.option(
+    "--agent-rounds",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="MDM agent wake-ups after Setup Assistant (answers queued commands).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the device's state in devices.db here (see `device list --data-dir`).",
+)
+def power_on(
+    serial: str,
+    server: str,
+    username: str | None,
+    password: str | None,
+    apple_id: str,
+    apple_id_prompt: str,
+    language: str,
+    region: str,
+    agent_rounds: int,
+    data_dir: Path | None,
+) -> None:
+    """Walk one device through Setup Assistant, pane by pane."""
+    server = server.rstrip("/")
+    script = DeviceScript(
+        username=username,
+        password=password,
+        apple_id=apple_id,  # type: ignore[arg-type]
+        apple_id_prompt=apple_id_prompt,
+        language=language,
+        region=region,
+    )  # type: ignore[arg-type]
+    with httpx.Client() as client:
+        dev = fetch_device(client, server, serial, script)
+        shown = [0]
+
+        def print_new(_: Request, __: Response) -> None:
+            for pane, outcome, at, detail in dev.transcript[shown[0] :]:
+                console.print(f"[{STYLES.get(outcome, 'white')}]{at}  {pane:<24} {outcome:<9}[/] {detail}")
+            shown[0] = len(dev.transcript)
+
+        driver = HTTPDriver(client, now=_world_now(client, server), observer=print_new)
+        console.print(
+            f"[bold]{dev.identity.model_name}[/bold] {serial} ({dev.identity.os} {dev.identity.os_version})"
+        )
+        phase = driver.run_until_home(dev)
+        if agent_rounds:
+            driver.run_agent(dev, agent_rounds)
+        print_new(Request("GET", ""), Response(0))
+        console.print(f"stopped: [bold]{phase}[/bold] on pane [bold]{dev.pane}[/bold]")
+        if data_dir is not None:
+            from mdm.protocol.clock import Clock
+            from mdm.protocol.storage import Store
+
+            from .store import DeviceFleetService, open_device_store
+
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fleet = DeviceFleetService(open_device_store(data_dir / "devices.db"), Clock(Store(None, [])),
+                                       apple_url=dev.state.apple_url)  # fmt: skip
+            fleet.save(dev)
+        if phase == "setup":
+            raise SystemExit(1)
+
+
+@device.command("list")
+@click.option("--server", default=DEFAULT_SERVER, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read a local device store instead of asking the server.",
+)
+def list_devices(server: str, data_dir: Path | None) -> None:
+    """Devices and where they are in Setup Assistant."""
+    if data_dir is not None:
+        from .store import DeviceStore, open_device_store
+
+        rows = DeviceStore(open_device_store(data_dir / "devices.db")).summaries()
+    else:
+        try:
+            r = httpx.get(f"{server.rstrip('/')}/_sim/devices", timeout=15)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach {server}: {exc}") from None
+        if r.status_code != 200:
+            raise click.ClickException(f"{server}/_sim/devices answered HTTP {r.status_code}")
+        body = r.json()
+        rows = body.get("devices", body) if isinstance(body, dict) else body
+    table = Table(title=f"{len(rows)} devices")
+    for column in ("serial", "phase", "pane", "enrolled", "last"):
+        table.add_column(column)
+    for row in rows:
+        last = row.get("last_entry") or []
+        table.add_row(row.get("serial_number", ""), row.get("phase", ""), row.get("pane", ""),
+                      "yes" if row.get("enrolled") else "no", " ".join(str(x) for x in last[:2]))  # fmt: skip
+    console.print(table)

@@ -1,0 +1,186 @@
+"""Drivers: the only code that performs a device's HTTP requests.
+
+A device (``machine.Device``) yields :class:`~simulator.device.machine.Request` objects; a driver sends
+them and feeds back the :class:`~simulator.device.machine.Response`. Two drivers run the same flows:
+
+* :class:`WSGIDriver` calls a WSGI app in process (``httpx.WSGITransport``): no sockets, for fast
+  tests and for fleets of thousands of devices inside one world;
+* :class:`HTTPDriver` uses a caller's ``httpx.Client`` over real sockets: demos, external MDM servers.
+
+Transport failures (connection refused, timeouts, an app that raised) become ``Response(status=0,
+error=…)`` or a 500, so the device writes them into its transcript and nothing crashes. World time is
+the driver's ``now``: pass the world clock's ``now`` so transcripts carry simulated time.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from .agent import AgentRound
+from .machine import Device, Flow, Now, Request, Response, wall_now
+
+__all__ = ["Driver", "WSGIDriver", "HTTPDriver", "StepLimitExceeded", "DEFAULT_TIMEOUT"]
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 15.0
+#: Called after every exchange, e.g. by the CLI to print new transcript entries as they appear.
+Observer = Callable[[Request, Response], None]
+
+
+class StepLimitExceeded(RuntimeError):
+    """A flow asked for more exchanges than the caller allowed (a server looping a device)."""
+
+
+class Driver:
+    """Runs device flows; subclasses implement :meth:`send`."""
+
+    def __init__(self, *, now: Now | None = None, observer: Observer | None = None) -> None:
+        self.now: Now = now or wall_now
+        self.observer = observer
+        self.exchanges = 0
+
+    def send(self, request: Request) -> Response:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, flow: Flow[T], *, max_steps: int | None = None) -> T:
+        """Drive one flow to its end and return its result."""
+        steps = 0
+        try:
+            request = next(flow)
+            while True:
+                if max_steps is not None and steps >= max_steps:
+                    flow.close()
+                    raise StepLimitExceeded(f"flow needed more than {max_steps} HTTP exchanges")
+                response = self.send(request)
+                steps += 1
+                self.exchanges += 1
+                if self.observer is not None:
+                    self.observer(request, response)
+                request = flow.send(response)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def run_until_home(self, device: Device, max_steps: int = 500) -> str:
+        """Power on and walk Setup Assistant; while the device is held at Awaiting Configuration, act
+        as its MDM agent until DeviceConfigured arrives or the server has nothing more to say.
+
+        Returns the phase it stopped in: ``home``, ``awaiting_configuration`` or ``setup`` (stuck on a
+        pane with an error; see the transcript).
+        """
+        start = self.exchanges
+        while True:
+            remaining = max_steps - (self.exchanges - start)
+            phase = self.run(device.power_on(self.now), max_steps=max(remaining, 0))
+            if phase != "awaiting_configuration":
+                return phase
+            remaining = max_steps - (self.exchanges - start)
+            if remaining <= 0:
+                return phase
+            report = self.run(device.agent_round(self.now), max_steps=remaining)
+            if device.phase == "awaiting_configuration" and not report.commands:
+                return device.phase
+
+    def run_agent(self, device: Device, rounds: int = 1, *, connect: bool = True) -> list[AgentRound]:
+        """Wake the MDM agent ``rounds`` times (push poll + connect); the reports in order."""
+        reports = []
+        for _ in range(rounds):
+            reports.append(self.run(device.agent_round(self.now, connect=connect)))
+        return reports
+
+    def remove_mdm_profile(self, device: Device) -> bool:
+        """The user removes management in Settings (CheckOut goes out when allowed)."""
+        return self.run(device.user_remove_mdm_profile(self.now))
+
+    def close(self) -> None:
+        """Release the HTTP client (drivers own theirs unless one was passed in)."""
+
+
+def _to_response(r: httpx.Response) -> Response:
+    return Response(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+
+
+def _send_with(client: httpx.Client, request: Request, timeout: float) -> Response:
+    try:
+        r = client.request(request.method, request.url, headers=request.headers, content=request.body,
+                           timeout=timeout)  # fmt: skip
+    except httpx.ConnectError as exc:
+        return Response.network_error(f"cannot connect to {_origin(request.url)}: {_short(exc)}")
+    except httpx.TimeoutException:
+        return Response.network_error(f"{_origin(request.url)} did not answer in time")
+    except httpx.HTTPError as exc:
+        return Response.network_error(f"{_origin(request.url)}: {_short(exc)}")
+    return _to_response(r)
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if "refused" in text.lower() or "errno 111" in text.lower():
+        return "connection refused"
+    return text[:160]
+
+
+class WSGIDriver(Driver):
+    """In process: requests go straight into ``wsgi_app`` (no sockets, still real HTTP semantics).
+
+    ``hosts`` limits which hosts exist: a request for any other host fails as "connection refused",
+    which is how an in-process test points a device at an MDM server that is down. By default every
+    host reaches the app (the world serves everything under one origin).
+    """
+
+    def __init__(
+        self,
+        wsgi_app: Callable[..., Any],
+        *,
+        now: Now | None = None,
+        hosts: set[str] | None = None,
+        observer: Observer | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(now=now, observer=observer)
+        self.client = httpx.Client(transport=httpx.WSGITransport(app=wsgi_app, raise_app_exceptions=False))
+        self.hosts = {h.lower() for h in hosts} if hosts is not None else None
+        self.timeout = timeout
+
+    def send(self, request: Request) -> Response:
+        if self.hosts is not None:
+            host = (urllib.parse.urlsplit(request.url).netloc or "").lower()
+            if host not in self.hosts:
+                return Response.network_error(f"cannot connect to {_origin(request.url)}: connection refused")
+        return _send_with(self.client, request, self.timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class HTTPDriver(Driver):
+    """Over real sockets with the caller's ``httpx.Client`` (connection pooling, proxies, TLS options
+    stay the caller's choice)."""
+
+    def __init__(
+        self,
+        base_client: httpx.Client | None = None,
+        *,
+        now: Now | None = None,
+        observer: Observer | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(now=now, observer=observer)
+        self._owned = base_client is None
+        self.client = base_client if base_client is not None else httpx.Client()
+        self.timeout = timeout
+
+    def send(self, request: Request) -> Response:
+        return _send_with(self.client, request, self.timeout)
+
+    def close(self) -> None:
+        if self._owned:
+            self.client.close()

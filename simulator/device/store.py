@@ -1,0 +1,264 @@
+"""Persistence of simulated devices, and the fleet service that powers them on and runs their agents.
+
+Each device's whole :class:`~simulator.device.machine.DeviceState` is one JSON document keyed by
+serial number, with its phase, pane and enrollment flag copied into columns so ``mdmsim device list``
+and a dashboard can list a fleet without parsing every document. The store is the truth (DESIGN.md
+rule 3): the fleet service loads a device, runs a flow and saves it, so any process sharing the
+SQLite file sees live state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from mdm.protocol.clock import Clock, isoformat
+from mdm.protocol.storage import Store
+from mdm.protocol.x509 import PrivateKey, PublicKey, new_private_key
+from simulator.device.identity import DeviceIdentity
+
+from .drivers import Driver
+from .machine import Device, DeviceScript, DeviceState
+
+__all__ = [
+    "MIGRATIONS",
+    "DeviceStore",
+    "DeviceFleetService",
+    "DeviceRun",
+    "IssueIdentity",
+    "open_device_store",
+]
+
+MIGRATIONS = [
+    """
+    CREATE TABLE devices (
+        serial TEXT PRIMARY KEY,
+        udid TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        pane TEXT NOT NULL,
+        enrolled INTEGER NOT NULL,
+        last_entry TEXT,
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX devices_by_phase ON devices (phase);
+    """
+]
+
+#: Apple's device CA issuing a device its identity: ``(udid, serial, public_key) -> certificate``
+#: (``ActivationService.issue_device_identity``; the world passes it in, the device never calls Apple).
+IssueIdentity = Callable[[str, str, PublicKey], x509.Certificate]
+
+
+def open_device_store(path: str | Path | None = None) -> Store:
+    """``None`` for an in-memory store (tests), a file to share live state with other processes."""
+    return Store(path, MIGRATIONS)
+
+
+class DeviceStore:
+    """Device states by serial number."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def save(self, device: Device, now: float) -> None:
+        st = device.state
+        last = json.dumps(list(st.transcript[-1])) if st.transcript else None
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO devices (serial, udid, phase, pane, enrolled, last_entry, state, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device.serial, device.udid, st.phase if st.powered else "off", st.pane, int(device.enrolled),
+                 last, json.dumps(st.to_dict(), separators=(",", ":")), now),
+            )  # fmt: skip
+
+    def load(self, serial: str) -> DeviceState | None:
+        with self.store.read() as db:
+            row = db.execute("SELECT state FROM devices WHERE serial = ?", (serial,)).fetchone()
+        return DeviceState.from_dict(json.loads(row[0])) if row is not None else None
+
+    def summaries(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        with self.store.read() as db:
+            rows = db.execute(
+                "SELECT serial, udid, phase, pane, enrolled, last_entry, updated_at FROM devices "
+                "ORDER BY serial LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [
+            {
+                "serial_number": r["serial"],
+                "udid": r["udid"],
+                "phase": r["phase"],
+                "pane": r["pane"],
+                "enrolled": bool(r["enrolled"]),
+                "last_entry": json.loads(r["last_entry"]) if r["last_entry"] else None,
+                "updated_at": r["updated_at"],
+            }
+            for r in rows
+        ]
+
+    def count(self) -> int:
+        with self.store.read() as db:
+            return int(db.execute("SELECT count(*) FROM devices").fetchone()[0])
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    """What a run left behind: where the device stopped and everything it showed."""
+
+    serial: str
+    phase: str
+    pane: str
+    transcript: list[tuple[str, str, str, str]]
+    state: DeviceState
+
+
+class DeviceFleetService:
+    """Powers devices on and runs their MDM agents through a driver, persisting every step's result.
+
+    ``issue_identity`` is Apple's device CA (``ActivationService.issue_device_identity``): used once per
+    device, when it is first seen without a certificate. ``apple_url`` is Apple's base URL as devices
+    reach it (``http://host/apple``); ``mdm_url_override`` sends every new device's enrollment there.
+    """
+
+    def __init__(
+        self,
+        store: Store | DeviceStore,
+        clock: Clock,
+        *,
+        apple_url: str | Callable[[], str],
+        issue_identity: IssueIdentity | None = None,
+        mdm_url_override: str | None = None,
+    ) -> None:
+        self.devices = store if isinstance(store, DeviceStore) else DeviceStore(store)
+        self.clock = clock
+        self._apple_url = apple_url
+        self.issue_identity = issue_identity
+        self.mdm_url_override = mdm_url_override
+
+    @property
+    def apple_url(self) -> str:
+        return self._apple_url() if callable(self._apple_url) else self._apple_url
+
+    # -- devices -------------------------------------------------------------------------------------
+    def add(
+        self,
+        identity: DeviceIdentity,
+        *,
+        script: DeviceScript | None = None,
+        device_key: PrivateKey | None = None,
+        device_cert: x509.Certificate | None = None,
+    ) -> Device:
+        """A factory-fresh device (identity certificate from ``device_cert`` or Apple's device CA)."""
+        key = device_key or new_private_key("ec")
+        if device_cert is None:
+            if self.issue_identity is None:
+                raise ValueError("no device certificate given and no device CA to issue one")
+            device_cert = self.issue_identity(identity.udid, identity.serial_number, key.public_key())
+        device = Device.create(
+            identity,
+            device_key=key,
+            device_cert=device_cert,
+            apple_url=self.apple_url,
+            script=script,
+            mdm_url_override=self.mdm_url_override,
+        )
+        self.save(device)
+        return device
+
+    def get(self, serial: str) -> Device | None:
+        state = self.devices.load(serial)
+        return Device(state) if state is not None else None
+
+    def list(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        return self.devices.summaries(limit, offset)
+
+    def save(self, device: Device) -> None:
+        self.devices.save(device, self.clock.timestamp())
+
+    def _device(self, serial: str) -> Device:
+        device = self.get(serial)
+        if device is None:
+            raise KeyError(f"no simulated device {serial}")
+        return device
+
+    # -- activities ----------------------------------------------------------------------------------
+    def power_on(
+        self,
+        serial: str,
+        identity: DeviceIdentity | None,
+        driver: Driver,
+        script: DeviceScript | None = None,
+        *,
+        device_key: PrivateKey | None = None,
+        device_cert: x509.Certificate | None = None,
+        max_steps: int = 500,
+    ) -> DeviceRun:
+        """Power a device on (creating it on first sight) and walk Setup Assistant as far as it goes."""
+        device = self.get(serial)
+        if device is None:
+            if identity is None:
+                raise KeyError(f"no simulated device {serial} and no identity to make one")
+            if identity.serial_number != serial:
+                raise ValueError(f"identity is for {identity.serial_number}, not {serial}")
+            device = self.add(identity, script=script, device_key=device_key, device_cert=device_cert)
+        elif script is not None:
+            device.state.script = script.to_dict()
+        try:
+            driver.run_until_home(device, max_steps=max_steps)
+        finally:
+            self.save(device)
+        return self._run(device)
+
+    def run_agent(self, serial: str, driver: Driver, rounds: int = 1) -> DeviceRun:
+        """Wake a device's MDM agent ``rounds`` times."""
+        device = self._device(serial)
+        try:
+            driver.run_agent(device, rounds)
+        finally:
+            self.save(device)
+        return self._run(device)
+
+    def remove_mdm_profile(self, serial: str, driver: Driver) -> bool:
+        device = self._device(serial)
+        try:
+            return driver.remove_mdm_profile(device)
+        finally:
+            self.save(device)
+
+    def pair_with_host(self, serial: str, cert_der: bytes | None) -> bool:
+        device = self._device(serial)
+        ok = device.pair_with_host(cert_der, self.clock.now)
+        self.save(device)
+        return ok
+
+    @staticmethod
+    def _run(device: Device) -> DeviceRun:
+        st = device.state
+        return DeviceRun(device.serial, st.phase, st.pane, list(st.transcript), st)
+
+    def describe(self, serial: str) -> dict[str, Any] | None:
+        """A JSON view of one device for a dashboard or ``/_sim``."""
+        device = self.get(serial)
+        if device is None:
+            return None
+        st = device.state
+        return {
+            "serial_number": device.serial,
+            "udid": device.udid,
+            "phase": st.phase if st.powered else "off",
+            "pane": st.pane,
+            "enrolled": device.enrolled,
+            "supervised": device.is_supervised,
+            "organization": device.cloud_config.get("OrganizationName"),
+            "user": st.user,
+            "apple_id": st.apple_id,
+            "transcript": [list(t) for t in st.transcript],
+            "commands": [list(c) for c in st.commands],
+            "now": isoformat(self.clock.now()),
+        }
