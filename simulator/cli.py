@@ -1,0 +1,128 @@
+"""The ``mdmsim`` command."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise click.BadParameter("a port is a number from 0 to 65535")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mdmsim")
+def main() -> None:
+    """mdmsim: Apple Automated Device Enrollment, end to end, on your machine."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=8080, show_default=True, type=int, callback=lambda c, p, v: _port(v))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the world in SQLite files here; a restart finds the same world.")
+@click.option("--devices", default=100, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="Devices assigned to the MDM server 'mdmsim' in a new world.")
+@click.option("--seed", type=int, help="Make identities, serials and keys reproducible.")
+@click.option("--depsim-compat", is_flag=True,
+              help="Serve the DEP API at / too, with depsim's well-known credentials and GET /token.")
+@click.option("--depsim-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A depsim config.json: device insertions/deletions and scripted failure queues.")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Worker processes (data-dir worlds only; default: one per core).")
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 512))
+def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int | None, depsim_compat: bool,
+          depsim_config: Path | None, workers: int | None, threads: int) -> None:
+    """Serve every party of a world on one port (gunicorn, gthread workers)."""
+    from .serving import WorldApplication, default_workers, gunicorn_options
+    from .world import World
+
+    config = _read_depsim_config(depsim_config) if depsim_config else None
+    if data_dir is None and workers not in (None, 1):
+        raise click.UsageError("an in-memory world lives in one process: use --data-dir for several --workers")
+    with console.status(f"building the world ({devices} devices)…"):
+        world = World(devices=devices, seed=seed, data_dir=data_dir, depsim_compat=depsim_compat)
+        if config is not None:
+            world.apply_depsim_config(config)
+    public = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    world.control.set_setting("public_url", public)
+    token = None
+    if not _is_loopback(host):
+        token = secrets.token_urlsafe(24)
+        world.control.set_setting("api_token", token)
+    else:
+        world.control.set_setting("api_token", "")
+    _print_banner(world, public)
+    if token:
+        console.print(f"[yellow]Bound beyond loopback:[/yellow] /_sim/, /mdm/api/ and /intune/ need "
+                      f"[bold]Authorization: Bearer {token}[/bold]")
+    if data_dir is None:
+        options = gunicorn_options(host, port, workers=1, threads=threads, preload=True)
+        app = WorldApplication(lambda: world.wsgi, options)
+    else:
+        world.close()  # each worker opens the data directory itself, after the fork
+        options = gunicorn_options(host, port, workers=workers or default_workers(), threads=threads, preload=False)
+        app = WorldApplication(
+            lambda: World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat).wsgi, options
+        )
+    try:
+        app.run()
+    except SystemExit as exc:  # gunicorn exits through SystemExit; a bind error is a user error
+        if exc.code not in (0, None):
+            raise click.ClickException(f"the server stopped (is port {port} already in use?)") from None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _print_banner(world: object, public: str) -> None:
+    from rich.table import Table
+
+    info = world.info()  # type: ignore[attr-defined]
+    table = Table(title="mdmsim is serving", show_header=True)
+    table.add_column("party")
+    table.add_column("URL")
+    for party, url in info["urls"].items():
+        table.add_row(party, url)
+    if info.get("depsim_compat"):
+        table.add_row("depsim", f"{public}/ (GET /token for credentials)")
+    console.print(table)
+    console.print(f"DEP credentials (OAuth token keys): [bold]curl {info['credentials']}[/bold]")
+    console.print(f"World clock: {info['now']}  ·  move it with POST {public}/_sim/clock  ·  Ctrl-C stops")
+
+
+def _read_depsim_config(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"{path}: not a readable JSON file ({exc})", param_hint="--depsim-config") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path}: expected a JSON object", param_hint="--depsim-config")
+    return data
+
+
+def _register_groups() -> None:
+    from .device.cli import device
+
+    main.add_command(device)
+
+
+_register_groups()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Simulation control (`/_sim/`): the world clock, traffic counters, scripted faults and reset."""

@@ -1,0 +1,116 @@
+"""The composition root: one clock, simulation control, isolation, reset and persistence."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator import World
+from simulator.world import DEPSIM_CREDENTIALS
+
+
+@pytest.fixture
+def world():
+    with World(devices=20, seed=7) as w:
+        yield w
+
+
+def test_clock_endpoint_moves_forward_only(world: World) -> None:
+    before = world.http.get("/_sim/clock").json()["now"]
+    moved = world.http.post("/_sim/clock", json={"advance_seconds": 86400 * 8})
+    assert moved.status_code == 200
+    assert moved.json()["now"] > before
+    back = world.http.post("/_sim/clock", json={"now": "2000-01-01T00:00:00Z"})
+    assert back.status_code == 400
+    assert "backwards" in back.json()["error"]
+    assert world.http.post("/_sim/clock", json={"advance_seconds": "soon"}).status_code == 400
+    assert world.http.post("/_sim/clock", content=b"{not json").status_code == 400
+
+
+def test_traffic_counts_requests_per_party_endpoint_and_status(world: World) -> None:
+    world.http.get("/apple/dep/account")  # no session: 401 from Apple
+    world.http.get("/apple/dep/account")
+    counts = world.http.get("/_sim/traffic").json()
+    assert counts["dep"]["get_account"]["401"] == 2
+
+
+def test_faults_script_depsim_responses_then_clear(world: World) -> None:
+    script = {"get_session_responses": [{"count": 2, "response": "forbidden_t_c_not_signed"}]}
+    assert world.http.post("/_sim/faults", json=script).status_code == 200
+    for _ in range(2):
+        reply = world.http.get("/apple/dep/session", headers={"User-Agent": "t"})
+        assert (reply.status_code, reply.text) == (403, "T_C_NOT_SIGNED")
+    assert world.http.get("/apple/dep/session", headers={"User-Agent": "t"}).status_code != 403
+    bad = world.http.post("/_sim/faults", json={"get_session_responses": [{"response": "nonsense"}]})
+    assert bad.status_code == 400 and "nonsense" in bad.json()["error"]
+    world.http.post("/_sim/faults", json={"get_account_responses": [{"count": 5, "response": "unauthorized"}]})
+    assert world.http.delete("/_sim/faults").status_code == 204
+    assert world.http.get("/_sim/faults").json() == {}
+
+
+def test_too_many_requests_fault_carries_retry_after(world: World) -> None:
+    world.http.post("/_sim/faults", json={"get_session_responses": [{"count": 1, "response": "too_many_requests"}]})
+    reply = world.http.get("/apple/dep/session", headers={"User-Agent": "t"})
+    assert reply.status_code == 429 and reply.text == "TOO_MANY_REQUESTS"
+    assert int(reply.headers["Retry-After"]) > 0
+
+
+def test_two_worlds_share_nothing() -> None:
+    with World(devices=3, seed=1) as a, World(devices=5, seed=1) as b:
+        assert len(a.serials) == 3 and len(b.serials) == 5
+        a.clock.advance(days=30)
+        assert (a.clock.now() - b.clock.now()).days >= 29
+        assert a.dep_credentials["consumer_key"] != b.dep_credentials["consumer_key"]
+
+
+def test_reset_restores_the_seeded_world(world: World) -> None:
+    serials = list(world.serials)
+    world.http.post("/apple/portal/api/devices", json={"count": 5})
+    world.http.post("/_sim/faults", json={"get_account_responses": [{"count": 1, "response": "forbidden"}]})
+    assert len(world.serials) == 25
+    assert world.http.post("/_sim/reset").status_code == 200
+    assert world.serials == serials
+    assert world.http.get("/_sim/faults").json() == {}
+
+
+def test_depsim_compat_serves_dep_at_root_with_well_known_credentials() -> None:
+    with World(devices=2, depsim_compat=True) as world:
+        token = world.http.get("/token").json()
+        assert token["consumer_key"] == DEPSIM_CREDENTIALS["consumer_key"]
+        assert world.http.get("/account").status_code == 401  # the DEP API answers at the root too
+
+
+def test_depsim_config_inserts_devices_as_world_time_passes() -> None:
+    with World(devices=0) as world:
+        world.apply_depsim_config({
+            "device_insertions": {"devices_per_event": 5, "interval_in_seconds": 3600, "max_event_count": 3},
+            "get_account_responses": [{"count": 1, "response": "forbidden"}],
+        })
+        assert len(world.serials) == 0
+        world.clock.advance(hours=2)
+        world.http.get("/apple/dep/account")  # any DEP call applies what is due
+        assert len(world.serials) == 10
+        world.clock.advance(days=1)
+        world.run_depsim_schedules()
+        assert len(world.serials) == 15  # max_event_count
+
+
+def test_data_dir_world_survives_a_restart(tmp_path) -> None:
+    with World(devices=12, seed=3, data_dir=tmp_path) as first:
+        serials = first.serials
+        credentials = first.dep_credentials
+        first.clock.advance(days=3)
+        moved = first.clock.now()
+    with World(devices=999, data_dir=tmp_path) as second:  # an existing world is not seeded again
+        assert second.serials == serials
+        assert second.dep_credentials == credentials
+        assert second.clock.now() >= moved
+
+
+def test_served_world_answers_over_real_sockets(world: World) -> None:
+    import httpx
+
+    with world.serve() as served:
+        assert served.url.startswith("http://127.0.0.1:")
+        assert served.dep_url == f"{served.url}/apple/dep"
+        assert httpx.get(f"{served.url}/_sim/clock").status_code == 200
+    assert world.url == "http://mdmsim.invalid"
