@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from flask import Response, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from mdm.controller import http as controller_http
 from mdm.controller.service import Controller
@@ -133,6 +133,7 @@ class World:
             issue_identity=self.activation.issue_device_identity,
         )
         self.devices = WorldDevices(self)
+        self.faults = WorldFaults(self.control)
         self.apns = APNsService(self._store("apns", None), self.clock)
         self.mdm = MDMService(
             self._store("mdm", None), self.clock, trust_roots=[self.device_ca.certificate], http=self.http,
@@ -268,6 +269,15 @@ class World:
         return self.control.get_setting("public_url", IN_PROCESS_URL) or IN_PROCESS_URL
 
     @property
+    def portal(self) -> PortalService:
+        """Apple Business Manager in Python: add, assign, edit and release devices; the terms switch."""
+        return self.portal_service
+
+    @property
+    def dep(self) -> DEPService:
+        return self.dep_service
+
+    @property
     def dep_url(self) -> str:
         return f"{self.url}/apple/dep"
 
@@ -334,6 +344,7 @@ class World:
                 "idp": f"{self.url}/idp",
                 "sim": self.sim_url,
             },
+            "organization": self._organization,
             "default_server_uuid": self.default_server_uuid,
             "depsim_compat": self.depsim_compat,
             "credentials": f"{self.portal_url}/api/servers/{self.default_server_uuid}/token",
@@ -452,7 +463,7 @@ class World:
     @contextlib.contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[ServedWorld]:
         """Serve the world on a real port (threaded server) for as long as the block runs."""
-        server = make_server(host, port, self.wsgi, threaded=True)
+        server = make_server(host, port, self.wsgi, threaded=True, request_handler=_QuietHandler)
         served = ServedWorld(self, server)
         previous = self.control.get_setting("public_url")
         self.control.set_setting("public_url", served.url)
@@ -486,6 +497,28 @@ class World:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WorldFaults:
+    """Scripted responses and latency per endpoint, in depsim's vocabulary (``/_sim/faults`` in Python).
+
+    ``world.faults.add({"post_devices_sync_responses": [{"count": 1, "response": "bad_request_expired_cursor"}]})``
+    """
+
+    def __init__(self, control: ControlService) -> None:
+        self._control = control
+
+    def add(self, script: dict[str, Any]) -> dict[str, Any]:
+        return self._control.script_faults(script)
+
+    def latency(self, endpoint: str, ms: int, party: str = "dep") -> dict[str, Any]:
+        return self._control.script_faults({"party": party, "latency_ms": {endpoint: ms}})
+
+    def clear(self) -> None:
+        self._control.clear_faults()
+
+    def current(self) -> dict[str, Any]:
+        return self._control.faults()
 
 
 class WorldDevices:
@@ -555,6 +588,13 @@ class WorldDevices:
 
     def list(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         return self._world.fleet.list(limit, offset)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Werkzeug's handler without a log line per request (``/_sim/traffic`` counts them instead)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 class ServedWorld:
