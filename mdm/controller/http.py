@@ -25,6 +25,7 @@ __all__ = ["create_app"]
 BASE = "/deviceManagement/depOnboardingSettings"
 ODATA_SAFE = "$'"  # Graph writes $skiptoken and quoted $filter values literally in nextLink
 PROFILES = BASE + "/<token_id>/enrollmentProfiles"
+PUSH = "/deviceManagement/applePushNotificationCertificate"
 
 
 def _error(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
@@ -56,6 +57,22 @@ def create_app(controller: Controller, before: BeforeHook | None = None) -> Flas
     def _http_error(error: HTTPException) -> Response:
         code = (error.name or "error").title().replace(" ", "")
         return _error(error.code or 400, code[:1].lower() + code[1:], error.description or error.name)
+
+    @app.get(PUSH)
+    def get_push_certificate() -> Response:
+        return json_response(controller.get_push_certificate())
+
+    @app.route(PUSH, methods=["PATCH", "POST"])
+    def upload_push_certificate() -> Response:
+        return json_response(controller.upload_push_certificate(_body()))
+
+    @app.get(PUSH + "/downloadApplePushNotificationCertificateSigningRequest")
+    def download_push_csr() -> Response:
+        return json_response({"value": controller.push_certificate_signing_request()})
+
+    @app.post(PUSH + "/generateApplePushNotificationCertificateSigningRequest")
+    def generate_push_csr() -> Response:
+        return json_response({"value": controller.generate_push_certificate_signing_request()})
 
     @app.get("/deviceManagement/depOnboardingSettings")
     def list_settings() -> Response:

@@ -38,6 +38,8 @@ from mdm.protocol.storage import Store
 
 from . import profiles as profile_rules
 from .depclient import DEPClient, DEPError, OAuthCredentials, TermsNotSigned
+from .errors import GraphError
+from .pushcert import PushCertificates
 from .sync import SyncRules, blocked_until, next_kind, rules_for
 
 __all__ = ["Controller", "GraphError"]
@@ -54,17 +56,6 @@ TERMS_MESSAGE = (
     "Apple refused the request (403 T_C_NOT_SIGNED): accept the new terms and conditions in "
     "Apple Business Manager, then sync again"
 )
-
-
-class GraphError(Exception):
-    """An answer in Graph's error shape: ``{"error": {"code", "message"}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 class _SyncLost(Exception):
@@ -143,6 +134,7 @@ class Controller:
         sleep: Callable[[float], None] = time.sleep,
         protocol_version: int = 9,
         page_limit: int = 1000,
+        mdm_api_url: Callable[[], str] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -155,6 +147,9 @@ class Controller:
         self.protocol_version = protocol_version
         self.page_limit = page_limit
         self._threads: list[threading.Thread] = []
+        # ``mdm_api_url`` (e.g. "http://host/mdm/api/v1"): where an uploaded push certificate is handed
+        # to the MDM server. None keeps the certificate without delivering it (the controller alone).
+        self.push_certificates = PushCertificates(store, clock, http=http, mdm_api_url=mdm_api_url)
 
     # == tokens (depOnboardingSettings) =========================================================
     def create_setting(self, body: Any) -> dict[str, Any]:
@@ -326,6 +321,22 @@ class Controller:
                 400, "invalidDepToken", "the DEP token has no valid access_token_expiry"
             ) from None
         return OAuthCredentials(*(data[n] for n in names)), expiry
+
+    # == Apple MDM push certificate (applePushNotificationCertificate) ============================
+    def push_certificate_signing_request(self) -> str:
+        """``downloadApplePushNotificationCertificateSigningRequest``: the CSR to take to Apple."""
+        return self.push_certificates.signing_request()
+
+    def generate_push_certificate_signing_request(self) -> str:
+        """A new key and CSR, replacing one that is waiting (the certificate in use is untouched)."""
+        return self.push_certificates.new_signing_request()
+
+    def upload_push_certificate(self, body: Any) -> dict[str, Any]:
+        """PATCH/POST ``applePushNotificationCertificate``: the certificate Apple issued for our CSR."""
+        return self.push_certificates.upload(body)
+
+    def get_push_certificate(self) -> dict[str, Any]:
+        return self.push_certificates.get()
 
     # == syncs ===================================================================================
     def request_sync(self, token_id: str, *, manual: bool = True) -> None:
@@ -686,6 +697,8 @@ class Controller:
         with self.store.read() as db:
             token = self._dep_token(db, token_id)
             count = db.execute("SELECT count(*) FROM profiles WHERE token_id = ?", (token_id,)).fetchone()[0]
+        # A device enrolled now would get a topic no certificate can push to (Intune refuses likewise).
+        self.push_certificates.require()
         if count >= MAX_PROFILES_PER_TOKEN:
             raise GraphError(
                 400, "profileLimitReached", f"a token holds at most {MAX_PROFILES_PER_TOKEN} profiles"
@@ -935,7 +948,8 @@ class Controller:
         more = len(rows) > size
         rows = rows[:size]
         token = base64.urlsafe_b64encode(str(rows[-1]["seq"]).encode()).decode().rstrip("=") if more else None
-        return [_render_device(r) for r in rows], token
+        push_topic = self.push_certificates.topic()
+        return [_render_device(r, push_topic) for r in rows], token
 
     def get_device(self, token_id: str, device_id: str) -> dict[str, Any]:
         with self.store.read() as db:
@@ -944,7 +958,7 @@ class Controller:
             ).fetchone()
         if row is None:
             raise _not_found("importedAppleDeviceIdentity", device_id)
-        return _render_device(row)
+        return _render_device(row, self.push_certificates.topic())
 
     # == MDM events ===============================================================================
     def handle_mdm_event(self, event: Any) -> None:
@@ -975,6 +989,10 @@ class Controller:
         serial = payload.get("SerialNumber") or event.get("serial_number") or part.get("serial_number")
         request_type = part.get("request_type") or payload.get("RequestType")
         status = part.get("status") or payload.get("Status")
+        # The topic the device enrolled with: compared with the push certificate's after a topic change.
+        enrolled_topic = payload.get("Topic") if topic in ("mdm.Authenticate", "mdm.TokenUpdate") else None
+        if not isinstance(enrolled_topic, str):
+            enrolled_topic = None
         state = {
             "mdm.TokenUpdate": "enrolled",
             "mdm.CheckOut": "unknown",
@@ -997,8 +1015,10 @@ class Controller:
                 return
             db.execute(
                 "UPDATE devices SET last_contacted = ?, udid = coalesce(?, udid), "
-                "enrollment_state = coalesce(?, enrollment_state) WHERE serial = ?",
-                (now, udid if isinstance(udid, str) else None, state, serial),
+                "enrollment_state = coalesce(?, enrollment_state), mdm_topic = coalesce(?, mdm_topic) "
+                "WHERE serial = ?",
+                (now, udid if isinstance(udid, str) else None, state, enrolled_topic and enrolled_topic[:255],
+                 serial),
             )
 
     # == helpers ==================================================================================
@@ -1158,8 +1178,16 @@ def _split_and(text: str) -> Iterable[str]:
     return parts
 
 
-def _render_device(row: sqlite3.Row) -> dict[str, Any]:
+def _render_device(row: sqlite3.Row, push_topic: str | None = None) -> dict[str, Any]:
+    """``reenrollmentRequired``: enrolled under another topic than the push certificate's, so no push
+    reaches the device until it enrolls again (after a new, not renewed, push certificate)."""
     os_name = row["os"] or ""
+    stale = (
+        push_topic is not None
+        and row["enrollment_state"] == "enrolled"
+        and row["mdm_topic"] is not None
+        and row["mdm_topic"] != push_topic
+    )
     return {
         "@odata.type": "#microsoft.graph.importedAppleDeviceIdentity",
         "id": row["id"],
@@ -1179,4 +1207,6 @@ def _render_device(row: sqlite3.Row) -> dict[str, Any]:
         "deviceFamily": row["device_family"],
         "appleProfileStatus": row["apple_profile_status"],
         "profileAssignmentStatus": row["assignment_status"],
+        "pushTopic": row["mdm_topic"],
+        "reenrollmentRequired": stale,
     }

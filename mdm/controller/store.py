@@ -96,7 +96,31 @@ MIGRATIONS = [
     CREATE INDEX devices_retry ON devices (retry_at) WHERE retry_at IS NOT NULL;
 
     CREATE TABLE udids (udid TEXT PRIMARY KEY, serial TEXT NOT NULL) WITHOUT ROWID;
+    """,
     """
+    -- The tenant's Apple MDM push certificate (one per tenant, as in Intune): the key and CSR waiting
+    -- for Apple's certificate, the certificate in use and its key, and the last upload's outcome.
+    CREATE TABLE push_certificate (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        graph_id TEXT NOT NULL,
+        pending_key_pem TEXT,
+        pending_csr_pem TEXT,
+        key_pem TEXT,
+        cert_pem TEXT,
+        apple_identifier TEXT,
+        topic TEXT,
+        serial TEXT,
+        not_after REAL,
+        modified_at REAL,
+        upload_status TEXT NOT NULL DEFAULT 'notUploaded',
+        failure_reason TEXT,
+        previous_topic TEXT,
+        topic_changed_at REAL
+    );
+    -- The push topic each device enrolled with (from its Authenticate/TokenUpdate): a device whose
+    -- topic is not the current certificate's cannot be woken until it enrolls again.
+    ALTER TABLE devices ADD COLUMN mdm_topic TEXT;
+    """,
 ]
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from flask import Flask
+from flask import Flask, Response, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from mdm.controller import http as controller_http
@@ -30,6 +30,8 @@ from simulator.apple.dep import http as dep_http
 from simulator.apple.dep.service import DEPService
 from simulator.apple.portal import http as portal_http
 from simulator.apple.portal.service import PortalService
+from simulator.apple.pushcert import http as pushcert_http
+from simulator.apple.pushcert.service import PushCertificateService, open_pushcert_store
 from simulator.apple.store import open_apple_store
 
 BASE = "http://mdmsim.invalid"
@@ -93,6 +95,9 @@ class Stack:
     sleeps: list[float]
     store: Store
     http: httpx.Client
+    pushcert: PushCertificateService | None = None
+    # What the (fake) MDM server received on PUT /mdm/api/v1/push-certificate.
+    mdm_push_certificates: list[dict[str, Any]] = field(default_factory=list)
 
     def make_controller(self, **kw: Any) -> Controller:
         """Another controller on the same store (a restart, or a second worker process)."""
@@ -102,12 +107,34 @@ class Stack:
             mdm_enroll_url=lambda: f"{BASE}/mdm/enroll",
             background=False,
             sleep=self.sleeps.append,
+            mdm_api_url=lambda: f"{BASE}/mdm/api/v1",
         )
         options.update(kw)
         return Controller(kw.pop("store", self.store), self.clock, **options)
 
-    def onboard(self, token_name: str | None = None) -> str:
-        """What an admin does: a setting, its public key to the portal, the portal's .p7m back."""
+    def upload_push_certificate(self, apple_id: str = "admin@contoso.example") -> dict[str, Any]:
+        """The other prerequisite: the controller's CSR to Apple's Push Certificates Portal, the
+        certificate back to the controller (once per stack; profiles cannot be created without it)."""
+        current = self.api.get("/deviceManagement/applePushNotificationCertificate").json()
+        if current["topicIdentifier"] is not None:
+            return current
+        csr = self.api.get(
+            "/deviceManagement/applePushNotificationCertificate/downloadApplePushNotificationCertificateSigningRequest"
+        ).json()["value"]
+        issued = self.http.post(
+            f"{BASE}/apple/portal/push-certificates/api/certificates", json={"apple_id": apple_id, "csr": csr}
+        )
+        assert issued.status_code == 201, issued.text
+        reply = self.api.patch(
+            "/deviceManagement/applePushNotificationCertificate",
+            json={"appleIdentifier": apple_id, "certificate": issued.json()["certificate"]},
+        )
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def onboard(self, token_name: str | None = None, *, push_certificate: bool = True) -> str:
+        """What an admin does: a setting, its public key to the portal, the portal's .p7m back; and
+        (unless told not to) an Apple MDM push certificate, which profiles need."""
         body = {"tokenName": token_name} if token_name else {}
         setting = self.api.post("/deviceManagement/depOnboardingSettings", json=body).json()
         sid = setting["id"]
@@ -123,6 +150,8 @@ class Stack:
             json={"appleId": "admin@contoso.example", "depToken": p7m.text},
         )
         assert reply.status_code == 204, reply.text
+        if push_certificate:
+            self.upload_push_certificate()
         return sid
 
     def sync(self, sid: str) -> httpx.Response:
@@ -155,6 +184,18 @@ def _not_found_root() -> Flask:
     return Flask("root")
 
 
+def _fake_mdm_server(received: list[dict[str, Any]]) -> Flask:
+    """Just the MDM server's push-certificate endpoint: records what the controller hands over."""
+    app = Flask("fake_mdm")
+
+    @app.put("/api/v1/push-certificate")
+    def push_certificate() -> Response:
+        received.append(request.get_json())
+        return Response("{}", 200, mimetype="application/json")
+
+    return app
+
+
 def build_stack(*, devices: int = 500, rules: str = "2016", store_path: Any = None, **kw: Any) -> Stack:
     clock = Clock(Store(None, []), start=START, frozen=True)
     apple = open_apple_store(None)
@@ -165,19 +206,23 @@ def build_stack(*, devices: int = 500, rules: str = "2016", store_path: Any = No
         portal.generate(devices, server_uuid)
     dep = DEPService(apple, clock)
     tap = AppleTap(dep_http.create_app(dep))
+    pushcert = PushCertificateService(open_pushcert_store(None), clock)
+    received: list[dict[str, Any]] = []
     holder: dict[str, Any] = {}
     wsgi = DispatcherMiddleware(
         _not_found_root(),
         {
             "/apple/dep": tap,
             "/apple/portal": portal_http.create_app(portal),
+            "/apple/portal/push-certificates": pushcert_http.create_app(pushcert),
+            "/mdm": _fake_mdm_server(received),
             "/intune": lambda environ, start: holder["app"](environ, start),
         },
     )
     http = httpx.Client(transport=httpx.WSGITransport(app=wsgi), base_url=BASE)
     store = open_controller_store(store_path)
     sleeps: list[float] = []
-    stack = Stack(clock, portal, dep, tap, wsgi, None, None, server_uuid, sleeps, store, http)  # type: ignore[arg-type]
+    stack = Stack(clock, portal, dep, tap, wsgi, None, None, server_uuid, sleeps, store, http, pushcert, received)  # type: ignore[arg-type]
     stack.controller = stack.make_controller(rules=rules, **kw)
     holder["app"] = controller_http.create_app(stack.controller)
     stack.api = httpx.Client(transport=httpx.WSGITransport(app=wsgi), base_url=f"{BASE}/intune")

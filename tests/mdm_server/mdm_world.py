@@ -213,6 +213,7 @@ class Device:
     key: Any
     token: bytes = field(default_factory=lambda: os.urandom(32))
     push_magic: str = "PUSH-MAGIC-1"
+    serial_number: str = "C02TEST"
 
     def put(
         self,
@@ -249,7 +250,7 @@ class Device:
             {
                 "MessageType": "Authenticate",
                 "Topic": topic,
-                "SerialNumber": "C02TEST",
+                "SerialNumber": self.serial_number,
                 "ProductName": "iPhone15,2",
                 "OSVersion": "17.4",
                 "BuildVersion": "21E219",

@@ -1,0 +1,330 @@
+"""The tenant's Apple MDM push certificate, as Intune handles it (Graph ``applePushNotificationCertificate``).
+
+The admin's steps, and why each rule exists:
+
+1. **Download the CSR.** The controller makes an RSA 2048 key and a CSR for it, and hands out the same
+   CSR until a certificate is uploaded: an admin who downloads twice must not invalidate the first file.
+2. **Get the certificate from Apple** (Push Certificates Portal, with a company Apple ID).
+3. **Upload it.** The certificate must be for the waiting key (or be the certificate in use, uploaded
+   again); otherwise 400, because a certificate without its key is useless. The controller hands
+   certificate and key to the MDM server (``PUT {mdm_api_url}/push-certificate``), which pushes with
+   it and puts its topic in every enrollment profile; only when the MDM server took it is it stored.
+4. **Renew every year** with the same Apple ID: same topic, devices keep working. A certificate with
+   another topic is accepted (Intune does too), but every device enrolled under the old topic is
+   unreachable until it enrolls again, and the controller says so (``topicChanged``, a count, and
+   ``reenrollmentRequired`` on each imported device).
+
+Without a certificate no DEP enrollment profile can be created: a device enrolled now would get a
+topic no one can push to.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from mdm.protocol import x509 as mx509
+from mdm.protocol.clock import Clock, isoformat
+from mdm.protocol.storage import Store
+
+from .errors import GraphError
+
+__all__ = ["PushCertificates", "EXPIRY_WARNING_DAYS", "MISSING_MESSAGE"]
+
+EXPIRY_WARNING_DAYS = 30
+MAX_CERT_CHARS = 65_536
+ODATA_TYPE = "#microsoft.graph.applePushNotificationCertificate"
+GRAPH_PATH = "deviceManagement/applePushNotificationCertificate"
+MISSING_MESSAGE = (
+    "Upload an Apple MDM push certificate before creating enrollment profiles: download the CSR from "
+    f"{GRAPH_PATH}/downloadApplePushNotificationCertificateSigningRequest, create the certificate at "
+    f"Apple's Push Certificates Portal and upload it to {GRAPH_PATH}"
+)
+
+
+def _iso(ts: float | None) -> str | None:
+    return isoformat(datetime.fromtimestamp(ts, UTC)) if ts is not None else None
+
+
+def _topic_of(cert: x509.Certificate) -> str | None:
+    values = cert.subject.get_attributes_for_oid(mx509.UID_OID)
+    value = values[0].value if values else None
+    return value if isinstance(value, str) and value.startswith("com.apple.mgmt.") else None
+
+
+class PushCertificates:
+    """The push-certificate rules over the controller's store (table ``push_certificate``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        http: httpx.Client,
+        mdm_api_url: Callable[[], str] | None = None,
+        organization: str = "mdmsim",
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.http = http
+        self.mdm_api_url = mdm_api_url
+        self.organization = organization
+
+    # == CSR ======================================================================================
+    def signing_request(self) -> str:
+        """The CSR waiting for Apple's certificate; made (with a new key) when none is waiting."""
+        with self.store.read() as db:
+            row = self._row(db)
+        if row is not None and row["pending_csr_pem"]:
+            return str(row["pending_csr_pem"])
+        return self.new_signing_request(replace=False)
+
+    def new_signing_request(self, *, replace: bool = True) -> str:
+        """A new RSA 2048 key and its CSR. RSA because Apple issues push certificates for RSA keys.
+
+        The key is made outside the transaction (it takes tens of milliseconds); with ``replace``
+        False a CSR another request stored meanwhile wins, so concurrent downloads agree on one.
+        """
+        key = mx509.new_private_key("rsa")
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, f"{self.organization} MDM push"),
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization),
+                    ]
+                )
+            )
+            .sign(key, hashes.SHA256())
+        )
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        key_pem = mx509.key_to_pem(key).decode()
+        with self.store.transaction() as db:
+            row = self._ensure_row(db)
+            if not replace and row["pending_csr_pem"]:
+                return str(row["pending_csr_pem"])
+            db.execute(
+                "UPDATE push_certificate SET pending_key_pem = ?, pending_csr_pem = ? WHERE id = 1",
+                (key_pem, csr_pem),
+            )
+        return csr_pem
+
+    # == upload ===================================================================================
+    def upload(self, body: Any) -> dict[str, Any]:
+        """Take Apple's certificate, give it (with its key) to the MDM server, keep it.
+
+        A refused upload is recorded (``certificateUploadStatus: failed`` and the reason) and leaves
+        the certificate in use untouched.
+        """
+        try:
+            cert, cert_pem, key_pem, apple_id, used_pending = self._check_upload(body)
+            topic = _topic_of(cert)
+            assert topic is not None
+            self._deliver(cert_pem, key_pem)
+        except GraphError as exc:
+            self._record_failure(exc.message)
+            raise
+        now = self.clock.timestamp()
+        with self.store.transaction() as db:
+            row = self._ensure_row(db)
+            old_topic = row["topic"]
+            changed = old_topic is not None and old_topic != topic
+            affected = self._count_stale(db, topic) if changed else 0
+            db.execute(
+                """UPDATE push_certificate SET cert_pem = ?, key_pem = ?, apple_identifier = ?, topic = ?,
+                   serial = ?, not_after = ?, modified_at = ?, upload_status = 'success',
+                   failure_reason = NULL,
+                   pending_key_pem = CASE WHEN ? THEN NULL ELSE pending_key_pem END,
+                   pending_csr_pem = CASE WHEN ? THEN NULL ELSE pending_csr_pem END,
+                   previous_topic = CASE WHEN ? THEN ? ELSE previous_topic END,
+                   topic_changed_at = CASE WHEN ? THEN ? ELSE topic_changed_at END
+                   WHERE id = 1""",
+                (
+                    cert_pem,
+                    key_pem,
+                    apple_id,
+                    topic,
+                    format(cert.serial_number, "x"),
+                    cert.not_valid_after_utc.timestamp(),
+                    now,
+                    int(used_pending),
+                    int(used_pending),
+                    int(changed),
+                    old_topic,
+                    int(changed),
+                    now,
+                ),
+            )
+        out = self.get()
+        out["topicChanged"] = changed
+        if changed:
+            out["previousTopicIdentifier"] = old_topic
+            out["devicesRequiringReenrollmentCount"] = affected
+            message = (
+                f"The push topic changed from {old_topic} to {topic}: {affected} enrolled device(s) under the "
+                "old topic cannot be reached until they enroll again. Renew the existing certificate "
+                "with the same Apple ID to keep the topic."
+            )
+            if message not in out["warnings"]:
+                out["warnings"].insert(0, message)
+        return out
+
+    def _check_upload(self, body: Any) -> tuple[x509.Certificate, str, str, str, bool]:
+        if not isinstance(body, dict):
+            raise GraphError(400, "badRequest", "the body must be a JSON object {appleIdentifier, certificate}")
+        text, apple_id = body.get("certificate"), body.get("appleIdentifier")
+        if not isinstance(apple_id, str) or "@" not in apple_id or len(apple_id) > 320:
+            raise GraphError(400, "badRequest", "appleIdentifier must be the Apple ID used at Apple's Push Certificates Portal")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_CERT_CHARS:
+            raise GraphError(400, "badRequest", "certificate must be the PEM text of the .pem file from Apple")
+        try:
+            cert = mx509.cert_from_pem(text.strip().encode())
+        except ValueError:
+            raise GraphError(
+                400, "invalidCertificate", "certificate is not a PEM certificate: upload the .pem Apple issued"
+            ) from None
+        if _topic_of(cert) is None:
+            raise GraphError(
+                400,
+                "invalidCertificate",
+                "this is not an Apple MDM push certificate (its subject has no com.apple.mgmt.* UID)",
+            )
+        if cert.not_valid_after_utc.timestamp() <= self.clock.timestamp():
+            raise GraphError(
+                400,
+                "certificateExpired",
+                f"the certificate expired at {isoformat(cert.not_valid_after_utc)}: renew it at Apple's "
+                "Push Certificates Portal and upload the new one",
+            )
+        with self.store.read() as db:
+            row = self._row(db)
+        numbers = cert.public_key().public_numbers()
+        for column, pending in (("pending_key_pem", True), ("key_pem", False)):
+            pem = row[column] if row is not None else None
+            if pem and mx509.key_from_pem(pem).public_key().public_numbers() == numbers:
+                return cert, mx509.cert_to_pem(cert).decode(), str(pem), apple_id.strip(), pending
+        raise GraphError(
+            400,
+            "certificateDoesNotMatchRequest",
+            "the certificate was not issued for this tenant's certificate signing request: download the CSR "
+            f"from {GRAPH_PATH}/downloadApplePushNotificationCertificateSigningRequest, upload that one to Apple "
+            "and upload the certificate Apple returns",
+        )
+
+    def _deliver(self, cert_pem: str, key_pem: str) -> None:
+        """Hand certificate and key to the MDM server, which pushes with them (before storing them)."""
+        if self.mdm_api_url is None:
+            return  # no MDM server configured (tests of the controller alone): kept, not delivered
+        url = f"{self.mdm_api_url().rstrip('/')}/push-certificate"
+        try:
+            response = self.http.put(url, json={"certificate": cert_pem, "key": key_pem}, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise GraphError(503, "mdmServerUnreachable", f"the MDM server could not be reached: {type(exc).__name__}") from None
+        if response.status_code >= 300:
+            try:
+                reason = str(response.json().get("error"))
+            except (ValueError, AttributeError):
+                reason = response.text[:200]
+            raise GraphError(
+                400, "mdmServerRejected", f"the MDM server refused the certificate ({response.status_code}: {reason})"
+            )
+
+    def _record_failure(self, reason: str) -> None:
+        with self.store.transaction() as db:
+            self._ensure_row(db)
+            db.execute(
+                "UPDATE push_certificate SET upload_status = 'failed', failure_reason = ?, modified_at = ? WHERE id = 1",
+                (reason[:500], self.clock.timestamp()),
+            )
+
+    # == reading ==================================================================================
+    def topic(self) -> str | None:
+        """The topic of the certificate in use (None before the first upload)."""
+        with self.store.read() as db:
+            row = self._row(db)
+        return row["topic"] if row is not None and row["cert_pem"] else None
+
+    def require(self) -> None:
+        """Refuse (400) what must not happen without a push certificate: creating enrollment profiles."""
+        if self.topic() is None:
+            raise GraphError(400, "applePushNotificationCertificateRequired", MISSING_MESSAGE)
+
+    def get(self) -> dict[str, Any]:
+        """Graph's ``applePushNotificationCertificate`` plus the warnings an admin must see."""
+        now = self.clock.timestamp()
+        with self.store.read() as db:
+            row = self._row(db)
+            topic = row["topic"] if row is not None and row["cert_pem"] else None
+            stale = self._count_stale(db, topic) if topic is not None else 0
+        not_after = row["not_after"] if topic is not None and row is not None else None
+        expired = not_after is not None and not_after <= now
+        days_left = int((not_after - now) // 86400) if not_after is not None and not expired else None
+        soon = days_left is not None and days_left < EXPIRY_WARNING_DAYS
+        warnings: list[str] = []
+        if topic is None:
+            warnings.append(MISSING_MESSAGE)
+        if expired:
+            warnings.append(
+                f"The Apple MDM push certificate expired at {_iso(not_after)}: devices cannot be woken. Renew "
+                f"it at Apple's Push Certificates Portal with the same Apple ID ({row['apple_identifier']}) "
+                "and upload the renewed certificate; enrolled devices keep working without enrolling again."
+            )
+        elif soon:
+            warnings.append(
+                f"The Apple MDM push certificate expires in {days_left} day(s), at {_iso(not_after)}: renew "
+                f"it with the same Apple ID ({row['apple_identifier']}) before then."
+            )
+        if stale:
+            warnings.append(
+                f"{stale} enrolled device(s) enrolled under another push topic than {topic} cannot be reached "
+                "until they enroll again."
+            )
+        return {
+            "@odata.type": ODATA_TYPE,
+            "id": row["graph_id"] if row is not None else None,
+            "appleIdentifier": row["apple_identifier"] if topic is not None else None,
+            "topicIdentifier": topic,
+            "expirationDateTime": _iso(not_after),
+            "certificateSerialNumber": row["serial"] if topic is not None else None,
+            "lastModifiedDateTime": _iso(row["modified_at"]) if row is not None else None,
+            "certificateUploadStatus": row["upload_status"] if row is not None else "notUploaded",
+            "certificateUploadFailureReason": row["failure_reason"] if row is not None else None,
+            "expired": expired,
+            "expiryWarning": bool(soon),
+            "daysUntilExpiration": days_left,
+            "topicChanged": bool(row is not None and row["previous_topic"] and stale),
+            "previousTopicIdentifier": row["previous_topic"] if row is not None else None,
+            "devicesRequiringReenrollmentCount": stale,
+            "warnings": warnings,
+        }
+
+    # == helpers ==================================================================================
+    @staticmethod
+    def _count_stale(db: sqlite3.Connection, topic: str) -> int:
+        """Enrolled devices whose enrollment topic is not ``topic``: unreachable by push."""
+        return int(
+            db.execute(
+                "SELECT count(*) FROM devices WHERE is_deleted = 0 AND enrollment_state = 'enrolled' "
+                "AND mdm_topic IS NOT NULL AND mdm_topic != ?",
+                (topic,),
+            ).fetchone()[0]
+        )
+
+    @staticmethod
+    def _row(db: sqlite3.Connection) -> sqlite3.Row | None:
+        return db.execute("SELECT * FROM push_certificate WHERE id = 1").fetchone()
+
+    def _ensure_row(self, db: sqlite3.Connection) -> sqlite3.Row:
+        db.execute("INSERT OR IGNORE INTO push_certificate (id, graph_id) VALUES (1, ?)", (str(uuid.uuid4()),))
+        row = self._row(db)
+        assert row is not None
+        return row
