@@ -1,0 +1,605 @@
+"""The dashboard blueprint: Intune's Apple Enrollment blades, rendered from the controller's Graph API.
+
+Every action is one Graph call made with the client the composition root hands in; a Graph error is
+shown next to the form that caused it, with the admin's input kept, because the API is the one place
+that decides what is valid (the forms only mirror its limits in ``maxlength``/``required``). Browser
+scripts never call the Graph API themselves: they poll two small JSON routes of this blueprint, so
+the API can stay behind its bearer token while the pages stay usable.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import HTTPException
+
+__all__ = ["create_blueprint", "SKIP_OPTIONS", "sync_state"]
+
+# The ten Setup Assistant screens Intune's profile form offers, in its order, with its labels.
+SKIP_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("passCodeDisabled", "Passcode"),
+    ("locationDisabled", "Location Services"),
+    ("restoreBlocked", "Restore"),
+    ("appleIdDisabled", "Apple ID"),
+    ("termsAndConditionsDisabled", "Terms and conditions"),
+    ("touchIdDisabled", "Touch ID and Face ID"),
+    ("applePayDisabled", "Apple Pay"),
+    ("zoomDisabled", "Zoom"),
+    ("siriDisabled", "Siri"),
+    ("diagnosticsDisabled", "Diagnostics Data"),
+)
+PAIRING_LABELS = {
+    "allow": "Allow all",
+    "disallow": "Deny all",
+    "requiresCertificate": "Allow Apple Configurator by certificate",
+}
+# Redirect-after-POST notices are codes, so a link cannot make the page say arbitrary things.
+NOTICES = {
+    "token-created": "Token created. Next: download the public key and upload it to Apple Business Manager.",
+    "key-generated": "New public key generated. Upload it to Apple Business Manager before the next token.",
+    "token-uploaded": "Token uploaded. Apple accepted it; you can sync devices now.",
+    "profile-created": "Profile created and sent to Apple.",
+    "push-uploaded": "Apple MDM push certificate uploaded. Devices can be woken for MDM commands.",
+    "sync-requested": "Sync requested.",
+}
+MAX_CERT_FILE = 64 * 1024
+PAGE_SIZE = 100
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+class GraphCallError(Exception):
+    """A Graph call that did not succeed: the status and the message to put next to the form."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The Graph API as the pages need it: one call, JSON back, errors as :class:`GraphCallError`."""
+
+    client: httpx.Client
+    base: str
+
+    def call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None) -> Any:
+        try:
+            reply = self.client.request(method, f"{self.base}{path}", json=json, params=params)
+        except httpx.HTTPError as exc:
+            raise GraphCallError(502, "unreachable", f"the Graph API could not be reached ({type(exc).__name__})") from None
+        if reply.status_code >= 400:
+            code, message = _graph_error(reply)
+            raise GraphCallError(reply.status_code, code, message, reply.headers.get("Retry-After"))
+        if reply.status_code == 204 or not reply.content:
+            return None
+        try:
+            return reply.json()
+        except ValueError:
+            raise GraphCallError(502, "badResponse", "the Graph API answered something that is not JSON") from None
+
+    def get(self, path: str, **params: str) -> Any:
+        return self.call("GET", path, params=params or None)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.call("POST", path, json=body)
+
+
+def _graph_error(reply: httpx.Response) -> tuple[str, str]:
+    """``{"error": {"code", "message"}}``, or whatever else a proxy or the auth layer sent, as a sentence."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return "error", f"the Graph API answered {reply.status_code}: {reply.text[:200]}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code") or "error"), str(error.get("message") or reply.status_code)
+    if isinstance(error, str):
+        return "error", error
+    return "error", f"the Graph API answered {reply.status_code}"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _format_time(text: str | None) -> str:
+    value = parse_time(text)
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def format_wait(seconds: float) -> str:
+    """``9 min 58 s``: read aloud well, and what Intune's banner says in words."""
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def sync_state(setting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """Whether Sync may be pressed now, how long until it may, and what to tell the admin.
+
+    The controller owns the rules; this only reads ``syncStatus`` and ``nextSyncAvailableDateTime``
+    against the world's ``now`` (not the browser's clock, which a simulation may be far from).
+    """
+    status = setting.get("syncStatus") or "idle"
+    available = parse_time(setting.get("nextSyncAvailableDateTime"))
+    triggered = parse_time(setting.get("lastSyncTriggeredDateTime"))
+    remaining = max(0.0, (available - now).total_seconds()) if available else 0.0
+    has_token = setting.get("tokenType") == "dep"
+    running = status == "running"
+    can_sync = has_token and not running and remaining <= 0
+    fraction = 1.0
+    if remaining > 0 and triggered is not None and available is not None and available > triggered:
+        total = (available - triggered).total_seconds()
+        fraction = min(1.0, max(0.0, 1 - remaining / total))
+    progress = setting.get("syncProgress") or {}
+    count = setting.get("syncedDeviceCount") or 0
+    if not has_token:
+        message = "Upload a token from Apple Business Manager before syncing."
+    elif running:
+        message = (
+            f"Sync in progress: {progress.get('devices', 0)} devices so far. "
+            f"Sync is available again when it finishes, or in {format_wait(remaining)} at the latest."
+        )
+    elif remaining > 0 and status == "failed":
+        reason = setting.get("lastSyncErrorMessage") or setting.get("lastSyncErrorCode")
+        message = f"The last sync failed: {reason}. You can sync again in {format_wait(remaining)}."
+    elif remaining > 0:
+        message = f"You can sync again in {format_wait(remaining)}."
+    elif setting.get("lastSuccessfulSyncDateTime"):
+        kind = setting.get("lastSyncKind") or "sync"
+        message = f"Last sync ({kind}) {_format_time(setting.get('lastSuccessfulSyncDateTime'))}: {count} devices."
+        if status == "failed":
+            message += f" The latest attempt failed: {setting.get('lastSyncErrorMessage')}"
+    else:
+        message = "Not synced yet. Press Sync to fetch the devices Apple lists for this token."
+    return {
+        "syncStatus": status,
+        "canSync": can_sync,
+        "remainingSeconds": int(round(remaining)),
+        "remainingText": format_wait(remaining) if remaining > 0 else "",
+        "waitFraction": round(fraction, 4),
+        "message": message,
+        "syncedDeviceCount": count,
+        "nextFullSyncAvailableDateTime": setting.get("nextFullSyncAvailableDateTime"),
+        "lastSyncErrorCode": setting.get("lastSyncErrorCode"),
+    }
+
+
+def _yes(form: Mapping[str, str], name: str, default: bool = False) -> bool:
+    value = form.get(name)
+    return default if value is None else value == "yes"
+
+
+def _certificates(text: str, uploads: list[FileStorage]) -> tuple[list[dict[str, str]], str]:
+    """``managementCertificates`` from pasted PEM and uploaded files (PEM or DER), and the text to keep.
+
+    Uploaded files are folded into the paste box, so a form shown again after an error keeps them
+    (a browser never refills a file input).
+    """
+    pieces = [text.strip()] if text.strip() else []
+    for upload in uploads:
+        if not upload or not upload.filename:
+            continue
+        data = upload.read(MAX_CERT_FILE + 1)[:MAX_CERT_FILE]
+        if b"-----BEGIN" in data:
+            pieces.append(data.decode("ascii", "replace").strip())
+        elif data:
+            body = base64.encodebytes(data).decode("ascii").strip()
+            pieces.append(f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----")
+    combined = "\n".join(pieces)
+    found = _PEM_CERT.findall(combined)
+    if found:
+        return [{"certificate": pem} for pem in found], combined
+    # Not PEM: maybe base64 DER pasted as is; the API says whether it is a certificate.
+    blob = "".join(combined.split())
+    return ([{"certificate": blob}] if blob else []), combined
+
+
+def profile_body(form: Mapping[str, str], uploads: list[FileStorage]) -> tuple[dict[str, Any], str]:
+    """The Graph ``depIOSEnrollmentProfile`` body for the submitted form, and the certificate text."""
+    pairing = form.get("iTunesPairingMode", "allow")
+    certificates, cert_text = _certificates(form.get("managementCertificates", ""), uploads)
+    body: dict[str, Any] = {
+        "@odata.type": "#microsoft.graph.depIOSEnrollmentProfile",
+        "displayName": form.get("displayName", "").strip(),
+        "description": form.get("description", "").strip() or None,
+        "requiresUserAuthentication": _yes(form, "requiresUserAuthentication"),
+        "supervisedModeEnabled": _yes(form, "supervisedModeEnabled", True),
+        "profileRemovalDisabled": _yes(form, "profileRemovalDisabled"),
+        "awaitDeviceConfiguredConfirmation": _yes(form, "awaitDeviceConfiguredConfirmation"),
+        "iTunesPairingMode": pairing,
+        "managementCertificates": certificates if pairing == "requiresCertificate" else [],
+        "supportDepartment": form.get("supportDepartment", "").strip() or None,
+        "supportPhoneNumber": form.get("supportPhoneNumber", "").strip() or None,
+        "isDefault": form.get("isDefault") == "yes",
+    }
+    for name, _label in SKIP_OPTIONS:
+        body[name] = form.get(name) == "hide"
+    return body, cert_text
+
+
+def _skiptoken(next_link: str | None) -> str | None:
+    if not next_link:
+        return None
+    values = parse_qs(urlsplit(next_link).query).get("$skiptoken")
+    return values[0] if values else None
+
+
+def create_blueprint(
+    api: Callable[[], httpx.Client],
+    graph_base: Callable[[], str],
+    devices_url: Callable[[], str],
+    *,
+    now: Callable[[], datetime] | None = None,
+    portal_url: Callable[[], str] | None = None,
+) -> Blueprint:
+    """The dashboard, for registering on the controller's app (mounted at ``/intune``).
+
+    ``api()`` is the HTTP client to call the Graph API with, ``graph_base()`` its
+    ``…/deviceManagement`` URL, ``devices_url()`` the simulation's JSON list of devices. ``now`` is
+    the world's clock, so "sync again in 9 min" is counted in world time; the wall clock by default.
+    ``portal_url``, when given, links the token page to Apple Business Manager's MDM servers page.
+    """
+    bp = Blueprint(
+        "intune_dashboard",
+        __name__,
+        template_folder="templates",
+        static_folder="static",
+        static_url_path="/dashboard-static",
+    )
+    clock = now or (lambda: datetime.now(UTC))
+
+    def graph() -> Graph:
+        return Graph(api(), graph_base().rstrip("/"))
+
+    def settings_path(token_id: str = "") -> str:
+        return "/depOnboardingSettings" + (f"/{token_id}" if token_id else "")
+
+    def tokens() -> list[dict[str, Any]]:
+        return list(graph().get(settings_path()).get("value") or [])
+
+    def chosen_token(all_tokens: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The ``?token=`` one, else the first with an uploaded token, else the first (Intune's picker)."""
+        wanted = request.args.get("token")
+        if wanted:
+            for token in all_tokens:
+                if token["id"] == wanted:
+                    return token
+            abort(404)
+        return next((t for t in all_tokens if t.get("tokenType") == "dep"), all_tokens[0] if all_tokens else None)
+
+    def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+        context.setdefault("notice", NOTICES.get(request.args.get("notice", "")))
+        return render_template(template, **context), status
+
+    @bp.app_template_filter("when")
+    def _when(text: str | None) -> str:
+        return _format_time(text)
+
+    @bp.errorhandler(GraphCallError)
+    def _graph_failed(error: GraphCallError) -> tuple[str, int]:
+        status = error.status if 400 <= error.status < 600 else 502
+        return page("dashboard_error.html", status, error=error.message, code=error.code, nav="")
+
+    @bp.errorhandler(HTTPException)
+    def _http_failed(error: HTTPException) -> tuple[str, int]:
+        return page("dashboard_error.html", error.code or 400, error=error.description, code=error.name, nav="")
+
+    # -- overview ----------------------------------------------------------------------------------
+    @bp.get("/")
+    def overview() -> tuple[str, int]:
+        all_tokens = tokens()
+        states = {t["id"]: sync_state(t, clock()) for t in all_tokens}
+        return page("dashboard_overview.html", tokens=all_tokens, states=states, nav="home")
+
+    # -- Apple MDM push certificate (a prerequisite of every enrollment profile) --------------------------
+    push_path = "/applePushNotificationCertificate"
+
+    def render_push(status: int = 200, **extra: Any) -> tuple[str, int]:
+        context: dict[str, Any] = {"error": None, "form": {}}
+        context.update(extra)
+        return page("dashboard_push.html", status, push=graph().get(push_path), nav="push", **context)
+
+    @bp.get("/enrollment/push-certificate")
+    def push_certificate() -> tuple[str, int]:
+        return render_push()
+
+    @bp.get("/enrollment/push-certificate/IntuneCSR.csr")
+    def push_csr() -> Response:
+        csr = graph().get(push_path + "/downloadApplePushNotificationCertificateSigningRequest")["value"]
+        response = Response(csr, mimetype="application/pkcs10")
+        response.headers["Content-Disposition"] = 'attachment; filename="IntuneCSR.csr"'
+        return response
+
+    @bp.post("/enrollment/push-certificate")
+    def push_upload() -> Response | tuple[str, int]:
+        upload = request.files.get("certificate")
+        data = upload.read(MAX_CERT_FILE) if upload is not None and upload.filename else b""
+        if not data:
+            return render_push(400, error="Choose the certificate (.pem) Apple issued for the CSR.", form=request.form)
+        body = {
+            "appleIdentifier": request.form.get("appleIdentifier", "").strip() or None,
+            "certificate": data.decode("utf-8", "replace"),
+        }
+        try:
+            graph().call("PATCH", push_path, json=body)
+        except GraphCallError as exc:
+            return render_push(400, error=exc.message, form=request.form)
+        return redirect(url_for(".push_certificate", notice="push-uploaded"))
+
+    # -- enrollment program tokens ---------------------------------------------------------------------
+    @bp.get("/enrollment/tokens")
+    def token_list() -> tuple[str, int]:
+        return page("dashboard_tokens.html", tokens=tokens(), nav="tokens", error=None, form={})
+
+    @bp.post("/enrollment/tokens")
+    def token_create() -> Response | tuple[str, int]:
+        name = request.form.get("tokenName", "").strip()
+        try:
+            created = graph().post(settings_path(), {"tokenName": name} if name else {})
+        except GraphCallError as exc:
+            return page(
+                "dashboard_tokens.html",
+                400,
+                tokens=tokens(),
+                nav="tokens",
+                error=exc.message,
+                form=request.form,
+            )
+        return redirect(url_for(".token_detail", token_id=created["id"], notice="token-created"))
+
+    def render_token(token_id: str, status: int = 200, **extra: Any) -> tuple[str, int]:
+        setting = graph().get(settings_path(token_id))
+        context: dict[str, Any] = {
+            "upload_error": None,
+            "form": {},
+            "key_error": None,
+            "portal_url": portal_url() if portal_url is not None else None,
+        }
+        context.update(extra)
+        return page(
+            "dashboard_token.html",
+            status,
+            token=setting,
+            state=sync_state(setting, clock()),
+            nav="tokens",
+            **context,
+        )
+
+    @bp.get("/enrollment/tokens/<token_id>")
+    def token_detail(token_id: str) -> tuple[str, int]:
+        return render_token(token_id)
+
+    @bp.post("/enrollment/tokens/<token_id>/key")
+    def token_generate_key(token_id: str) -> Response | tuple[str, int]:
+        try:
+            graph().post(settings_path(token_id) + "/generateEncryptionPublicKey")
+        except GraphCallError as exc:
+            return render_token(token_id, 400, key_error=exc.message)
+        return redirect(url_for(".token_detail", token_id=token_id, notice="key-generated"))
+
+    @bp.get("/enrollment/tokens/<token_id>/public-key.pem")
+    def token_public_key(token_id: str) -> Response:
+        pem = graph().get(settings_path(token_id) + "/getEncryptionPublicKey")["value"]
+        response = Response(pem, mimetype="application/x-pem-file")
+        response.headers["Content-Disposition"] = 'attachment; filename="MDM_public_key.pem"'
+        return response
+
+    @bp.post("/enrollment/tokens/<token_id>/upload")
+    def token_upload(token_id: str) -> Response | tuple[str, int]:
+        apple_id = request.form.get("appleId", "").strip()
+        upload = request.files.get("depToken")
+        data = upload.read(1_048_576) if upload is not None and upload.filename else b""
+        if not data:
+            return render_token(
+                token_id,
+                400,
+                upload_error="Choose the token file (.p7m) you downloaded from Apple Business Manager.",
+                form=request.form,
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return render_token(
+                token_id,
+                400,
+                upload_error="That file is not a token: a .p7m token is a text (MIME) file.",
+                form=request.form,
+            )
+        try:
+            graph().post(settings_path(token_id) + "/uploadDepToken", {"appleId": apple_id or None, "depToken": text})
+        except GraphCallError as exc:
+            return render_token(token_id, 400, upload_error=exc.message, form=request.form)
+        return redirect(url_for(".token_detail", token_id=token_id, notice="token-uploaded"))
+
+    # -- enrollment profiles -------------------------------------------------------------------------------
+    @bp.get("/enrollment/profiles")
+    def profile_list() -> tuple[str, int]:
+        all_tokens = tokens()
+        token = chosen_token(all_tokens)
+        profiles = graph().get(settings_path(token["id"]) + "/enrollmentProfiles")["value"] if token else []
+        return page("dashboard_profiles.html", tokens=all_tokens, token=token, profiles=profiles, nav="profiles")
+
+    def render_profile_form(status: int, token: dict[str, Any], all_tokens: list, **extra: Any) -> tuple[str, int]:
+        context: dict[str, Any] = {"form": {}, "error": None, "cert_text": ""}
+        context.update(extra)
+        return page(
+            "dashboard_profile_form.html",
+            status,
+            token=token,
+            tokens=all_tokens,
+            skip_options=SKIP_OPTIONS,
+            pairing_labels=PAIRING_LABELS,
+            nav="profiles",
+            **context,
+        )
+
+    @bp.get("/enrollment/profiles/new")
+    def profile_new() -> Response | tuple[str, int]:
+        all_tokens = tokens()
+        token = chosen_token(all_tokens)
+        if token is None:
+            return redirect(url_for(".token_list"))
+        return render_profile_form(200, token, all_tokens)
+
+    @bp.post("/enrollment/profiles/new")
+    def profile_create() -> Response | tuple[str, int]:
+        all_tokens = tokens()
+        token = chosen_token(all_tokens)
+        if token is None:
+            return redirect(url_for(".token_list"))
+        body, cert_text = profile_body(request.form, request.files.getlist("certificateFile"))
+        try:
+            graph().post(settings_path(token["id"]) + "/enrollmentProfiles", body)
+        except GraphCallError as exc:
+            return render_profile_form(400, token, all_tokens, form=request.form, error=exc.message, cert_text=cert_text)
+        return redirect(url_for(".profile_list", token=token["id"], notice="profile-created"))
+
+    @bp.get("/enrollment/profiles/<profile_id>")
+    def profile_detail(profile_id: str) -> tuple[str, int]:
+        all_tokens = tokens()
+        token = chosen_token(all_tokens)
+        if token is None:
+            abort(404)
+        profile = graph().get(settings_path(token["id"]) + f"/enrollmentProfiles/{profile_id}")
+        return page(
+            "dashboard_profile.html",
+            tokens=all_tokens,
+            token=token,
+            profile=profile,
+            skip_options=SKIP_OPTIONS,
+            pairing_labels=PAIRING_LABELS,
+            nav="profiles",
+        )
+
+    # -- serial numbers (imported Apple device identities) -----------------------------------------------
+    def render_serials(status: int = 200, **extra: Any) -> tuple[str, int]:
+        all_tokens = tokens()
+        token = chosen_token(all_tokens)
+        context: dict[str, Any] = {"error": None, "results": None, "selected": set(), "profile_choice": ""}
+        context.update(extra)
+        if token is None:
+            return page("dashboard_serials.html", status, tokens=[], token=None, nav="serials", **context)
+        path = settings_path(token["id"])
+        profiles = graph().get(path + "/enrollmentProfiles")["value"]
+        params = {"$top": str(PAGE_SIZE)}
+        skip = request.args.get("skiptoken")
+        if skip:
+            params["$skiptoken"] = skip
+        listing = graph().get(path + "/importedAppleDeviceIdentities", **params)
+        return page(
+            "dashboard_serials.html",
+            status,
+            tokens=all_tokens,
+            token=token,
+            profiles=profiles,
+            names={p["id"]: p.get("displayName") for p in profiles},
+            devices=listing.get("value") or [],
+            next_skiptoken=_skiptoken(listing.get("@odata.nextLink")),
+            state=sync_state(token, clock()),
+            nav="serials",
+            **context,
+        )
+
+    @bp.get("/enrollment/serials")
+    def serials() -> tuple[str, int]:
+        return render_serials()
+
+    @bp.post("/enrollment/serials/assign")
+    def serials_assign() -> tuple[str, int]:
+        all_tokens = tokens()
+        token = chosen_token(all_tokens)
+        if token is None:
+            abort(404)
+        chosen = [s for s in request.form.getlist("serial") if s]
+        profile_id = request.form.get("profile", "")
+        if not chosen:
+            return render_serials(400, error="Select at least one serial number to assign.", profile_choice=profile_id)
+        if not profile_id:
+            return render_serials(400, error="Choose the profile to assign.", selected=set(chosen))
+        path = settings_path(token["id"]) + f"/enrollmentProfiles/{profile_id}/updateDeviceProfileAssignment"
+        try:
+            reply = graph().post(path, {"deviceIds": chosen})
+        except GraphCallError as exc:
+            return render_serials(400, error=exc.message, selected=set(chosen), profile_choice=profile_id)
+        results = (reply or {}).get("value") or [{"serialNumber": s, "status": "SUCCESS"} for s in chosen]
+        return render_serials(200, results=results, profile_choice=profile_id)
+
+    @bp.post("/enrollment/serials/sync")
+    def serials_sync() -> Response | tuple[str, int]:
+        all_tokens = tokens()
+        token = chosen_token(all_tokens)
+        if token is None:
+            abort(404)
+        try:
+            graph().post(settings_path(token["id"]) + "/syncWithAppleDeviceEnrollmentProgram")
+        except GraphCallError as exc:
+            return render_serials(exc.status if exc.status in (400, 409, 429) else 502, error=exc.message)
+        return redirect(url_for(".serials", token=token["id"], notice="sync-requested"))
+
+    # -- simulated devices ------------------------------------------------------------------------------
+    @bp.get("/devices")
+    def simulated_devices() -> tuple[str, int]:
+        return page("dashboard_devices.html", nav="devices")
+
+    # -- JSON for the page scripts -------------------------------------------------------------------
+    @bp.get("/api/tokens/<token_id>/sync-status")
+    def sync_status(token_id: str) -> Response:
+        try:
+            setting = graph().get(settings_path(token_id))
+        except GraphCallError as exc:
+            return _json({"error": exc.message}, exc.status if 400 <= exc.status < 600 else 502)
+        return _json(sync_state(setting, clock()))
+
+    @bp.get("/api/simulated-devices")
+    def simulated_devices_json() -> Response:
+        """The simulation's device list, fetched server-side: the browser may not reach (or be allowed
+        into) ``/_sim``, and an in-process world has no address a browser could use at all."""
+        try:
+            reply = api().get(devices_url())
+        except httpx.HTTPError as exc:
+            return _json({"available": False, "reason": f"the simulation could not be reached ({type(exc).__name__})"})
+        if reply.status_code != 200:
+            return _json({"available": False, "reason": f"the simulation's device list answered {reply.status_code}"})
+        try:
+            devices = reply.json()
+        except ValueError:
+            return _json({"available": False, "reason": "the simulation's device list is not JSON"})
+        if isinstance(devices, dict):
+            devices = devices.get("devices") or devices.get("value") or []
+        if not isinstance(devices, list):
+            return _json({"available": False, "reason": "the simulation's device list is not a list"})
+        return _json({"available": True, "devices": devices[:2000]})
+
+    return bp
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    from flask import json
+
+    response = Response(json.dumps(value), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
