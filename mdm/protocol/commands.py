@@ -9,6 +9,7 @@ typo before it reaches a device, while ``strict=False`` lets new Apple commands 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 datetime = _dt.datetime  # the name the schema table uses for <date>
+
+_REQUEST_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,127}")
+_COMMAND_UUID = re.compile(r"[\x21-\x7e]{1,128}")
 
 #: RequestType → {key: (type, required)}; generated from Apple's YAML, do not edit by hand.
 _SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
@@ -350,6 +354,11 @@ def validate_command(d: Mapping[str, Any], *, strict: bool = True) -> Command:
     request_type = inner.get("RequestType")
     if not isinstance(request_type, str) or not request_type:
         raise CommandError("missing RequestType")
+    if not _REQUEST_TYPE.fullmatch(request_type):
+        # XML would not carry control characters through unchanged; Apple's names are identifiers.
+        raise CommandError("RequestType must be a name such as DeviceInformation (letters, digits, dots)")
+    if command_uuid is not None and not _COMMAND_UUID.fullmatch(command_uuid):
+        raise CommandError("CommandUUID must be printable text without spaces, at most 128 characters")
     params = {k: v for k, v in inner.items() if k != "RequestType"}
     if not all(isinstance(k, str) for k in params):
         raise CommandError("command keys must be strings")
