@@ -358,6 +358,9 @@ def parse(
     )
 
 
+PKCS12_KDF_ROUNDS = 1
+
+
 def pkcs12_identity(
     cert: x509.Certificate,
     key: PrivateKey,
@@ -369,13 +372,16 @@ def pkcs12_identity(
     """A PKCS#12 file for a ``com.apple.security.pkcs12`` payload.
 
     Encrypted with PBE-SHA1-3DES and a SHA-1 MAC rather than OpenSSL 3's AES/PBKDF2 default, because
-    Apple's profile installer has long only read the legacy format.
+    Apple's profile installer has long only read the legacy format. One KDF round
+    (:data:`PKCS12_KDF_ROUNDS`): the password travels in the same payload, so iterations protect
+    nothing here, while 2048 of them cost ~2.4 ms per enrollment on the server and ~0.7 ms on the
+    device, a third of a fleet's enrollment CPU.
     """
     encryption: KeySerializationEncryption = NoEncryption()
     if password:
         encryption = (
             PrivateFormat.PKCS12.encryption_builder()
-            .kdf_rounds(2048)
+            .kdf_rounds(PKCS12_KDF_ROUNDS)
             .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
             .hmac_hash(hashes.SHA1())
             .build(password.encode())

@@ -14,6 +14,9 @@ from mdm.protocol.web import BodyError, create_party_app, json_response, read_bo
 from .service import ControlService, FaultError
 
 
+MAX_IDENTITIES = 1000
+
+
 def _error(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
@@ -136,6 +139,24 @@ def create_app(
             found = devices.identity_bundle(serial)
             return json_response(found) if found is not None else _error(404, f"no device {serial} in the organization")
 
+        @app.post("/devices/identities")
+        def device_identities() -> Response:
+            """Many identity bundles in one request: a 10,000-device load run needs 10 calls, not 10,000."""
+            body = read_json(1_048_576)
+            serials = body.get("serials") if isinstance(body, dict) else None
+            if (not isinstance(serials, list) or not 1 <= len(serials) <= MAX_IDENTITIES
+                    or not all(isinstance(s, str) and 0 < len(s) <= 64 for s in serials)):
+                return _error(400, f'send {{"serials": [...]}} with 1..{MAX_IDENTITIES} serial numbers')
+            found: list[dict[str, Any]] = []
+            missing: list[str] = []
+            for serial in serials:
+                bundle = devices.identity_bundle(serial)
+                if bundle is None:
+                    missing.append(serial)
+                else:
+                    found.append(bundle)
+            return json_response({"identities": found, "missing": missing})
+
         @app.post("/devices/<serial>/power-on")
         def power_on(serial: str) -> Response:
             found = devices.power_on_json(serial)
@@ -148,6 +169,13 @@ def create_app(
                 return _error(400, "rounds must be 1..100")
             found = devices.run_agent_json(serial, int(rounds))
             return json_response(found) if found is not None else _error(404, f"no simulated device {serial} has been powered on")
+
+    @app.post("/counters/<name>")
+    def take_counter(name: str) -> Response:
+        """The next number of a named counter (0, 1, …), unique across every process of the world."""
+        if not 0 < len(name) <= 64 or not name.replace("-", "").replace("_", "").isalnum():
+            return _error(400, "a counter name is 1..64 letters, digits, '-' or '_'")
+        return json_response({"name": name, "value": control.next_in_counter(name)})
 
     @app.get("/faults")
     def get_faults() -> Response:

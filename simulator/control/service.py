@@ -202,6 +202,20 @@ class ControlService:
                 (key, value),
             )
 
+    def next_in_counter(self, name: str) -> int:
+        """Take the next number (0, 1, 2, …) of a named counter, atomically in the store.
+
+        Load generators on several machines or worker processes claim distinct devices this way
+        (``POST /_sim/counters/<name>``): no process-local state could hand out unique numbers.
+        """
+        with self.store.transaction() as db:
+            row = db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, '0') ON CONFLICT (key) "
+                "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value",
+                (f"counter:{name}",),
+            ).fetchone()
+        return int(row[0])
+
 
 def monotonic_ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0

@@ -310,8 +310,12 @@ class Device:
         return self._mdm_identity
 
     def forget_cached_keys(self) -> None:
-        """Called when the state's keys change (enrollment, erase) so parsed objects never go stale."""
+        """Called when the state's keys change (enrollment, erase) so parsed objects never go stale,
+        and by fleets to let an idle device shrink to its state (keys are parsed again when needed)."""
         self._mdm_identity = None
+        self._key = None
+        self._cert = None
+        self._identity = None
 
     # -- transcript ------------------------------------------------------------------------------------
     def record(self, pane: str, outcome: Outcome, now: datetime, detail: str = "") -> None:
