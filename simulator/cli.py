@@ -6,10 +6,12 @@ import ipaddress
 import json
 import secrets
 import sys
+import time
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.panel import Panel
 
 console = Console(stderr=True)
 
@@ -80,6 +82,44 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
     except SystemExit as exc:  # gunicorn exits through SystemExit; a bind error is a user error
         if exc.code not in (0, None):
             raise click.ClickException(f"the server stopped (is port {port} already in use?)") from None
+
+
+@main.command()
+@click.option("--devices", default=25, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--seed", type=int, help="Make identities, serials and keys reproducible.")
+@click.option("--user-affinity/--no-user-affinity", default=False, show_default=True,
+              help="Devices authenticate a user of the identity provider during Setup Assistant.")
+@click.option("--keep-serving", is_flag=True, help="Leave the server and dashboard running afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="End with one line of JSON describing the outcome.")
+@click.option("--port", default=0, type=int, callback=lambda c, p, v: _port(v), help="Port (default: any free one).")
+def demo(devices: int, seed: int | None, user_affinity: bool, keep_serving: bool, as_json: bool, port: int) -> None:
+    """Tell the whole story: Apple, the controller, a profile, a sync, devices from box to enrolled."""
+    from .demo import Demo, DemoError
+    from .world import World
+
+    out = Console(quiet=False)
+    with World(devices=0, seed=seed, push_certificate=False) as world, world.serve(port=port) as served:
+        out.print(Panel.fit(f"[bold]mdmsim demo[/bold]: {devices} devices, from box to enrolled\n"
+                            f"every party is served at {served.url}", border_style="blue"), )
+        story = Demo(world, served.url, out, user_affinity=user_affinity, quiet=False)
+        try:
+            result = story.run(devices)
+        except DemoError as exc:
+            raise click.ClickException(str(exc)) from None
+        out.print(f"\n[bold green]{result.enrolled} of {devices} devices enrolled[/bold green] "
+                  f"in {result.elapsed_s:.1f} s")
+        if as_json:
+            click.echo(result.to_json())
+        if keep_serving:
+            out.print(f"Dashboard: [bold]{served.url}/intune/[/bold]   Portal: [bold]{served.url}/apple/portal/[/bold]")
+            out.print("Serving until Ctrl-C…")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        if result.failures:
+            raise SystemExit(1)
 
 
 def _is_loopback(host: str) -> bool:

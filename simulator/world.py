@@ -30,6 +30,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from mdm.controller import http as controller_http
 from mdm.controller.service import Controller
 from mdm.controller.store import open_controller_store
+from mdm.dashboard import http as dashboard_http
 from mdm.protocol.clock import Clock, isoformat
 from mdm.protocol.storage import Store
 from mdm.protocol.web import ENDPOINT_ENVIRON_KEY, PARTY_ENVIRON_KEY, create_party_app, json_response
@@ -46,7 +47,10 @@ from .apple.dep import http as dep_http
 from .apple.dep.faults import DEVICE_FAULTS, FAULT_ENVIRON_KEY, FAULT_RESPONSES
 from .apple.dep.service import DEPService
 from .apple.portal import http as portal_http
+from .apple.portal import pages as portal_pages
 from .apple.portal.service import PortalError, PortalService
+from .apple.pushcert import http as pushcert_http
+from .apple.pushcert.service import PushCertificateService, open_pushcert_store
 from .apple.store import open_apple_store
 from .control import http as control_http
 from .control.service import MIGRATIONS as CONTROL_MIGRATIONS
@@ -99,6 +103,7 @@ class World:
         sync_rules: str = "2016",
         background_sync: bool = True,
         synchronous_push: bool = True,
+        push_certificate: bool = True,
     ) -> None:
         if devices < 0:
             raise ValueError("devices must be zero or more")
@@ -135,7 +140,8 @@ class World:
         )
         self.devices = WorldDevices(self)
         self.faults = WorldFaults(self.control)
-        self.apns = APNsService(self._store("apns", None), self.clock)
+        self.pushcert = PushCertificateService(self._store("pushcert", None), self.clock, seed=seed)
+        self.apns = APNsService(self._store("apns", None), self.clock, certificate_check=self.pushcert.is_current)
         self.mdm = MDMService(
             self._store("mdm", None), self.clock, trust_roots=[self.device_ca.certificate], http=self.http,
             base_url=lambda: self.mdm_url, apns_url=lambda: f"{self.url}/apple/apns",
@@ -147,20 +153,22 @@ class World:
             self._store("controller", None), self.clock, http=self.http,
             dep_url=lambda: self.dep_url, mdm_enroll_url=lambda: f"{self.mdm_url}/enroll",
             rules=sync_rules, background=background_sync,
+            mdm_api_url=lambda: f"{self.mdm_url}/api/v1",
         )
 
         self._initial_devices = devices
+        self._push_certificate = push_certificate
+        self.wsgi = self._build_wsgi()  # before seeding: the push certificate step goes over HTTP
         if self.control.get_setting("seeded") is None:
             self._seed(devices)
         if self.data_dir is None:
             self._snapshots = {name: store.snapshot() for name, store in self._stores.items()}
-        self.wsgi = self._build_wsgi()
 
     # -- construction ------------------------------------------------------------------------------
     def _store(self, name: str, migrations: Iterable[str] | None) -> Store:
         path = self.data_dir / f"{name}.db" if self.data_dir is not None else None
         openers = {"apple": open_apple_store, "idp": open_idp_store, "controller": open_controller_store,
-                   "mdm": open_mdm_store, "apns": open_apns_store, "devices": open_device_store}
+                   "mdm": open_mdm_store, "apns": open_apns_store, "pushcert": open_pushcert_store, "devices": open_device_store}
         store = openers[name](path) if name in openers else Store(path, list(migrations or []))
         self._stores[name] = store
         return store
@@ -211,19 +219,41 @@ class World:
         if devices:
             self.portal_service.add_devices(self._generate_devices(devices), server_uuid=server["server_uuid"])
         self.idp.seed_users(users)
+        if self._push_certificate:
+            self.setup_push_certificate()
         self.control.set_setting("default_server_uuid", server["server_uuid"])
         self.control.set_setting("seeded", isoformat(self.clock.now()))
+
+    def setup_push_certificate(self, apple_id: str = "admin@contoso.example") -> dict[str, Any]:
+        """The seed document's first prerequisite, as an admin does it: the controller's CSR to Apple's
+        Push Certificates Portal, Apple's certificate back to the controller, which hands it to the MDM
+        server. Calling it again makes a *new* certificate: a new topic."""
+        csr = self.controller.push_certificate_signing_request()
+        issued = self.pushcert.create(apple_id, csr)
+        return self.controller.upload_push_certificate(
+            {"appleIdentifier": apple_id, "certificate": issued["certificate"]}
+        )
+
+    def renew_push_certificate(self, apple_id: str = "admin@contoso.example") -> dict[str, Any]:
+        """Renew the certificate in use with the same Apple ID: same topic, a year more."""
+        topic = self.controller.get_push_certificate()["topicIdentifier"]
+        current = next(c for c in self.pushcert.list(apple_id) if c["topic"] == topic and c["status"] != "replaced")
+        renewed = self.pushcert.renew(current["id"], apple_id, self.controller.push_certificate_signing_request())
+        return self.controller.upload_push_certificate(
+            {"appleIdentifier": apple_id, "certificate": renewed["certificate"]}
+        )
 
     def _build_wsgi(self) -> Callable:
         before = self._before_hook
         apps: dict[str, Any] = {
             "/apple/dep": dep_http.create_app(self.dep_service, before=before),
-            "/apple/portal": portal_http.create_app(self.portal_service, before=before),
+            "/apple/portal": self._portal_app(before),
             "/apple/apns": apns_http.create_app(self.apns, before=before),
+            "/apple/portal/push-certificates": pushcert_http.create_app(self.pushcert, before=before),
             "/apple/activation": activation_http.create_app(self.activation, before=before),
             "/mdm": mdm_http.create_app(self.mdm, before=before),
             "/idp": idp_http.create_app(self.idp, before=before),
-            "/intune": controller_http.create_app(self.controller, before=before),
+            "/intune": self._controller_app(before),
             "/_sim": control_http.create_app(self.control, reset=self.reset, info=self.info, devices=self.devices),
         }
         root = dep_http.create_app(self.dep_service, before=before) if self.depsim_compat else self._root_app()
@@ -235,6 +265,20 @@ class World:
                 return json_response(portal.server_token(self.default_server_uuid))
 
         return _TrafficMiddleware(_APITokenMiddleware(DispatcherMiddleware(root, apps), self.control), self.control)
+
+    def _controller_app(self, before: Any) -> Any:
+        """The controller's Graph API with the Intune-like dashboard pages beside it."""
+        app = controller_http.create_app(self.controller, before=before)
+        app.register_blueprint(dashboard_http.create_blueprint(
+            lambda: self.http, lambda: f"{self.controller_url}/deviceManagement", lambda: f"{self.sim_url}/devices",
+            now=self.clock.now, portal_url=lambda: f"{self.portal_url}/servers",
+        ))
+        return app
+
+    def _portal_app(self, before: Any) -> Any:
+        app = portal_http.create_app(self.portal_service, before=before)
+        app.register_blueprint(portal_pages.create_blueprint(self.portal_service))
+        return app
 
     def _root_app(self) -> Any:
         app = create_party_app("root", __name__)
