@@ -153,7 +153,7 @@ class World:
             self._store("controller", None), self.clock, http=self.http,
             dep_url=lambda: self.dep_url, mdm_enroll_url=lambda: f"{self.mdm_url}/enroll",
             rules=sync_rules, background=background_sync,
-            mdm_api_url=lambda: f"{self.mdm_url}/api/v1",
+            mdm_api_url=lambda: f"{self.mdm_url}/api/v1", seed=seed,
         )
 
         self._initial_devices = devices
@@ -245,16 +245,19 @@ class World:
 
     def _build_wsgi(self) -> Callable:
         before = self._before_hook
+        # Each party's app is built on its first request: a test that only talks to Apple never pays
+        # for compiling the routes of the other parties.
         apps: dict[str, Any] = {
-            "/apple/dep": dep_http.create_app(self.dep_service, before=before),
-            "/apple/portal": self._portal_app(before),
-            "/apple/apns": apns_http.create_app(self.apns, before=before),
-            "/apple/portal/push-certificates": pushcert_http.create_app(self.pushcert, before=before),
-            "/apple/activation": activation_http.create_app(self.activation, before=before),
-            "/mdm": mdm_http.create_app(self.mdm, before=before),
-            "/idp": idp_http.create_app(self.idp, before=before),
-            "/intune": self._controller_app(before),
-            "/_sim": control_http.create_app(self.control, reset=self.reset, info=self.info, devices=self.devices),
+            "/apple/dep": _LazyApp(lambda: dep_http.create_app(self.dep_service, before=before)),
+            "/apple/portal": _LazyApp(lambda: self._portal_app(before)),
+            "/apple/apns": _LazyApp(lambda: apns_http.create_app(self.apns, before=before)),
+            "/apple/portal/push-certificates": _LazyApp(lambda: pushcert_http.create_app(self.pushcert, before=before)),
+            "/apple/activation": _LazyApp(lambda: activation_http.create_app(self.activation, before=before)),
+            "/mdm": _LazyApp(lambda: mdm_http.create_app(self.mdm, before=before)),
+            "/idp": _LazyApp(lambda: idp_http.create_app(self.idp, before=before)),
+            "/intune": _LazyApp(lambda: self._controller_app(before)),
+            "/_sim": _LazyApp(lambda: control_http.create_app(
+                self.control, reset=self.reset, info=self.info, devices=self.devices)),
         }
         root = dep_http.create_app(self.dep_service, before=before) if self.depsim_compat else self._root_app()
         if self.depsim_compat:
@@ -635,6 +638,24 @@ class WorldDevices:
         return self._world.fleet.list(limit, offset)
 
 
+class _LazyApp:
+    """A WSGI app built by ``factory`` on its first request (thread-safe), then reused."""
+
+    def __init__(self, factory: Callable[[], Callable]) -> None:
+        self._factory = factory
+        self._app: Callable | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        app = self._app
+        if app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = self._factory()
+                app = self._app
+        return app(environ, start_response)
+
+
 class _QuietHandler(WSGIRequestHandler):
     """Werkzeug's handler without a log line per request (``/_sim/traffic`` counts them instead)."""
 
@@ -665,7 +686,7 @@ class _WorldTransport(httpx.BaseTransport):
     def __init__(self, world: World) -> None:
         self._world = world
         self._local: httpx.WSGITransport | None = None  # the world's app may not be built yet
-        self._network = httpx.HTTPTransport()
+        self._network: httpx.HTTPTransport | None = None  # made on first use: its TLS setup costs ~50 ms
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         target = request.url
@@ -674,12 +695,15 @@ class _WorldTransport(httpx.BaseTransport):
             if self._local is None:
                 self._local = httpx.WSGITransport(app=self._world.wsgi)
             return self._local.handle_request(request)
+        if self._network is None:
+            self._network = httpx.HTTPTransport()
         return self._network.handle_request(request)
 
     def close(self) -> None:
         if self._local is not None:
             self._local.close()
-        self._network.close()
+        if self._network is not None:
+            self._network.close()
 
 
 class _APITokenMiddleware:

@@ -71,7 +71,9 @@ class PushCertificates:
         http: httpx.Client,
         mdm_api_url: Callable[[], str] | None = None,
         organization: str = "mdmsim",
+        seed: int | None = None,
     ) -> None:
+        self.seed = seed
         self.store = store
         self.clock = clock
         self.http = http
@@ -93,7 +95,7 @@ class PushCertificates:
         The key is made outside the transaction (it takes tens of milliseconds); with ``replace``
         False a CSR another request stored meanwhile wins, so concurrent downloads agree on one.
         """
-        key = mx509.new_private_key("rsa")
+        key = mx509.seeded_rsa_key(self.seed, "push-csr")
         csr = (
             x509.CertificateSigningRequestBuilder()
             .subject_name(

@@ -135,6 +135,7 @@ class Controller:
         protocol_version: int = 9,
         page_limit: int = 1000,
         mdm_api_url: Callable[[], str] | None = None,
+        seed: int | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -149,7 +150,7 @@ class Controller:
         self._threads: list[threading.Thread] = []
         # ``mdm_api_url`` (e.g. "http://host/mdm/api/v1"): where an uploaded push certificate is handed
         # to the MDM server. None keeps the certificate without delivering it (the controller alone).
-        self.push_certificates = PushCertificates(store, clock, http=http, mdm_api_url=mdm_api_url)
+        self.push_certificates = PushCertificates(store, clock, http=http, mdm_api_url=mdm_api_url, seed=seed)
 
     # == tokens (depOnboardingSettings) =========================================================
     def create_setting(self, body: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ moved must carry the world's time, or validity checks in the same world would di
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -253,8 +254,12 @@ def key_to_pem(key: PrivateKey) -> bytes:
     )
 
 
-def key_from_pem(pem: bytes | str) -> PrivateKey:
-    key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
+def key_from_pem(pem: bytes | str, *, validate: bool = False) -> PrivateKey:
+    """Load a key a party stored itself. RSA consistency checks cost ~70 ms a key and these keys were
+    made by :func:`new_private_key`, so they are skipped unless ``validate`` (for keys from outside)."""
+    key = serialization.load_pem_private_key(
+        pem.encode() if isinstance(pem, str) else pem, password=None, unsafe_skip_rsa_key_validation=not validate
+    )
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ValueError("only RSA and EC keys are supported")
     return key
@@ -296,3 +301,20 @@ def seeded_uuid(seed: int | None, label: str) -> str:
     if seed is None:
         return str(uuid.uuid4())
     return str(uuid.UUID(bytes=hashlib.sha256(f"mdmsim:{seed}:{label}".encode()).digest()[:16], version=4))
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_rsa_key(seed: int, label: str, bits: int) -> PrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def seeded_rsa_key(seed: int | None, label: str, bits: int = 2048) -> PrivateKey:
+    """An RSA key for ``(seed, label)``, cached in this process; fresh and random without a seed.
+
+    RSA keys cannot be derived from a seed as cheaply as :func:`seeded_key` derives EC ones, and
+    generating one takes tens of milliseconds, so seeded worlds (tests, benchmarks) share one per
+    label instead of paying for it every time. Worlds without a seed get their own secrets.
+    """
+    if seed is None:
+        return new_private_key("rsa", rsa_bits=bits)
+    return _cached_rsa_key(seed, label, bits)
