@@ -635,7 +635,16 @@ class WorldDevices:
         return self._world.fleet.describe(serial)
 
     def list(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
-        return self._world.fleet.list(limit, offset)
+        """The organisation's devices, oldest first, with where each is now (``off`` until powered on)."""
+        page = self._world.portal_service.devices(None, limit=limit, offset=offset)["devices"]
+        states = {s["serial_number"]: s for s in self._world.fleet.devices.summaries_for(
+            [d["serial_number"] for d in page])}
+        return [
+            {**states.get(d["serial_number"], {"serial_number": d["serial_number"], "phase": "off", "pane": None,
+                                               "enrolled": False, "last_entry": None}),
+             "model": d["model"], "server_uuid": d.get("server_uuid")}
+            for d in page
+        ]
 
 
 class _LazyApp:

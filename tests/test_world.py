@@ -114,3 +114,14 @@ def test_served_world_answers_over_real_sockets(world: World) -> None:
         assert served.dep_url == f"{served.url}/apple/dep"
         assert httpx.get(f"{served.url}/_sim/clock").status_code == 200
     assert world.url == "http://mdmsim.invalid"
+
+
+def test_sim_devices_lists_the_organisation_with_live_state(world: World) -> None:
+    first = world.serials[0]
+    world.devices.power_on(first)
+    listed = {d["serial_number"]: d for d in world.http.get("/_sim/devices").json()["devices"]}
+    assert set(listed) == set(world.serials)
+    assert listed[first]["phase"] == "home" and listed[first]["model"]
+    assert all(d["phase"] == "off" for s, d in listed.items() if s != first)
+    assert world.http.get("/_sim/devices?limit=0").status_code == 400
+    assert world.http.get("/_sim/devices/NOPE/identity").status_code == 404

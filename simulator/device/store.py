@@ -89,6 +89,23 @@ class DeviceStore:
                 "ORDER BY serial LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
+        return self._summaries(rows)
+
+    def summaries_for(self, serials: list[str]) -> list[dict[str, Any]]:
+        """Summaries of the named devices that have been powered on (others are simply absent)."""
+        rows: list[Any] = []
+        with self.store.read() as db:
+            for start in range(0, len(serials), 500):
+                part = serials[start : start + 500]
+                rows += db.execute(
+                    "SELECT serial, udid, phase, pane, enrolled, last_entry, updated_at FROM devices "
+                    f"WHERE serial IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+        return self._summaries(rows)
+
+    @staticmethod
+    def _summaries(rows: list[Any]) -> list[dict[str, Any]]:
         return [
             {
                 "serial_number": r["serial"],
