@@ -43,8 +43,10 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(1, 64),
               help="Worker processes (data-dir worlds only; default: one per core).")
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--sync-rules", type=click.Choice(["2016", "current"]), default="2016", show_default=True,
+              help="The controller's sync limits: the seed document's (2016) or today's documentation.")
 def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int | None, depsim_compat: bool,
-          depsim_config: Path | None, workers: int | None, threads: int) -> None:
+          depsim_config: Path | None, workers: int | None, threads: int, sync_rules: str) -> None:
     """Serve every party of a world on one port (gunicorn, gthread workers)."""
     from .serving import WorldApplication, default_workers, gunicorn_options
     from .world import World
@@ -53,7 +55,8 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
     if data_dir is None and workers not in (None, 1):
         raise click.UsageError("an in-memory world lives in one process: use --data-dir for several --workers")
     with console.status(f"building the world ({devices} devices)…"):
-        world = World(devices=devices, seed=seed, data_dir=data_dir, depsim_compat=depsim_compat)
+        world = World(devices=devices, seed=seed, data_dir=data_dir, depsim_compat=depsim_compat,
+                      sync_rules=sync_rules, synchronous_push=False)
         if config is not None:
             world.apply_depsim_config(config)
     public = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -75,7 +78,8 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         world.close()  # each worker opens the data directory itself, after the fork
         options = gunicorn_options(host, port, workers=workers or default_workers(), threads=threads, preload=False)
         app = WorldApplication(
-            lambda: World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat).wsgi, options
+            lambda: World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,
+                          synchronous_push=False).wsgi, options
         )
     try:
         app.run()
@@ -157,8 +161,10 @@ def _read_depsim_config(path: Path) -> dict:
 
 def _register_groups() -> None:
     from .device.cli import device
+    from .load.cli import load
 
     main.add_command(device)
+    main.add_command(load)
 
 
 _register_groups()

@@ -1,0 +1,112 @@
+"""Drivers that run device flows over ``httpx.AsyncClient``: thousands of devices on one event loop.
+
+The flows are the very generators :class:`~simulator.device.drivers.HTTPDriver` runs (DESIGN.md
+rule 5); only ``send`` awaits. One client (one connection pool) serves every device of a fleet: a
+device is a :class:`~simulator.device.machine.DeviceState` and nothing else, no client of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import httpx
+
+from simulator.device.agent import AgentRound
+from simulator.device.drivers import DEFAULT_TIMEOUT, StepLimitExceeded, _origin, _short
+from simulator.device.machine import Device, Flow, Now, Request, Response, wall_now
+
+from .stats import LatencyStats, endpoint_name
+
+__all__ = ["AsyncHTTPDriver", "AsyncObserver"]
+
+T = TypeVar("T")
+#: Called after every exchange with the elapsed milliseconds (phase timings hook in here).
+AsyncObserver = Callable[[Request, Response, float], None]
+
+
+class AsyncHTTPDriver:
+    """Runs flows with ``await client.request(...)``; records each exchange in ``stats``.
+
+    Transport failures become ``Response(status=0, error=…)`` exactly as in the synchronous drivers,
+    so a refused connection lands in the device's transcript instead of killing the fleet.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        now: Now | None = None,
+        stats: LatencyStats | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.now: Now = now or wall_now
+        self.stats = stats
+        self.timeout = timeout
+        self.exchanges = 0
+
+    async def send(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            r = await self.client.request(
+                request.method, request.url, headers=request.headers, content=request.body, timeout=self.timeout
+            )
+            response = Response(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+        except httpx.ConnectError as exc:
+            response = Response.network_error(f"cannot connect to {_origin(request.url)}: {_short(exc)}")
+        except httpx.TimeoutException:
+            response = Response.network_error(f"{_origin(request.url)} did not answer in time")
+        except httpx.HTTPError as exc:
+            response = Response.network_error(f"{_origin(request.url)}: {_short(exc)}")
+        self.exchanges += 1
+        if self.stats is not None:
+            self.stats.record(endpoint_name(request.method, request.url), response.status,
+                              (time.perf_counter() - started) * 1000.0)
+        return response
+
+    async def run(self, flow: Flow[T], *, max_steps: int | None = None,
+                  observer: AsyncObserver | None = None) -> T:
+        """Drive one flow to its end and return its result (``observer`` sees every exchange)."""
+        steps = 0
+        try:
+            request = next(flow)
+            while True:
+                if max_steps is not None and steps >= max_steps:
+                    flow.close()
+                    raise StepLimitExceeded(f"flow needed more than {max_steps} HTTP exchanges")
+                started = time.perf_counter()
+                response = await self.send(request)
+                steps += 1
+                if observer is not None:
+                    observer(request, response, (time.perf_counter() - started) * 1000.0)
+                request = flow.send(response)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def run_until_home(self, device: Device, max_steps: int = 500,
+                             observer: AsyncObserver | None = None) -> str:
+        """Power on and walk Setup Assistant; answer the MDM while held at Awaiting Configuration.
+
+        Same contract as :meth:`simulator.device.drivers.Driver.run_until_home`.
+        """
+        used = 0
+        while True:
+            before = self.exchanges
+            phase = await self.run(device.power_on(self.now), max_steps=max(max_steps - used, 0),
+                                   observer=observer)
+            used += self.exchanges - before
+            if phase != "awaiting_configuration" or used >= max_steps:
+                return phase
+            before = self.exchanges
+            report = await self.run(device.agent_round(self.now), max_steps=max_steps - used, observer=observer)
+            used += self.exchanges - before
+            if device.phase == "awaiting_configuration" and not report.commands:
+                return device.phase
+
+    async def run_agent(self, device: Device, *, poll_push: bool = True, connect: bool = True,
+                        observer: AsyncObserver | None = None) -> AgentRound:
+        """One wake-up of the device's MDM agent."""
+        return await self.run(device.agent_round(self.now, poll_push=poll_push, connect=connect),
+                              observer=observer)

@@ -1,0 +1,368 @@
+"""The fleet runner: N simulated devices at once, in one process, on one asyncio loop.
+
+A run is what an MDM vendor sees when a school unboxes ten thousand iPads on the first morning:
+every device powers on, activates with Apple (``/apple/activation``), enrolls at the ConfigurationURL
+its cloud configuration names, checks in (Authenticate, TokenUpdate), and answers the first command
+the vendor sends, DeviceInformation. Three phase timings come out per device:
+
+* ``activation``: power-on until Apple's cloud configuration arrived;
+* ``enrollment``: from there until TokenUpdate was accepted (the device is enrolled);
+* ``first_command``: from there until the device's DeviceInformation answer was acknowledged,
+  which includes the admin's enqueue, the APNs push and the device's wake-up.
+
+The admin side is a companion task that batches freshly enrolled UDIDs into one
+``POST /mdm/api/v1/commands`` per batch (one CommandUUID for many devices, as the command API allows);
+the server pushes each device through the world's APNs, and devices learn of it by reading their
+push events (``--wake push``, the default) or by polling ``/mdm/connect`` (``--wake poll``).
+
+Devices stay lean: one :class:`~simulator.device.machine.Device` (its ``DeviceState`` of strings)
+each, one shared ``httpx.AsyncClient``, timings in flat arrays. ``kb_per_idle_device`` is the growth
+of the process's RSS from before the identities were fetched to after every device went idle,
+divided by N: everything the fleet added, not an estimate of one object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import resource
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+
+from simulator.device.identity import DeviceIdentity
+from simulator.device.machine import Device, DeviceScript, Request, Response
+
+from .admin import WorldAdmin
+from .drivers import AsyncHTTPDriver
+from .stats import LatencyStats, percentiles
+
+__all__ = ["FleetOptions", "FleetReport", "FleetRunner", "run_fleet", "rss_mb", "device_from_bundle"]
+
+DEVICE_INFORMATION_QUERIES = [
+    "UDID", "SerialNumber", "DeviceName", "Model", "ModelName", "ProductName", "OSVersion", "BuildVersion",
+    "IsSupervised", "DeviceCapacity", "WiFiMAC",
+]  # fmt: skip
+Wake = Literal["push", "poll"]
+
+
+def rss_mb() -> float:
+    """Resident set size now, from /proc (Linux); 0 where unavailable."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize() / 1_048_576
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
+
+
+def device_from_bundle(bundle: dict[str, Any], script: DeviceScript | None = None) -> Device:
+    """A factory-fresh device from ``/_sim/devices/<serial>/identity``'s bundle."""
+    return Device.create(
+        DeviceIdentity(**bundle["identity"]),
+        device_key=bundle["device_key_pem"],
+        device_cert=bundle["device_certificate_pem"],
+        apple_url=bundle["apple_url"],
+        script=script,
+    )
+
+
+@dataclass
+class FleetOptions:
+    """How a fleet run behaves; defaults suit a 2-core machine running server and fleet together."""
+
+    devices: int
+    concurrency: int = 64
+    wake: Wake = "push"
+    command_batch: int = 250
+    batch_wait_s: float = 0.05
+    push_wait_s: float = 10.0  # a device waits this long for its push, then polls /mdm/connect anyway
+    timeout_s: float = 60.0
+    prepare: bool = True  # define and assign a DEP profile (off: the admin already did)
+    mdm_url: str | None = None  # ConfigurationURL for the profile (default: the world's /mdm/enroll)
+
+
+@dataclass
+class FleetReport:
+    devices: int
+    enrolled: int
+    acknowledged: int
+    failed: int
+    elapsed_s: float
+    prepare_s: float
+    devices_per_s: float
+    requests: int
+    requests_per_s: float
+    phases_ms: dict[str, dict[str, float]]
+    endpoints: dict[str, dict[str, Any]]
+    peak_rss_mb: float
+    kb_per_idle_device: float
+    push_missed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def headline(self) -> dict[str, Any]:
+        """The benchmark's JSON line."""
+        return {
+            "devices": self.devices, "enrolled": self.enrolled, "acknowledged": self.acknowledged,
+            "failed": self.failed, "elapsed_s": self.elapsed_s, "devices_per_s": self.devices_per_s,
+            "requests_per_s": self.requests_per_s, "peak_rss_mb": self.peak_rss_mb,
+            "kb_per_idle_device": self.kb_per_idle_device, "prepare_s": self.prepare_s,
+            "push_missed": self.push_missed,
+            "phases_ms": self.phases_ms,
+        }  # fmt: skip
+
+
+class ClientPool:
+    """A few small ``httpx.AsyncClient`` pools shared by all devices, plus one for the admin.
+
+    Why not one big pool: httpcore's pool scans every connection for every queued request, so one
+    client with 64 busy connections spends more CPU choosing a connection than sending the request.
+    ``per_client`` concurrent slots share one client; devices never own one.
+    """
+
+    def __init__(self, slots: int, *, per_client: int = 4, timeout: float = 60.0) -> None:
+        ssl_context = httpx.create_ssl_context()  # made once: each client would otherwise build its own
+        count = max(1, -(-slots // per_client))
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        self.clients = [httpx.AsyncClient(limits=limits, timeout=timeout, verify=ssl_context)
+                        for _ in range(count)]
+        self.admin = httpx.AsyncClient(limits=httpx.Limits(max_connections=8), timeout=timeout, verify=ssl_context)
+
+    async def __aenter__(self) -> ClientPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in (*self.clients, self.admin):
+            await client.aclose()
+
+
+class _CommandBatcher:
+    """Collects enrolled UDIDs; one DeviceInformation enqueue per batch, each waiter told when done."""
+
+    def __init__(self, client: httpx.AsyncClient, mdm_url: str, batch: int, wait_s: float,
+                 stats: LatencyStats) -> None:
+        self.client = client
+        self.url = f"{mdm_url}/api/v1/commands"
+        self.batch = batch
+        self.wait_s = wait_s
+        self.stats = stats
+        self.pending: list[tuple[str, asyncio.Future[bool]]] = []
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.inflight: set[asyncio.Task[None]] = set()
+
+    def submit(self, udid: str) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.append((udid, future))
+        if len(self.pending) >= self.batch:
+            self.wakeup.set()
+        return future
+
+    async def run(self) -> None:
+        while not (self.closed and not self.pending):
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), self.wait_s)
+            except TimeoutError:
+                pass
+            self.wakeup.clear()
+            if self.pending:
+                batch, self.pending = self.pending[: self.batch], self.pending[self.batch :]
+                task = asyncio.create_task(self._send(batch))
+                self.inflight.add(task)
+                task.add_done_callback(self.inflight.discard)
+        if self.inflight:
+            await asyncio.gather(*self.inflight)
+
+    async def _send(self, batch: list[tuple[str, asyncio.Future[bool]]]) -> None:
+        body = {"udids": [u for u, _ in batch],
+                "command": {"RequestType": "DeviceInformation", "Queries": DEVICE_INFORMATION_QUERIES}}
+        started = time.perf_counter()
+        try:
+            r = await self.client.post(self.url, json=body, timeout=120.0)
+            status = r.status_code
+        except httpx.HTTPError:
+            status = 0
+        self.stats.record("POST /mdm/api/v1/commands", status, (time.perf_counter() - started) * 1000.0)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(status in (200, 201))
+
+
+class FleetRunner:
+    """Runs one fleet against a served world whose devices are given as identity bundles."""
+
+    def __init__(self, bundles: Sequence[dict[str, Any]], *, mdm_url: str, options: FleetOptions,
+                 now: Callable[[], datetime] | None = None,
+                 on_update: Callable[[int, int, int], None] | None = None) -> None:
+        self.options = options
+        self.mdm_url = mdm_url.rstrip("/")
+        self.now = now
+        self.on_update = on_update
+        self.devices = [device_from_bundle(b) for b in bundles]
+        n = len(self.devices)
+        self.t_start = array("d", bytes(8 * n))
+        self.t_activated = array("d", bytes(8 * n))
+        self.t_enrolled = array("d", bytes(8 * n))
+        self.t_acked = array("d", bytes(8 * n))
+        self.stats = LatencyStats()
+        self.enrolled = self.acknowledged = self.failed = self.push_missed = 0
+        self.errors: list[str] = []
+
+    def _update(self) -> None:
+        if self.on_update is not None:
+            self.on_update(self.enrolled, self.acknowledged, self.failed)
+
+    def _fail(self, device: Device, why: str) -> None:
+        self.failed += 1
+        if len(self.errors) < 10:
+            last = [e for e in device.transcript if e[1] == "error"][-1:]
+            self.errors.append(f"{device.serial}: {why}" + (f" ({last[0][0]}: {last[0][3]})" if last else ""))
+        self._update()
+
+    async def run(self) -> float:
+        """Power every device on (``concurrency`` at a time); the elapsed seconds."""
+        opts = self.options
+        slots = min(opts.concurrency, len(self.devices)) or 1
+        async with ClientPool(slots, timeout=opts.timeout_s) as pool:
+            drivers = [AsyncHTTPDriver(client, now=self.now, stats=self.stats, timeout=opts.timeout_s)
+                       for client in pool.clients]
+            batcher = _CommandBatcher(pool.admin, self.mdm_url, opts.command_batch, opts.batch_wait_s, self.stats)
+            batching = asyncio.create_task(batcher.run())
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for i in range(len(self.devices)):
+                queue.put_nowait(i)
+            started = time.perf_counter()
+            workers = [asyncio.create_task(self._worker(queue, drivers[k % len(drivers)], batcher))
+                       for k in range(slots)]
+            await asyncio.gather(*workers)
+            batcher.closed = True
+            batcher.wakeup.set()
+            await batching
+            return time.perf_counter() - started
+
+    async def _worker(self, queue: asyncio.Queue[int], driver: AsyncHTTPDriver, batcher: _CommandBatcher) -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            try:
+                await self._one(i, driver, batcher)
+            except Exception as exc:  # one broken device must not stop the fleet; it is counted
+                self._fail(self.devices[i], f"{type(exc).__name__}: {exc}"[:200])
+            self.devices[i].forget_cached_keys()  # idle now: keep the state, drop parsed keys
+
+    async def _one(self, i: int, driver: AsyncHTTPDriver, batcher: _CommandBatcher) -> None:
+        device = self.devices[i]
+        self.t_start[i] = time.perf_counter()
+
+        def observe(request: Request, response: Response, _ms: float) -> None:
+            if not self.t_activated[i] and request.url.endswith("/activation/profile") and response.status == 200:
+                self.t_activated[i] = time.perf_counter()
+
+        await driver.run_until_home(device, observer=observe)
+        if not device.enrolled:
+            self._fail(device, f"not enrolled (stopped on {device.pane})")
+            return
+        self.t_enrolled[i] = time.perf_counter()
+        self.enrolled += 1
+        self._update()
+        if not await batcher.submit(device.udid):
+            self._fail(device, "the DeviceInformation command could not be enqueued")
+            return
+        if await self._answer_first_command(device, driver):
+            self.t_acked[i] = time.perf_counter()
+            self.acknowledged += 1
+            self._update()
+        else:
+            self._fail(device, "DeviceInformation was never acknowledged")
+
+    async def _answer_first_command(self, device: Device, driver: AsyncHTTPDriver) -> bool:
+        """Wake on the push (or poll), answer; True once DeviceInformation was acknowledged."""
+        deadline = time.monotonic() + self.options.push_wait_s
+        delay = 0.02
+        pushed = self.options.wake == "push"
+        while True:
+            if pushed and time.monotonic() < deadline:
+                report = await driver.run_agent(device, poll_push=True, connect=False)
+                if not report.connected:
+                    await asyncio.sleep(delay)  # the push has not reached APNs yet
+                    delay = min(delay * 2, 0.5)
+                    continue
+            else:
+                if pushed:
+                    self.push_missed += 1
+                    pushed = False
+                report = await driver.run_agent(device, poll_push=False, connect=True)
+            if ("DeviceInformation", "Acknowledged") in report.commands:
+                return True
+            if report.error or time.monotonic() > deadline + self.options.push_wait_s:
+                return False
+            await asyncio.sleep(delay)
+
+    def report(self, elapsed_s: float, prepare_s: float, rss_before_mb: float) -> FleetReport:
+        n = len(self.devices)
+        gc.collect()
+        grown = max(rss_mb() - rss_before_mb, 0.0)
+        phases: dict[str, list[float]] = {"activation": [], "enrollment": [], "first_command": [], "total": []}
+        for i in range(n):
+            s, a, e, k = self.t_start[i], self.t_activated[i], self.t_enrolled[i], self.t_acked[i]
+            if a:
+                phases["activation"].append((a - s) * 1000)
+            if a and e:
+                phases["enrollment"].append((e - a) * 1000)
+            if e and k:
+                phases["first_command"].append((k - e) * 1000)
+                phases["total"].append((k - s) * 1000)
+        requests = self.stats.requests
+        return FleetReport(
+            devices=n, enrolled=self.enrolled, acknowledged=self.acknowledged, failed=self.failed,
+            elapsed_s=round(elapsed_s, 2), prepare_s=round(prepare_s, 2),
+            devices_per_s=round(self.acknowledged / elapsed_s, 1) if elapsed_s else 0.0,
+            requests=requests, requests_per_s=round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+            phases_ms={name: percentiles(v) for name, v in phases.items()},
+            endpoints=self.stats.summary(),
+            peak_rss_mb=round(peak_rss_mb(), 1),
+            kb_per_idle_device=round(grown * 1024 / n, 1) if n else 0.0,
+            push_missed=self.push_missed, errors=self.errors,
+        )  # fmt: skip
+
+
+def run_fleet(target: str, options: FleetOptions, *,
+              on_update: Callable[[int, int, int], None] | None = None,
+              on_phase: Callable[[str], None] | None = None,
+              keep: dict[str, FleetRunner] | None = None) -> FleetReport:
+    """Prepare ``target`` (profile, assignment, identities) over HTTP, then run the fleet.
+
+    ``keep`` receives the runner under ``"runner"`` so a scenario can go on with the enrolled devices.
+    """
+    say = on_phase or (lambda _text: None)
+    rss_before = rss_mb()
+    started = time.perf_counter()
+    with WorldAdmin(target) as admin:
+        say("listing serials")
+        serials = admin.serials(options.devices)
+        if len(serials) < options.devices:
+            raise ValueError(f"{target} has {len(serials)} devices, fewer than the {options.devices} asked for")
+        if options.prepare:
+            say("assigning a DEP profile")
+            profile = admin.define_profile(mdm_url=options.mdm_url)
+            admin.assign_profile(profile, serials)
+        say("fetching identities")
+        bundles = admin.identity_bundles(serials)
+        now = admin.world_now()
+        mdm_url = admin.url("mdm")
+    runner = FleetRunner(bundles, mdm_url=mdm_url, options=options, now=now, on_update=on_update)
+    del bundles
+    prepare_s = time.perf_counter() - started
+    if keep is not None:
+        keep["runner"] = runner
+    say("powering on")
+    elapsed = asyncio.run(runner.run())
+    return runner.report(elapsed, prepare_s, rss_before)

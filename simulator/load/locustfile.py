@@ -1,0 +1,196 @@
+"""Locust users for mdmsim: simulated devices that enroll and check in, and admins that sync.
+
+Run it with plain Locust (``--processes``, ``--master``/``--worker`` all work)::
+
+    locust -f $(python -c 'import simulator.load.locustfile as m; print(m.__file__)') \\
+        --headless -u 50 -r 10 -t 30s --host http://127.0.0.1:8080
+
+or ``mdmsim load locust --headless -u 50 -r 10 -t 30s --host …``. The host is a served world.
+
+* :class:`DeviceUser` claims one serial of the world (``POST /_sim/counters/locust-devices``, so
+  every process of a distributed run gets distinct devices), fetches its identity, powers on and
+  walks Setup Assistant through enrollment, then wakes on pushes and answers its commands.
+* :class:`AdminUser` presses "Sync" on the controller's DEP token (204 or the 409/429 refusals are
+  all correct answers), reassigns a few serials' DEP profile, and sends DeviceInformation to enrolled
+  devices, which is what makes the devices' pushes arrive.
+
+Preparation happens once, on the master (or the only process): a DEP profile assigned to every
+serial, and a token onboarded in the controller for the admins' syncs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from typing import Any
+
+from locust import FastHttpUser, between, events, task  # first: gevent must patch before ssl loads
+from locust.env import Environment
+from locust.exception import StopUser
+from locust.runners import WorkerRunner
+from requests import Response as RequestsResponse
+from requests import Session
+
+from simulator.load.admin import GRAPH, LoadSetupError, WorldAdmin
+from simulator.load.fleet import device_from_bundle
+from simulator.load.locust_driver import LocustDriver
+
+log = logging.getLogger("mdmsim.locust")
+
+
+class _RequestsClient:
+    """``requests`` with the few httpx spellings :class:`WorldAdmin` uses.
+
+    httpx cannot run here: Locust monkey-patches with gevent before this file is imported, and
+    httpcore then imports trio, which needs the ``select.epoll`` gevent removed.
+    """
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.session = Session()
+        self.timeout = timeout
+
+    def request(self, method: str, url: str, *, content: Any = None, **kw: Any) -> RequestsResponse:
+        return self.session.request(method, url, data=content, timeout=self.timeout, **kw)
+
+    def get(self, url: str, **kw: Any) -> RequestsResponse:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> RequestsResponse:
+        return self.request("POST", url, **kw)
+
+    def put(self, url: str, **kw: Any) -> RequestsResponse:
+        return self.request("PUT", url, **kw)
+
+    def delete(self, url: str, **kw: Any) -> RequestsResponse:
+        return self.request("DELETE", url, **kw)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _admin(host: str) -> WorldAdmin:
+    return WorldAdmin(host, client=_RequestsClient())  # type: ignore[arg-type]
+CLAIM_COUNTER = "locust-devices"
+_local_index = itertools.count()
+_serials_cache: list[str] = []
+
+
+@events.test_start.add_listener
+def prepare_world(environment: Environment, **_: Any) -> None:
+    """Once per run, on the master (or the only process): assign a profile to every serial and
+    onboard a controller token. Workers skip it; they find what they need over HTTP."""
+    if isinstance(environment.runner, WorkerRunner) or not environment.host:
+        return
+    started = time.perf_counter()
+    with _admin(environment.host) as admin:
+        serials = admin.serials()
+        admin.assign_profile(admin.define_profile(name="mdmsim locust"), serials)
+        try:
+            admin.onboard_controller("Locust")
+        except LoadSetupError as exc:  # the admins then only assign and send commands
+            log.warning("controller onboarding failed, admins will not sync: %s", exc)
+    log.info("prepared %d serials in %.1fs", len(serials), time.perf_counter() - started)
+
+
+def _claim_serial(user: FastHttpUser) -> str:
+    """A serial no other user of this run (in any process) has: the world's counter, or else the
+    runner's worker index and a per-process count over the portal's stable device order."""
+    r = user.client.post(f"/_sim/counters/{CLAIM_COUNTER}", name="/_sim/counters/{name}")
+    if r.status_code == 200:
+        index = int(r.json()["value"])
+    else:
+        worker = getattr(user.environment.runner, "worker_index", 0) or 0
+        index = worker * 100_000 + next(_local_index)
+    if not _serials_cache:
+        with _admin(user.host) as admin:
+            _serials_cache.extend(admin.serials())
+    if index >= len(_serials_cache):
+        raise StopUser()  # every device of the world is already in use
+    return _serials_cache[index]
+
+
+class DeviceUser(FastHttpUser):
+    """One simulated iPhone or iPad: enrolls once, then checks in whenever it is pushed."""
+
+    weight = 20
+    wait_time = between(0.2, 0.6)
+
+    def on_start(self) -> None:
+        serial = _claim_serial(self)
+        r = self.client.get(f"/_sim/devices/{serial}/identity", name="/_sim/devices/{serial}/identity")
+        if r.status_code != 200:
+            raise StopUser()
+        self.device = device_from_bundle(r.json())
+        self.driver = LocustDriver(self.client)
+        self.rounds = 0
+        started = time.perf_counter()
+        phase = self.driver.run_until_home(self.device)
+        ms = (time.perf_counter() - started) * 1000
+        exception = None if self.device.enrolled else RuntimeError(
+            f"{serial} not enrolled: stopped in {phase} on {self.device.pane}: "
+            f"{[e for e in self.device.transcript if e[1] == 'error'][-1:]}")
+        events.request.fire(request_type="DEVICE", name="enrollment", response_time=ms, response_length=0,
+                            exception=exception, context={})
+        if exception is not None:
+            raise StopUser()
+        self.device.forget_cached_keys()
+
+    @task
+    def check_in(self) -> None:
+        """Wake on a push (or, every tenth round, poll as iOS eventually does) and answer commands."""
+        self.rounds += 1
+        report = self.driver.run_agent(self.device, connect=self.rounds % 10 == 0)[0]
+        for request_type, status in report.commands:
+            events.request.fire(request_type="COMMAND", name=request_type, response_time=0, response_length=0,
+                                exception=None if status in ("Acknowledged", "NotNow") else RuntimeError(status),
+                                context={})
+        self.device.forget_cached_keys()
+
+
+class AdminUser(FastHttpUser):
+    """An Intune admin: syncs the DEP token, reassigns profiles, sends DeviceInformation."""
+
+    weight = 1
+    wait_time = between(0.5, 1.5)
+
+    def on_start(self) -> None:
+        self.setting: str | None = None
+        r = self.client.get(GRAPH, name="/intune/…/depOnboardingSettings")
+        if r.status_code == 200:
+            tokens = [t for t in r.json().get("value", []) if t.get("tokenType") == "dep"]
+            self.setting = tokens[-1]["id"] if tokens else None
+        with _admin(self.host) as admin:
+            self.dep_headers = admin.dep_headers()
+            self.profile = admin.define_profile(name="mdmsim locust admin")
+            self.serials = _serials_cache or admin.serials()
+
+    @task(2)
+    def sync(self) -> None:
+        if self.setting is None:
+            return
+        with self.client.post(f"{GRAPH}/{self.setting}/syncWithAppleDeviceEnrollmentProgram",
+                              name="/intune/…/syncWithAppleDeviceEnrollmentProgram", catch_response=True) as r:
+            if r.status_code == 204 or (r.status_code in (409, 429) and (r.headers or {}).get("Retry-After")):
+                r.success()  # a refusal with Retry-After is the controller doing its job
+            else:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+
+    @task(1)
+    def reassign(self) -> None:
+        """Assign this admin's profile to a few serials, as an admin moving devices between profiles."""
+        chosen = random.sample(self.serials, min(5, len(self.serials)))
+        self.client.request("PUT", "/apple/dep/profile/devices", name="/apple/dep/profile/devices",
+                            headers=self.dep_headers, json={"profile_uuid": self.profile, "devices": chosen})
+
+    @task(3)
+    def device_information(self) -> None:
+        r = self.client.get("/mdm/api/v1/devices", name="/mdm/api/v1/devices")
+        if r.status_code != 200:
+            return
+        udids = [d["udid"] for d in r.json().get("devices", []) if d.get("enrolled")]
+        if udids:
+            self.client.post("/mdm/api/v1/commands", name="/mdm/api/v1/commands", json={
+                "udids": random.sample(udids, min(50, len(udids))),
+                "command": {"RequestType": "DeviceInformation", "Queries": ["UDID", "SerialNumber", "OSVersion"]}})

@@ -1,0 +1,89 @@
+"""Start ``mdmsim serve`` in a subprocess for a load run, and stop it afterwards.
+
+A subprocess (not a thread) so the server has its own interpreter and GIL: the load generator and
+the server compete for cores as two real programs would, and ``--workers`` can fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+__all__ = ["free_port", "served_world"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served_world(
+    *,
+    devices: int,
+    seed: int | None = 1,
+    data_dir: str | Path | None = None,
+    workers: int | None = None,
+    threads: int = 16,
+    timeout_s: float = 300.0,
+    extra: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """Yield the base URL of a fresh ``mdmsim serve`` (in memory, or ``data_dir`` with ``workers``).
+
+    ``data_dir="tmp"`` makes a temporary directory that goes away with the server.
+    """
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        if data_dir == "tmp":
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mdmsim-load-"))
+        cmd = [sys.executable, "-m", "simulator.cli", "serve", "--port", str(port), "--devices", str(devices),
+               "--threads", str(threads), *extra]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
+        if data_dir is not None:
+            cmd += ["--data-dir", str(data_dir), "--workers", str(workers or 2)]
+        log = stack.enter_context(tempfile.TemporaryFile())
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"mdmsim serve exited: {log.read().decode(errors='replace')[-2000:]}")
+                try:
+                    if httpx.get(f"{url}/_sim/clock", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mdmsim serve did not start in time")
+                time.sleep(0.05)
+            yield url
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (gunicorn's workers too), then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
