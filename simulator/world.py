@@ -104,6 +104,7 @@ class World:
         background_sync: bool = True,
         synchronous_push: bool = True,
         push_certificate: bool = True,
+        controller_sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if devices < 0:
             raise ValueError("devices must be zero or more")
@@ -152,7 +153,7 @@ class World:
         self.controller = Controller(
             self._store("controller", None), self.clock, http=self.http,
             dep_url=lambda: self.dep_url, mdm_enroll_url=lambda: f"{self.mdm_url}/enroll",
-            rules=sync_rules, background=background_sync,
+            rules=sync_rules, background=background_sync, sleep=controller_sleep,
             mdm_api_url=lambda: f"{self.mdm_url}/api/v1", seed=seed,
         )
 
