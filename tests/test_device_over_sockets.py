@@ -1,0 +1,50 @@
+"""The same device logic enrolls over real sockets, against ``mdmsim serve`` in another process.
+
+The device runs here, in the ``mdmsim device power-on`` command; Apple, the MDM server and the
+controller run in the server process. Only HTTP crosses between them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+from oauthlib.oauth1 import Client
+
+from simulator.load.server import served_world
+
+
+def dep_session(http: httpx.Client, dep: str, creds: dict) -> str:
+    oauth = Client(creds["consumer_key"], client_secret=creds["consumer_secret"],
+                   resource_owner_key=creds["access_token"], resource_owner_secret=creds["access_secret"], realm="ADM")
+    _, headers, _ = oauth.sign(f"{dep}/session")
+    reply = http.get(f"{dep}/session", headers={**headers, "User-Agent": "test/1"})
+    assert reply.status_code == 200, reply.text
+    return reply.json()["auth_session_token"]
+
+
+def test_device_enrolls_against_mdmsim_serve_in_another_process() -> None:
+    with served_world(devices=3, seed=21) as url, httpx.Client(base_url=url, timeout=30) as http:
+        info = http.get("/_sim/").json()
+        creds = http.get(info["credentials"]).json()
+        dep = info["urls"]["dep"]
+        headers = {"X-ADM-Auth-Session": dep_session(http, dep, creds), "User-Agent": "test/1"}
+        serial = http.get("/apple/portal/api/devices", params={"limit": 1}).json()["devices"][0]["serial_number"]
+        defined = http.post(f"{dep}/profile", headers=headers, json={
+            "profile_name": "Over sockets", "url": f"{info['urls']['mdm']}/enroll", "is_supervised": True,
+            "skip_setup_items": ["Siri"], "department": "Sockets", "devices": [serial]})
+        assert defined.status_code == 200 and defined.json()["devices"][serial] == "SUCCESS"
+
+        run = subprocess.run(
+            [sys.executable, "-m", "simulator.cli", "device", "power-on", serial, "--server", url],
+            capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""},
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "RemoteManagement" in run.stdout and "Sockets" in run.stdout
+        assert "stopped: home" in run.stdout
+
+        devices = http.get("/mdm/api/v1/devices").json()
+        listed = devices.get("devices", devices) if isinstance(devices, dict) else devices
+        enrolled = [d for d in listed if d.get("serial_number") == serial]
+        assert enrolled and enrolled[0]["enrolled"] is True
