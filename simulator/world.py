@@ -149,6 +149,7 @@ class World:
             idp_url=lambda: f"{self.url}/idp/adfs/services/trust/13/UsernameMixed",
             webhook_urls=lambda: [f"{self.controller_url}/webhooks/mdm"],
             seed=seed, synchronous=synchronous_push, organization=organization,
+            identity_days=730,  # outlives the one-year push certificate, so renewing it is the only fix needed
         )
         self.controller = Controller(
             self._store("controller", None), self.clock, http=self.http,

@@ -1,0 +1,67 @@
+"""The push certificate's life with simulated devices: issued, used, expired, renewed, replaced."""
+
+from __future__ import annotations
+
+from simulator import World
+from tests_support import GRAPH, onboard
+
+PUSH_CERT = "/intune/deviceManagement/applePushNotificationCertificate"
+
+
+def enrolled_device(world: World) -> tuple[str, str]:
+    setting = onboard(world)
+    world.http.post(f"{GRAPH}/{setting}/syncWithAppleDeviceEnrollmentProgram")
+    world.controller.wait_for_sync(setting, 30)
+    profile = world.http.post(f"{GRAPH}/{setting}/enrollmentProfiles", json={"displayName": "P"}).json()["id"]
+    serial = world.serials[0]
+    world.http.post(f"{GRAPH}/{setting}/enrollmentProfiles/{profile}/updateDeviceProfileAssignment",
+                    json={"deviceIds": [serial]})
+    assert world.devices.power_on(serial).phase == "home"
+    return serial, world.identity(serial).udid
+
+
+def command(world: World, udid: str) -> str:
+    reply = world.http.post("/mdm/api/v1/commands", json={
+        "udids": [udid], "command": {"RequestType": "DeviceInformation", "Queries": ["UDID"]}})
+    assert reply.status_code in (200, 201), reply.text
+    return reply.json()["command_uuid"]
+
+
+def push_state(world: World, udid: str) -> dict:
+    return world.http.get(f"/mdm/api/v1/devices/{udid}").json()["push"]
+
+
+def status(world: World, uuid: str) -> str:
+    return world.http.get(f"/mdm/api/v1/commands/{uuid}").json()["devices"][0]["status"]
+
+
+def test_push_certificate_issued_expired_renewed_and_replaced() -> None:
+    with World(devices=2, seed=5, background_sync=False) as world:
+        serial, udid = enrolled_device(world)
+        topic = world.http.get(PUSH_CERT).json()["topicIdentifier"]
+        assert topic.startswith("com.apple.mgmt.External.")
+        assert world.http.get(f"/mdm/api/v1/devices/{udid}").json()["topic"] == topic
+
+        first = command(world, udid)
+        assert push_state(world, udid)["last_status"] == 200  # Apple accepted the push for this topic
+        world.devices.run_agent(serial)
+        assert status(world, first) == "Acknowledged"
+
+        world.clock.advance(days=366)  # the push certificate is valid one year
+        command(world, udid)
+        assert push_state(world, udid)["last_error"] == "403 ExpiredProviderToken"
+        shown = world.http.get(PUSH_CERT).json()
+        assert shown["expired"] is True and "Renew" in shown["warnings"][0]
+
+        renewed = world.renew_push_certificate()
+        assert renewed["topicIdentifier"] == topic  # same Apple ID: same topic, no re-enrollment
+        after_renewal = command(world, udid)
+        assert push_state(world, udid)["last_status"] == 200
+        world.devices.run_agent(serial)
+        assert status(world, after_renewal) == "Acknowledged"
+
+        replaced = world.setup_push_certificate()  # a new certificate: a new topic
+        assert replaced["topicIdentifier"] != topic
+        assert replaced["topicChanged"] is True and replaced["devicesRequiringReenrollmentCount"] >= 1
+        command(world, udid)
+        assert push_state(world, udid)["last_status"] == 400  # Apple: this token is not for that topic
