@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from simulator import World
 from tests_support import GRAPH, onboard
+
+from simulator import World
 
 PUSH_CERT = "/intune/deviceManagement/applePushNotificationCertificate"
 
