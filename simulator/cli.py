@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -54,11 +55,27 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
     config = _read_depsim_config(depsim_config) if depsim_config else None
     if data_dir is None and workers not in (None, 1):
         raise click.UsageError("an in-memory world lives in one process: use --data-dir for several --workers")
+    if data_dir is not None:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            probe = data_dir / ".mdmsim-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot keep a world in {data_dir}: {exc.strerror}", param_hint="--data-dir") from None
     with console.status(f"building the world ({devices} devices)…"):
-        world = World(devices=devices, seed=seed, data_dir=data_dir, depsim_compat=depsim_compat,
-                      sync_rules=sync_rules, synchronous_push=False)
+        try:
+            world = World(devices=devices, seed=seed, data_dir=data_dir, depsim_compat=depsim_compat,
+                          sync_rules=sync_rules, synchronous_push=False)
+        except sqlite3.DatabaseError as exc:
+            raise click.BadParameter(f"{data_dir} holds files that are not mdmsim databases ({exc})",
+                                     param_hint="--data-dir") from None
         if config is not None:
-            world.apply_depsim_config(config)
+            try:
+                world.apply_depsim_config(config)
+            except ValueError as exc:
+                world.close()
+                raise click.BadParameter(f"{depsim_config}: {exc}", param_hint="--depsim-config") from None
     public = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     world.control.set_setting("public_url", public)
     token = None
