@@ -45,7 +45,10 @@ def _world_now(client: httpx.Client, server: str) -> Any:
 
 def fetch_device(client: httpx.Client, server: str, serial: str, script: DeviceScript) -> Device:
     """Build the device from the server's identity endpoint (shape in the module docstring)."""
-    r = client.get(f"{server}/_sim/devices/{serial}/identity", timeout=15)
+    try:
+        r = client.get(f"{server}/_sim/devices/{serial}/identity", timeout=15)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {server} ({exc}); is `mdmsim serve` running there?") from None
     if r.status_code != 200:
         raise click.ClickException(
             f"{server} does not know device {serial} (HTTP {r.status_code}: {r.text[:200]})"
