@@ -111,8 +111,6 @@ def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask
         name = body.get("server_name")
         if not isinstance(name, str) or not name.strip():
             raise PortalError(400, "server_name is required")
-        if any(s["server_name"] == name.strip() for s in portal.servers()):
-            raise PortalError(400, f"an MDM server named {name.strip()!r} already exists")
         server = portal.create_server(name)
         return json_response(portal.server(server["server_uuid"]), status=201)
 

@@ -140,8 +140,6 @@ def create_blueprint(portal_service: PortalService) -> Blueprint:
         try:
             if not name:
                 raise PortalError(400, "enter a name for the MDM server")
-            if any(s["server_name"] == name for s in portal.servers()):
-                raise PortalError(400, f"an MDM server named {name!r} already exists")
             portal.create_server(name)
         except PortalError as exc:
             return servers_page(exc.status, form=request.form, error=exc.message)

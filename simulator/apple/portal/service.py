@@ -244,6 +244,9 @@ class PortalService:
                 ).fetchone()
                 if row is not None:
                     return self._server(db, row[0], with_credentials=True)
+            taken = db.execute("SELECT 1 FROM servers WHERE server_name = ?", (server_name.strip(),)).fetchone()
+            if taken is not None:  # ABM names MDM servers uniquely: the name is how admins pick one
+                raise PortalError(400, f"an MDM server named {server_name.strip()!r} already exists")
             server_uuid = str(uuid.uuid4()).upper()
             db.execute(
                 "INSERT INTO servers (server_uuid, server_name, consumer_key, consumer_secret, access_token, "
