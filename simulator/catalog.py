@@ -34,10 +34,12 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=4096)
 def version_tuple(version: str) -> tuple[int, ...]:
     """``"17.5.1"`` → ``(17, 5, 1)``, with trailing zeros dropped so ``"17.0"`` equals ``"17"``.
 
-    OS versions must be compared numerically (``"17.10" > "17.9"``), never as strings.
+    OS versions must be compared numerically (``"17.10" > "17.9"``), never as strings. Memoised: a pure
+    function of a short string, called for every pane of every device's Setup Assistant.
     """
     try:
         parts = [int(p) for p in version.strip().split(".")]

@@ -21,14 +21,16 @@ from dataclasses import asdict, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from flask import Response, request
+from werkzeug.http import parse_cookie
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from mdm.controller import http as controller_http
-from mdm.controller.service import Controller
+from mdm.controller.service import MDM_EVENT_TOPICS, Controller
 from mdm.controller.store import open_controller_store
 from mdm.dashboard import http as dashboard_http
 from mdm.protocol.clock import Clock, isoformat
@@ -36,6 +38,7 @@ from mdm.protocol.storage import Store
 from mdm.protocol.web import ENDPOINT_ENVIRON_KEY, PARTY_ENVIRON_KEY, create_party_app, json_response
 from mdm.protocol.x509 import CertificateAuthority, cert_to_pem, key_to_pem, seeded_key
 from mdm.server import http as mdm_http
+from mdm.server.push import WebhookSubscription
 from mdm.server.service import MDMService
 from mdm.server.store import open_mdm_store
 
@@ -147,7 +150,7 @@ class World:
             self._store("mdm", None), self.clock, trust_roots=[self.device_ca.certificate], http=self.http,
             base_url=lambda: self.mdm_url, apns_url=lambda: f"{self.url}/apple/apns",
             idp_url=lambda: f"{self.url}/idp/adfs/services/trust/13/UsernameMixed",
-            webhook_urls=lambda: [f"{self.controller_url}/webhooks/mdm"],
+            webhook_urls=lambda: [WebhookSubscription(f"{self.controller_url}/webhooks/mdm", MDM_EVENT_TOPICS)],
             seed=seed, synchronous=synchronous_push, organization=organization,
             identity_days=730,  # outlives the one-year push certificate, so renewing it is the only fix needed
         )
@@ -718,14 +721,19 @@ class _WorldTransport(httpx.BaseTransport):
 
 
 class _APITokenMiddleware:
-    """When the world is bound beyond loopback, admin APIs need ``Authorization: Bearer <token>``.
+    """When the world is served beyond the default loopback address, admin surfaces need the token.
 
-    The simulation control, the MDM command API and the controller can rewrite the world, so once
-    another machine can reach them they require the token printed at start. Devices and Apple's
-    device-facing endpoints stay open, as the real ones are. Compared in constant time.
+    The simulation control, the MDM command API and the controller (its Graph API *and* its dashboard
+    pages) can rewrite the world, so once another machine can reach them they require the token
+    printed at start: ``Authorization: Bearer <token>``. A browser cannot send that header, so the
+    dashboard accepts ``/intune/…?api_token=<token>`` once: it sets an HttpOnly, SameSite=Strict
+    cookie scoped to ``/intune`` and redirects to the same page without the token in its address.
+    Devices and Apple's device-facing endpoints stay open, as the real ones are. Compared in constant time.
     """
 
-    PROTECTED = ("/_sim", "/mdm/api/", "/intune/deviceManagement", "/intune/webhooks")
+    PROTECTED = ("/_sim", "/mdm/api/", "/intune")
+    GRAPH = ("/intune/deviceManagement", "/intune/webhooks")  # API callers: the header, never the cookie
+    COOKIE = "mdmsim_api_token"
 
     def __init__(self, app: Callable, control: ControlService) -> None:
         self.app = app
@@ -735,17 +743,51 @@ class _APITokenMiddleware:
         path = environ.get("PATH_INFO", "")
         if path.startswith(self.PROTECTED):
             token = self.control.get_setting("api_token")
-            if token:
-                supplied = environ.get("HTTP_AUTHORIZATION", "")
-                expected = f"Bearer {token}"
-                if not hmac.compare_digest(supplied.encode(), expected.encode()):
-                    body = b'{"error":"this endpoint needs Authorization: Bearer <the token mdmsim serve printed>"}'
-                    environ[PARTY_ENVIRON_KEY] = "auth"
-                    start_response("401 UNAUTHORIZED", [("Content-Type", "application/json"),
-                                                         ("Content-Length", str(len(body))),
-                                                         ("WWW-Authenticate", 'Bearer realm="mdmsim"')])
-                    return [body]
+            if token and not self._allowed(environ, path, token):
+                given = _query_value(environ, "api_token")
+                if given is not None and _same(given, token) and self._is_page(path):
+                    return self._enter_dashboard(environ, path, token, start_response)
+                body = b'{"error":"this endpoint needs Authorization: Bearer <the token mdmsim serve printed>"}'
+                environ[PARTY_ENVIRON_KEY] = "auth"
+                start_response("401 UNAUTHORIZED", [("Content-Type", "application/json"),
+                                                     ("Content-Length", str(len(body))),
+                                                     ("WWW-Authenticate", 'Bearer realm="mdmsim"')])
+                return [body]
         return self.app(environ, start_response)
+
+    def _is_page(self, path: str) -> bool:
+        return (path == "/intune" or path.startswith("/intune/")) and not path.startswith(self.GRAPH)
+
+    def _allowed(self, environ: dict, path: str, token: str) -> bool:
+        if _same(environ.get("HTTP_AUTHORIZATION", ""), f"Bearer {token}"):
+            return True
+        if self._is_page(path):
+            cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.COOKIE, "")
+            return _same(cookie, token)
+        return False
+
+    def _enter_dashboard(self, environ: dict, path: str, token: str, start_response: Callable) -> Iterable[bytes]:
+        kept = [(k, v) for k, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True) if k != "api_token"]
+        location = path + ("?" + urlencode(kept) if kept else "")
+        cookie = f"{self.COOKIE}={token}; Path=/intune; HttpOnly; SameSite=Strict"
+        if environ.get("wsgi.url_scheme") == "https":
+            cookie += "; Secure"
+        environ[PARTY_ENVIRON_KEY] = "auth"
+        start_response("303 SEE OTHER", [("Location", location), ("Set-Cookie", cookie),
+                                         ("Cache-Control", "no-store"), ("Content-Length", "0")])
+        return [b""]
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of secrets (the length may leak; the content does not)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
+
+def _query_value(environ: dict, name: str) -> str | None:
+    for key, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+        if key == name:
+            return value
+    return None
 
 
 class _TrafficMiddleware:

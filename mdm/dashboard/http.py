@@ -75,8 +75,15 @@ class Graph:
     base: str
 
     def call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None) -> Any:
+        segments = path.split("/")[1:]
+        if not (path.isascii() and path.isprintable()) or "%" in path or any(s in ("", ".", "..") for s in segments):
+            # Graph ids are GUIDs; an id from a link with control, non-ASCII, '%' or '/' characters names
+            # nothing and would not survive the trip as a URL (fuzz findings: a 500, then a 502).
+            raise GraphCallError(404, "notFound", "no such item: the id is not a Graph id")
         try:
             reply = self.client.request(method, f"{self.base}{path}", json=json, params=params)
+        except httpx.InvalidURL:
+            raise GraphCallError(404, "notFound", "no such item: the address is not a valid URL") from None
         except httpx.HTTPError as exc:
             raise GraphCallError(502, "unreachable", f"the Graph API could not be reached ({type(exc).__name__})") from None
         if reply.status_code >= 400:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
+from asn1crypto import core as asn1_core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -145,8 +146,12 @@ def verify(
         raise CMSError("CMS must be bytes")
     if len(der) > max_size:
         raise CMSError(f"CMS larger than {max_size} bytes")
+    der = bytes(der)
+    fast = _verify_common(der, content, trust_roots, now)
+    if fast is not None:
+        return fast
     try:
-        return _verify(bytes(der), content, trust_roots, now)
+        return _verify(der, content, trust_roots, now)
     except CMSError:
         raise
     except RecursionError:
@@ -155,11 +160,127 @@ def verify(
         raise CMSError(f"malformed CMS ({type(e).__name__})") from None
 
 
+_OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+_OID_DATA = "1.2.840.113549.1.7.1"
+_OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+_OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+
+
+def _verify_common(
+    der: bytes,
+    content: bytes | None,
+    trust_roots: Sequence[x509.Certificate],
+    now: _dt.datetime | None,
+) -> Verified | None:
+    """The common shape, checked cheaply; None whenever anything is unusual (or wrong).
+
+    Every SignedData Apple devices and this project make looks alike: ``data`` content, one signer
+    named by issuer and serial, signed attributes, the signer certificate included and either a trust
+    root itself (a profile signed by the CA it installs) or issued directly by one (MachineInfo).
+    This path checks exactly that shape with the same checks as :func:`_verify` (content digest,
+    signature, issuer, CA flag, validity) but without asn1crypto's ``.native`` views of whole
+    structures or parsing every carried certificate twice. It never raises: a refusal, or any other
+    shape, goes to :func:`_verify`, which decides and words the reason.
+    """
+    try:
+        info = asn1_cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].dotted != _OID_SIGNED_DATA:
+            return None
+        sd = info["content"]
+        encap = sd["encap_content_info"]
+        if encap["content_type"].dotted != _OID_DATA:
+            return None
+        embedded = encap["content"].native
+        if embedded is not None and not isinstance(embedded, bytes):
+            return None
+        if embedded is not None and content is not None and embedded != content:
+            return None
+        data = embedded if embedded is not None else content
+        if data is None:
+            return None
+        signer_infos = sd["signer_infos"]
+        if len(signer_infos) != 1:
+            return None
+        si = signer_infos[0]
+        sid = si["sid"]
+        if sid.name != "issuer_and_serial_number":
+            return None
+        serial = sid.chosen["serial_number"].native
+        issuer_der = sid.chosen["issuer"].dump()
+        signer = None
+        for choice in sd["certificates"]:
+            if choice.name != "certificate":
+                continue
+            tbs = choice.chosen["tbs_certificate"]
+            if tbs["serial_number"].native == serial and tbs["issuer"].dump() == issuer_der:
+                signer = x509.load_der_x509_certificate(choice.chosen.dump())
+                break
+        if signer is None:
+            return None
+        digest_name = si["digest_algorithm"]["algorithm"].native
+        hash_cls = _HASHES.get(digest_name)
+        if hash_cls is None:
+            return None
+        sig_algo = si["signature_algorithm"]
+        try:
+            sig_hash = sig_algo.hash_algo
+        except ValueError:
+            sig_hash = digest_name
+        if sig_hash != digest_name:
+            return None
+        attrs = si["signed_attrs"]
+        if attrs.contents is None or len(attrs) == 0:
+            return None
+        digest = None
+        for attr in attrs:
+            kind = attr["type"].dotted
+            if kind == _OID_MESSAGE_DIGEST:
+                if digest is not None or len(attr["values"]) != 1:
+                    return None
+                digest = attr["values"][0].native
+            elif kind == _OID_CONTENT_TYPE:
+                if len(attr["values"]) != 1 or attr["values"][0].dotted != _OID_DATA:
+                    return None
+        h = hashes.Hash(hash_cls())
+        h.update(data)
+        if not isinstance(digest, bytes) or not hmac.compare_digest(digest, h.finalize()):
+            return None
+        inner = attrs.contents
+        signed = b"\x31" + _der_length(len(inner)) + inner
+        algo = sig_algo.signature_algo
+        pub = signer.public_key()
+        if isinstance(pub, ec.EllipticCurvePublicKey) and algo == "ecdsa":
+            pub.verify(si["signature"].native, signed, ec.ECDSA(hash_cls()))
+        elif isinstance(pub, rsa.RSAPublicKey) and algo == "rsassa_pkcs1v15":
+            pub.verify(si["signature"].native, signed, padding.PKCS1v15(), hash_cls())
+        else:
+            return None
+        signer_fp = signer.fingerprint(hashes.SHA256())
+        chain = None
+        if any(root.fingerprint(hashes.SHA256()) == signer_fp for root in trust_roots):
+            chain = [signer]
+        else:
+            for root in trust_roots:
+                if is_ca(root) and verify_issued_by(signer, root):
+                    chain = [signer, root]
+                    break
+        if chain is None:
+            return None
+        if now is not None:
+            t = _utc(now)
+            for c in chain:
+                if not c.not_valid_before_utc <= t <= c.not_valid_after_utc:
+                    return None
+        return Verified(content=data, signer=signer, chain=chain)
+    except Exception:  # malformed input, a bad signature, asn1crypto's lazy parsing: the careful path
+        return None
+
+
 def _load_certs(signed_data: asn1_cms.SignedData) -> list[tuple[x509.Certificate, asn1_x509.Certificate]]:
     """The certificates carried in the message, parsed by both libraries (one to match, one to check)."""
     out: list[tuple[x509.Certificate, asn1_x509.Certificate]] = []
     certs = signed_data["certificates"]
-    if certs.native is None:
+    if isinstance(certs, asn1_core.Void):  # absent (not ``.native``: that would decode every certificate)
         return out
     for choice in certs:
         if choice.name != "certificate":
@@ -176,7 +297,9 @@ def _find_signer(
         issuer = sid.chosen["issuer"]
         serial = sid.chosen["serial_number"].native
         for cert, asn1_cert in certs:
-            if asn1_cert.serial_number == serial and asn1_cert.issuer == issuer:
+            if asn1_cert.serial_number == serial and (
+                asn1_cert.issuer.dump() == issuer.dump() or asn1_cert.issuer == issuer  # bytes first: cheap
+            ):
                 return cert
     elif sid.name == "subject_key_identifier":
         ski = sid.chosen.native

@@ -9,6 +9,7 @@ faults and latency without the party knowing.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable
@@ -80,6 +81,8 @@ def create_party_app(
         request.environ[PARTY_ENVIRON_KEY] = party
         if request.content_length is not None and request.content_length > max_body:
             raise RequestEntityTooLarge()
+        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+            _buffer_streamed_body(request.environ, max_body)
         if before is not None and rule is not None:
             return before(party, name)
         return None
@@ -96,6 +99,21 @@ def create_party_app(
     return app
 
 
+def _buffer_streamed_body(environ: dict[str, Any], bound: int) -> None:
+    """A body without Content-Length (chunked): read it now, one byte past the bound, and hand it on
+    with its length, so every parser downstream (JSON, plists, forms) sees a sized body.
+
+    Werkzeug caps such a stream at ``MAX_CONTENT_LENGTH`` and a capped read ends quietly at the cap,
+    so bound+1 bytes were silently truncated to ``bound`` and accepted (fuzz finding): 413 instead.
+    """
+    data = _read_upto(environ["wsgi.input"], bound + 1)
+    if len(data) > bound:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ["wsgi.input_terminated"] = False
+
+
 def read_body(limit: int | None = None) -> bytes:
     """The raw request body, refusing (413) anything over ``limit`` even without a Content-Length."""
     bound = limit if limit is not None else _current_limit()
@@ -105,6 +123,19 @@ def read_body(limit: int | None = None) -> bytes:
     if len(data) > bound:
         raise RequestEntityTooLarge()
     return data
+
+
+def _read_upto(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes: a dechunking stream may hand them over one chunk per read."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        piece = stream.read(size - got)
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
 
 
 def _current_limit() -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["PushOutcome", "send_push", "Dispatcher", "post_webhook"]
+__all__ = ["PushOutcome", "send_push", "Dispatcher", "post_webhook", "WebhookSubscription", "webhook_targets"]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -101,6 +101,33 @@ def send_push(
             break
         sleep(delay)
     return outcome
+
+
+@dataclass(frozen=True)
+class WebhookSubscription:
+    """A webhook receiver that wants only some event topics (``mdm.TokenUpdate``…); ``None``: all.
+
+    Every event costs the receiver a request, so a receiver names the topics it acts on: a plain URL
+    string in the webhook list still receives everything, as NanoMDM's webhook does.
+    """
+
+    url: str
+    topics: frozenset[str] | None = None
+
+    def wants(self, topic: str) -> bool:
+        return self.topics is None or topic in self.topics
+
+
+def webhook_targets(subscriptions: Any, topic: str) -> list[str]:
+    """The URLs (plain strings or :class:`WebhookSubscription`) that want an event of ``topic``."""
+    out = []
+    for item in subscriptions or ():
+        if isinstance(item, WebhookSubscription):
+            if item.wants(topic):
+                out.append(item.url)
+        else:
+            out.append(item)
+    return out
 
 
 def post_webhook(http: httpx.Client, url: str, event: dict[str, Any], timeout: float = 3.0) -> int:

@@ -66,8 +66,8 @@ from .enrollment import (
     seeded_key,
 )
 from .idp import IdPUnavailable, check_credentials
-from .push import Dispatcher, PushOutcome, post_webhook, send_push
-from .signature import fast_verify
+from .push import Dispatcher, PushOutcome, WebhookSubscription, post_webhook, send_push, webhook_targets
+from .signature import fast_verify, fast_verify_embedded
 
 __all__ = ["MDMService", "MDMError", "Reply", "enrollment_id_of"]
 
@@ -137,7 +137,7 @@ class MDMService:
         base_url: Callable[[], str],
         apns_url: Callable[[], str],
         idp_url: Callable[[], str | None] = lambda: None,
-        webhook_urls: Callable[[], Iterable[str]] = lambda: (),
+        webhook_urls: Callable[[], Iterable[str | WebhookSubscription]] = lambda: (),
         seed: int | None = None,
         synchronous: bool = False,
         identity_key: Literal["ec", "rsa"] = "ec",
@@ -164,6 +164,7 @@ class MDMService:
         self._ca_cache: tuple[bytes, CertificateAuthority] | None = None
         self._lock = threading.Lock()
         self._issued_by_ca: dict[bytes, bool] = {}
+        self._parsed_signers: dict[bytes, tuple[x509.Certificate, int, bytes, bytes]] = {}
         self._push_header_cache: tuple[bytes, str] | None = None
 
     # == identity of the server ======================================================================
@@ -309,12 +310,17 @@ class MDMService:
             )
         if signed[:1] != b"\x30":
             raise MDMError(403, "MachineInfo is not signed: expected a CMS SignedData (DER)")
+        now = self.clock.now()
+        fast = fast_verify_embedded(signed, self.trust_roots, now)
+        if fast is not None:
+            content = fast[1]
+        else:
+            try:
+                content = cms.verify(signed, trust_roots=self.trust_roots, now=now).content
+            except cms.CMSError as exc:
+                raise MDMError(403, f"MachineInfo signature not accepted: {exc.reason}") from None
         try:
-            verified = cms.verify(signed, trust_roots=self.trust_roots, now=self.clock.now())
-        except cms.CMSError as exc:
-            raise MDMError(403, f"MachineInfo signature not accepted: {exc.reason}") from None
-        try:
-            return parse_machine_info(verified.content)
+            return parse_machine_info(content)
         except PlistError as exc:
             raise MDMError(403, f"MachineInfo not accepted: {exc.reason}") from None
 
@@ -388,7 +394,9 @@ class MDMService:
         return EnrollmentProfile(signed=signed, udid=info.udid, certificate=cert, user=upn)
 
     # == message authenticity ========================================================================
-    def _verify_signature(self, body: bytes, header: str | None) -> x509.Certificate:
+    def _verify_signature(
+        self, body: bytes, header: str | None, now: _dt.datetime | None = None
+    ) -> x509.Certificate:
         """The identity that signed ``body`` (Mdm-Signature), chaining to our CA and valid now; 403 else."""
         if not header:
             raise MDMError(403, "missing Mdm-Signature header (the profile sets SignMessage)")
@@ -396,8 +404,9 @@ class MDMService:
             der = base64.b64decode("".join(header.split()), validate=True)
         except (binascii.Error, ValueError):
             raise MDMError(403, "Mdm-Signature is not base64") from None
-        ca, now = self.ca_certificate(), self.clock.now()
-        signer = fast_verify(der, body, ca, now, self._issued_by_ca)
+        ca = self.ca_certificate()
+        now = now if now is not None else self.clock.now()
+        signer = fast_verify(der, body, ca, now, self._issued_by_ca, self._parsed_signers)
         if signer is not None:
             return signer
         try:
@@ -421,7 +430,8 @@ class MDMService:
         self, body: bytes, signature: str | None, *, url_params: Mapping[str, str] | None = None
     ) -> Reply:
         """One check-in message (CheckInURL). Returns the reply; raises :class:`MDMError`."""
-        signer = self._verify_signature(body, signature)
+        instant = self.clock.now()  # one clock read serves the signature check and the store
+        signer = self._verify_signature(body, signature, instant)
         try:
             msg = parse_checkin(body, max_size=MAX_BODY)
         except PlistError as exc:
@@ -430,7 +440,7 @@ class MDMService:
         user_id = _user_id(msg)
         eid = enrollment_id_of(msg.device_id, user_id)
         kind = "User" if user_id else "Device"
-        now = self.clock.timestamp()
+        now = instant.timestamp()
         reply = Reply()
         with self.store.transaction() as db:
             if isinstance(msg, Authenticate):
@@ -518,14 +528,15 @@ class MDMService:
         self, body: bytes, signature: str | None, *, url_params: Mapping[str, str] | None = None
     ) -> Reply:
         """A device's report on ServerURL; answers with its next command (or an empty body)."""
-        signer = self._verify_signature(body, signature)
+        instant = self.clock.now()
+        signer = self._verify_signature(body, signature, instant)
         try:
             result = parse_result(body, max_size=MAX_BODY)
         except PlistError as exc:
             raise MDMError(400, f"bad command report: {exc.reason}") from None
         self._check_owner(signer, result.device_id)
         eid = enrollment_id_of(result.device_id, _user_id(result))
-        now = self.clock.timestamp()
+        now = instant.timestamp()
         with self.store.transaction() as db:
             if q.get_enrollment(db, eid) is None:
                 raise MDMError(403, f"unknown enrollment {eid!r}: send Authenticate first"[:300])
@@ -675,7 +686,7 @@ class MDMService:
     def _after_commit_checkin(
         self, msg: CheckinMessage, raw: bytes, url_params: Mapping[str, str] | None
     ) -> None:
-        urls = list(self.webhook_urls() or ())
+        urls = webhook_targets(self.webhook_urls(), f"mdm.{msg.message_type}")
         if not urls:
             return
         event = self._event(
@@ -694,7 +705,7 @@ class MDMService:
     def _after_commit_connect(
         self, result: CommandResult, raw: bytes, url_params: Mapping[str, str] | None
     ) -> None:
-        urls = list(self.webhook_urls() or ())
+        urls = webhook_targets(self.webhook_urls(), "mdm.Connect")
         if not urls:
             return
         event = self._event(

@@ -13,7 +13,6 @@ from mdm.protocol.web import BodyError, create_party_app, json_response, read_bo
 
 from .service import ControlService, FaultError
 
-
 MAX_IDENTITIES = 1000
 
 

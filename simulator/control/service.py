@@ -165,6 +165,10 @@ class ControlService:
 
     def take_fault(self, party: str, endpoint: str) -> tuple[str | None, int]:
         """The next scripted response for this endpoint (consumed atomically) and its added latency."""
+        if party not in self.vocabularies:
+            # :meth:`script_faults` refuses any other party, so nothing can be scripted for it in any
+            # process of this world: no read needed (the MDM server's and APNs's hot paths).
+            return None, 0
         with self.store.read() as db:  # the common case, nothing scripted, costs one read and no lock
             scripted = db.execute(
                 "SELECT EXISTS (SELECT 1 FROM fault_queue WHERE party = ? AND endpoint = ?) "

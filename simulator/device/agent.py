@@ -14,6 +14,7 @@ same command at most once per round.
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 from collections.abc import Callable
@@ -119,7 +120,9 @@ def _is_our_push(note: Any, push_magic: str | None) -> bool:
             payload = json.loads(payload)
         except ValueError:
             return False
-    return isinstance(payload, dict) and payload.get("mdm") == push_magic
+    magic = payload.get("mdm") if isinstance(payload, dict) else None
+    # PushMagic is a shared secret: compared in constant time, like every secret in mdmsim.
+    return isinstance(magic, str) and isinstance(push_magic, str) and hmac.compare_digest(magic.encode(), push_magic.encode())
 
 
 def _connect(device: Device, now: Now, report: AgentRound) -> Flow[None]:

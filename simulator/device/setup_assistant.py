@@ -391,7 +391,8 @@ def _install_enrollment_profile(device: Device, body: bytes, now: Now) -> dict[s
         # With no root at all the device still checks the signature itself ("Not Verified").
         v = cms.verify(body, trust_roots=roots or [claimed], now=now())
         verified = bool(roots)
-        parsed = mobileconfig.parse(v.content)
+        # The verified bytes are the ones already read (the usual case): no need to parse them twice.
+        parsed = unverified if v.content == content else mobileconfig.parse(v.content)
     else:
         parsed = unverified
     profile = parsed.profile

@@ -19,7 +19,7 @@ import httpx
 
 from simulator.device.machine import Device
 
-from .drivers import AsyncHTTPDriver
+from .drivers import AsyncHTTPDriver, run_coroutine
 from .fleet import ClientPool, FleetOptions, FleetRunner
 from .stats import LatencyStats
 
@@ -103,7 +103,7 @@ async def _floor(url: str, seconds: float, concurrency: int) -> float:
 
 def floor_rate(target: str, seconds: float, concurrency: int) -> float:
     """Requests per second of the bare endpoint with ``concurrency`` clients."""
-    return asyncio.run(_floor(f"{target.rstrip('/')}/_sim/bench/page", seconds, concurrency))
+    return run_coroutine(_floor(f"{target.rstrip('/')}/_sim/bench/page", seconds, concurrency))
 
 
 def run_checkins(target: str, *, devices: int = 200, seconds: float = 10.0, concurrency: int = 32,
@@ -121,7 +121,7 @@ def run_checkins(target: str, *, devices: int = 200, seconds: float = 10.0, conc
     with httpx.Client() as http:
         mdm_url = http.get(f"{target.rstrip('/')}/_sim/").json()["urls"]["mdm"]
     began = time.monotonic()
-    stats, rounds, answered, enqueued = asyncio.run(_steady(
+    stats, rounds, answered, enqueued = run_coroutine(_steady(
         runner.devices, mdm_url, seconds=seconds, concurrency=concurrency, command_every_s=command_every_s,
         command_share=command_share, runner=runner))
     elapsed = time.monotonic() - began

@@ -7,9 +7,11 @@ device is a :class:`~simulator.device.machine.DeviceState` and nothing else, no 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import httpx
 
@@ -19,11 +21,22 @@ from simulator.device.machine import Device, Flow, Now, Request, Response, wall_
 
 from .stats import LatencyStats, endpoint_name
 
-__all__ = ["AsyncHTTPDriver", "AsyncObserver"]
+__all__ = ["AsyncHTTPDriver", "AsyncObserver", "run_coroutine"]
 
 T = TypeVar("T")
 #: Called after every exchange with the elapsed milliseconds (phase timings hook in here).
 AsyncObserver = Callable[[Request, Response, float], None]
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, also from a thread whose event loop is already running (a notebook, a
+    test session that holds Playwright's sync API open): then on a fresh loop in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mdmsim-load") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class AsyncHTTPDriver:

@@ -39,7 +39,7 @@ from simulator.device.identity import DeviceIdentity
 from simulator.device.machine import Device, DeviceScript, Request, Response
 
 from .admin import WorldAdmin
-from .drivers import AsyncHTTPDriver
+from .drivers import AsyncHTTPDriver, run_coroutine
 from .stats import LatencyStats, percentiles
 
 __all__ = ["FleetOptions", "FleetReport", "FleetRunner", "run_fleet", "rss_mb", "device_from_bundle"]
@@ -364,5 +364,5 @@ def run_fleet(target: str, options: FleetOptions, *,
     if keep is not None:
         keep["runner"] = runner
     say("powering on")
-    elapsed = asyncio.run(runner.run())
+    elapsed = run_coroutine(runner.run())
     return runner.report(elapsed, prepare_s, rss_before)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["free_port", "served_world"]
+__all__ = ["free_port", "mdmsim_serve", "served_world"]
 
 
 def free_port() -> int:
@@ -43,17 +43,26 @@ def served_world(
 
     ``data_dir="tmp"`` makes a temporary directory that goes away with the server.
     """
-    port = free_port()
     with contextlib.ExitStack() as stack:
         if data_dir == "tmp":
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mdmsim-load-"))
-        cmd = [sys.executable, "-m", "simulator.cli", "serve", "--port", str(port), "--devices", str(devices),
-               "--threads", str(threads), *extra]
+        args = ["--devices", str(devices), "--threads", str(threads), *extra]
         if seed is not None:
-            cmd += ["--seed", str(seed)]
+            args += ["--seed", str(seed)]
         if data_dir is not None:
-            cmd += ["--data-dir", str(data_dir), "--workers", str(workers or 2)]
-        log = stack.enter_context(tempfile.TemporaryFile())
+            args += ["--data-dir", str(data_dir), "--workers", str(workers or 2)]
+        yield stack.enter_context(mdmsim_serve(*args, timeout_s=timeout_s))
+
+
+@contextlib.contextmanager
+def mdmsim_serve(*args: str, timeout_s: float = 300.0) -> Iterator[str]:
+    """Yield the base URL of ``mdmsim serve <args>`` on a free port; stopped (workers too) afterwards.
+
+    The one way benchmarks and load runs start a server, so all of them measure the same stack.
+    """
+    port = free_port()
+    cmd = [sys.executable, "-m", "simulator.cli", "serve", "--port", str(port), *args]
+    with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout_s

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from .admin import WorldAdmin
+from .drivers import run_coroutine
 from .stats import percentiles
 
 __all__ = ["StormReport", "run_storm"]
@@ -101,7 +102,7 @@ def run_storm(target: str, *, requests: int = 1000, concurrency: int = 32, apple
         before = admin.traffic().get("dep", {})
         url = f"{admin.url('controller')}/deviceManagement/depOnboardingSettings/{setting}/syncWithAppleDeviceEnrollmentProgram"
         started_at = time.perf_counter()
-        results = asyncio.run(_storm(url, requests, concurrency, timeout))
+        results = run_coroutine(_storm(url, requests, concurrency, timeout))
         elapsed = time.perf_counter() - started_at
         finished = False
         deadline = time.monotonic() + wait_for_sync_s

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 from flask import Flask, Response, request, stream_with_context
+from werkzeug.exceptions import HTTPException
 
 from mdm.protocol.web import BeforeHook, create_party_app, json_response, read_body
 
@@ -43,6 +44,12 @@ def create_app(apns: APNsService, *, before: BeforeHook | None = None) -> Flask:
     @app.errorhandler(413)
     def _large(_: Exception) -> Response:
         return _reason(413, "PayloadTooLarge")
+
+    @app.errorhandler(HTTPException)
+    def _other(error: HTTPException) -> Response:
+        # Anything else Werkzeug refuses (a body shorter than its Content-Length, say) is still
+        # answered in APNs' shape, never an HTML page (fuzz finding).
+        return _reason(error.code or 400, "BadRequest")
 
     @app.post("/3/device/<token>")
     def post_device(token: str) -> Response:

@@ -59,6 +59,18 @@ def _request_fields() -> tuple[Any, Any]:
     return body.get("apple_id"), body.get("csr")
 
 
+def _form_value(name: str) -> str | None:
+    """A form field for re-filling the page, or None when the body itself was the error.
+
+    The error page is also rendered for 413 and for truncated bodies; reading the form there again
+    raised inside the error handler, which made a 500 (fuzz finding).
+    """
+    try:
+        return request.form.get(name)
+    except HTTPException:
+        return None
+
+
 def create_app(service: PushCertificateService, *, before: BeforeHook | None = None) -> Flask:
     app = create_party_app("pushcert", __name__, before=before, text_errors=False)
 
@@ -81,7 +93,7 @@ def create_app(service: PushCertificateService, *, before: BeforeHook | None = N
         html = render_template(
             "pushcert_page.html",
             certificates=service.list(apple_id),
-            apple_id=apple_id or request.form.get("apple_id") or "",
+            apple_id=apple_id or _form_value("apple_id") or "",
             notice=NOTICES.get(request.args.get("notice", "")),
             highlight=request.args.get("id"),
             error=error,
