@@ -6,9 +6,9 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from tests_support import GRAPH, onboard
 
 from simulator import World
-from tests_support import GRAPH, onboard
 
 
 def test_hundred_concurrent_syncs_start_exactly_one() -> None:
