@@ -193,3 +193,26 @@ def test_a_client_that_signed_the_public_url_behind_a_proxy_is_accepted(apple: A
     _, headers, _ = oauth.sign("https://mdmenrollment.example.com/apple/dep/session")
     response = apple.dep_app().test_client().get("/session", headers={**headers, "User-Agent": "t"})
     assert response.status_code == 200
+
+
+def test_session_tokens_are_stored_only_as_digests() -> None:
+    """The database never holds a usable X-ADM-Auth-Session value."""
+    from mdm.protocol.clock import Clock
+    from mdm.protocol.storage import Store
+    from simulator.apple.dep.service import DEPService
+    from simulator.apple.portal.service import PortalService
+    from simulator.apple.store import open_apple_store
+
+    store = open_apple_store(None)
+    clock = Clock(Store(None, []))
+    portal = PortalService(store, clock)
+    portal.ensure_organization(name="Org")
+    server = portal.create_server("s")
+    dep = DEPService(store, clock)
+    with store.transaction() as db:
+        token = dep._mint(db, db.execute("SELECT id FROM servers WHERE server_uuid = ?",
+                                         (server["server_uuid"],)).fetchone()[0], clock.timestamp())
+    assert dep.authenticate(token).server_id
+    with store.read() as db:
+        stored = [r[0] for r in db.execute("SELECT token FROM sessions")]
+    assert token not in stored and len(stored) == 1

@@ -105,6 +105,12 @@ class Session:
     now: float
 
 
+def _session_key(token: str) -> str:
+    """Sessions are stored and looked up by a SHA-256 of the token: an index lookup's timing then says
+    nothing about the token itself, and the database holds no usable session token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -399,7 +405,7 @@ class DEPService:
         db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
         db.execute(
             "INSERT INTO sessions (token, server_id, issued_at, expires_at) VALUES (?, ?, ?, ?)",
-            (token, server_id, now, now + self.session_lifetime_s),
+            (_session_key(token), server_id, now, now + self.session_lifetime_s),
         )
         return token
 
@@ -409,7 +415,7 @@ class DEPService:
             raise DEPError(401, UNAUTHORIZED)
         now = self.clock.timestamp()
         with self.store.read() as db:
-            row = db.execute(_AUTH_SQL, (token,)).fetchone()
+            row = db.execute(_AUTH_SQL, (_session_key(token),)).fetchone()
         if row is None or row[2] <= now:
             raise DEPError(401, UNAUTHORIZED)
         if row[3]:
