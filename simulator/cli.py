@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import sys
@@ -45,12 +46,20 @@ def main() -> None:
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 512))
 @click.option("--sync-rules", type=click.Choice(["2016", "current"]), default="2016", show_default=True,
               help="The controller's sync limits: the seed document's (2016) or today's documentation.")
+@click.option("--tls", is_flag=True,
+              help="Serve HTTPS with a certificate from the world's TLS CA (or --tls-cert/--tls-key); "
+                   "profiles then carry the CA as anchor_certs.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) to serve with --tls; devices trust its last certificate.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key of --tls-cert.")
 def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int | None, depsim_compat: bool,
-          depsim_config: Path | None, workers: int | None, threads: int, sync_rules: str) -> None:
+          depsim_config: Path | None, workers: int | None, threads: int, sync_rules: str, tls: bool,
+          tls_cert: Path | None, tls_key: Path | None) -> None:
     """Serve every party of a world on one port (gunicorn, gthread workers)."""
     from .serving import WorldApplication, default_workers, gunicorn_options
     from .world import World
 
+    given_pem = _given_tls_pair(tls, tls_cert, tls_key)
     config = _read_depsim_config(depsim_config) if depsim_config else None
     if data_dir is None and workers not in (None, 1):
         raise click.UsageError("an in-memory world lives in one process: use --data-dir for several --workers")
@@ -75,8 +84,9 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
             except ValueError as exc:
                 world.close()
                 raise click.BadParameter(f"{depsim_config}: {exc}", param_hint="--depsim-config") from None
-    public = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    public = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
     world.control.set_setting("public_url", public)
+    tls_files = _tls_files(world, host, data_dir, tls_cert, tls_key, given_pem) if tls else None
     token = None
     if not _is_loopback(host):
         token = secrets.token_urlsafe(24)
@@ -84,6 +94,9 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
     else:
         world.control.set_setting("api_token", "")
     _print_banner(world, public)
+    if tls:
+        console.print(f"HTTPS: devices and clients trust the CA at [bold]curl -k {public}/_sim/tls-ca.pem[/bold]"
+                      " (profiles defined by the controller carry it as anchor_certs)")
     if token:
         console.print(f"[yellow]Bound beyond {DEFAULT_HOSTS[0]}:[/yellow] /_sim/, /mdm/api/ and /intune/ need "
                       f"[bold]Authorization: Bearer {token}[/bold]"
@@ -98,11 +111,20 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
             lambda: World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,
                           synchronous_push=False).wsgi, options
         )
+    if tls_files is not None:  # gunicorn read its options when the application was made
+        app.cfg.set("certfile", str(tls_files[0]))
+        app.cfg.set("keyfile", str(tls_files[1]))
+    master = os.getpid()  # workers leave app.run() through SystemExit too: only the master cleans up
     try:
         app.run()
     except SystemExit as exc:  # gunicorn exits through SystemExit; a bind error is a user error
         if exc.code not in (0, None):
             raise click.ClickException(f"the server stopped (is port {port} already in use?)") from None
+    finally:
+        if tls_files is not None and data_dir is None and given_pem is None and os.getpid() == master:
+            import shutil
+
+            shutil.rmtree(tls_files[0].parent, ignore_errors=True)  # the private temporary key directory
 
 
 @main.command()
@@ -144,6 +166,36 @@ def demo(devices: int, seed: int | None, user_affinity: bool, keep_serving: bool
 
 
 DEFAULT_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _given_tls_pair(tls: bool, cert: Path | None, key: Path | None) -> bytes | None:
+    """Check ``--tls-cert``/``--tls-key`` before building a world: both or neither, loadable, a pair."""
+    from .tls import TLSError, load_pair
+
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither for a generated certificate")
+    if cert is None or key is None:
+        return None
+    if not tls:
+        raise click.UsageError("--tls-cert/--tls-key need --tls")
+    try:
+        return load_pair(cert, key)
+    except TLSError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tls-cert/--tls-key") from None
+
+
+def _tls_files(world: object, host: str, data_dir: Path | None, cert: Path | None, key: Path | None,
+               given_pem: bytes | None) -> tuple[Path, Path]:
+    """The certificate and key files gunicorn serves: the given pair, or one issued by the world's
+    TLS CA for ``host`` (written 0600 into the data dir, or a private temporary directory)."""
+    from .tls import issue_server_pair, tls_now, top_certificate_pem, write_pair
+
+    if given_pem is not None and cert is not None and key is not None:
+        world.control.set_setting("tls_anchor_pem", top_certificate_pem(given_pem).decode())  # type: ignore[attr-defined]
+        return cert, key
+    world.control.set_setting("tls_anchor_pem", "")  # type: ignore[attr-defined]
+    cert_pem, key_pem = issue_server_pair(world.tls_ca, host, tls_now())  # type: ignore[attr-defined]
+    return write_pair(cert_pem, key_pem, data_dir / "tls" if data_dir is not None else None)
 
 
 def _is_loopback(host: str) -> bool:

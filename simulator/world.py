@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import operator
+import shutil
 import sqlite3
 import threading
 import time
@@ -65,6 +66,7 @@ from .device.store import DeviceFleetService, DeviceRun, open_device_store
 from .idp import http as idp_http
 from .idp.service import IdentityProvider
 from .idp.store import open_idp_store
+from .tls import anchor_b64, issue_server_pair, server_context, tls_now, write_pair
 
 __all__ = ["World", "ServedWorld", "DEPSIM_CREDENTIALS", "IN_PROCESS_URL"]
 
@@ -123,6 +125,7 @@ class World:
         self._closed = False
         self._client: httpx.Client | None = None
         self._identities = IdentityFactory(seed)
+        self._tls_ca_cache: tuple[str, CertificateAuthority] | None = None
 
         control_store = self._store("world", CONTROL_MIGRATIONS + FACTORY_MIGRATIONS)
         self.clock = Clock(control_store, start=start, frozen=frozen_clock)
@@ -158,7 +161,7 @@ class World:
             self._store("controller", None), self.clock, http=self.http,
             dep_url=lambda: self.dep_url, mdm_enroll_url=lambda: f"{self.mdm_url}/enroll",
             rules=sync_rules, background=background_sync, sleep=controller_sleep,
-            mdm_api_url=lambda: f"{self.mdm_url}/api/v1", seed=seed,
+            mdm_api_url=lambda: f"{self.mdm_url}/api/v1", seed=seed, anchor_certs=self._tls_anchors,
         )
 
         self._initial_devices = devices
@@ -193,6 +196,42 @@ class World:
         cert_pem, key_pem = ca.to_pem()
         self.control.set_setting("apple_device_ca", json.dumps([_text(cert_pem), _text(key_pem)]))
         return ca
+
+    @property
+    def tls_ca(self) -> CertificateAuthority:
+        """The world's TLS CA, which issues the served world's HTTPS certificate (``--tls``).
+
+        Made on first use (most worlds never serve TLS) and kept in the world's settings, like Apple's
+        device CA, so every worker process and every restart serves certificates from the same CA
+        and devices given its certificate as an anchor keep trusting the server."""
+        stored = self.control.get_setting("tls_ca")
+        cached = self._tls_ca_cache
+        if stored is not None and cached is not None and cached[0] == stored:
+            return cached[1]
+        if stored is None:
+            ca = cached[1] if cached is not None else CertificateAuthority.create(
+                "mdmsim TLS CA", tls_now(), key=seeded_key(self.seed, "tls-ca"), organization="mdmsim")
+            cert_pem, key_pem = ca.to_pem()
+            stored = json.dumps([_text(cert_pem), _text(key_pem)])
+            self.control.set_setting("tls_ca", stored)
+        cert_pem_s, key_pem_s = json.loads(stored)
+        ca = CertificateAuthority.from_pem(cert_pem_s.encode(), key_pem_s.encode())
+        self._tls_ca_cache = (stored, ca)
+        return ca
+
+    @property
+    def tls_ca_pem(self) -> str:
+        """PEM of what devices and clients must trust for this world's HTTPS: the world's TLS CA, or
+        the top of the chain given with ``--tls-cert``."""
+        return self.control.get_setting("tls_anchor_pem") or _text(cert_to_pem(self.tls_ca.certificate))
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.url.startswith("https://")
+
+    def _tls_anchors(self) -> list[str]:
+        """The controller's ``anchor_certs``: the TLS trust anchor while the world serves HTTPS."""
+        return [anchor_b64(self.tls_ca_pem)] if self.serves_tls else []
 
     def _generate_devices(self, count: int) -> list[dict[str, Any]]:
         """Manufacture devices: their hardware identity is kept (for power-on), Apple gets the record."""
@@ -261,8 +300,7 @@ class World:
             "/mdm": _LazyApp(lambda: mdm_http.create_app(self.mdm, before=before)),
             "/idp": _LazyApp(lambda: idp_http.create_app(self.idp, before=before)),
             "/intune": _LazyApp(lambda: self._controller_app(before)),
-            "/_sim": _LazyApp(lambda: control_http.create_app(
-                self.control, reset=self.reset, info=self.info, devices=self.devices)),
+            "/_sim": _LazyApp(self._control_app),
         }
         root = dep_http.create_app(self.dep_service, before=before) if self.depsim_compat else self._root_app()
         if self.depsim_compat:
@@ -281,6 +319,17 @@ class World:
             lambda: self.http, lambda: f"{self.controller_url}/deviceManagement", lambda: f"{self.sim_url}/devices",
             now=self.clock.now, portal_url=lambda: f"{self.portal_url}/servers",
         ))
+        return app
+
+    def _control_app(self) -> Any:
+        """``/_sim`` with ``GET /_sim/tls-ca.pem``: what a client must trust to reach the world over
+        HTTPS (public, like any CA certificate: it is downloaded before anyone can be trusted)."""
+        app = control_http.create_app(self.control, reset=self.reset, info=self.info, devices=self.devices)
+
+        @app.get("/tls-ca.pem")
+        def tls_ca_pem() -> Response:
+            return Response(self.tls_ca_pem, mimetype="application/x-pem-file")
+
         return app
 
     def _portal_app(self, before: Any) -> Any:
@@ -514,10 +563,24 @@ class World:
         return (httpx.URL(self.url).host,)
 
     @contextlib.contextmanager
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[ServedWorld]:
-        """Serve the world on a real port (threaded server) for as long as the block runs."""
-        server = make_server(host, port, self.wsgi, threaded=True, request_handler=_QuietHandler)
-        served = ServedWorld(self, server)
+    def serve(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False) -> Iterator[ServedWorld]:
+        """Serve the world on a real port (threaded server) for as long as the block runs.
+
+        ``tls=True`` serves HTTPS with a certificate from :attr:`tls_ca`; profiles defined meanwhile
+        carry that CA as ``anchor_certs``. ``ssl`` loads keys only from files, so the pair goes to a
+        private temporary directory that is removed as soon as the context holds it."""
+        context = None
+        if tls:
+            self.control.set_setting("tls_anchor_pem", "")
+            cert_pem, key_pem = issue_server_pair(self.tls_ca, host, tls_now())
+            cert_file, key_file = write_pair(cert_pem, key_pem)
+            try:
+                context = server_context(cert_file, key_file)
+            finally:
+                shutil.rmtree(cert_file.parent, ignore_errors=True)
+        server = make_server(host, port, self.wsgi, threaded=True, request_handler=_QuietHandler,
+                             ssl_context=context)
+        served = ServedWorld(self, server, scheme="https" if tls else "http")
         previous = self.control.get_setting("public_url")
         self.control.set_setting("public_url", served.url)
         thread = threading.Thread(target=server.serve_forever, name="mdmsim-serve", daemon=True)
@@ -621,8 +684,14 @@ class WorldDevices:
             key = seeded_key(self._world.seed, f"device:{serial}")
             cert = self._world.activation.issue_device_identity(identity.udid, serial, key.public_key())
             key_pem, cert_pem = _text(key_to_pem(key)), _text(cert_to_pem(cert))
-        return {"identity": asdict(identity), "device_key_pem": _text(key_pem),
-                "device_certificate_pem": _text(cert_pem), "apple_url": f"{self._world.url}/apple"}
+        bundle = {"identity": asdict(identity), "device_key_pem": _text(key_pem),
+                  "device_certificate_pem": _text(cert_pem), "apple_url": f"{self._world.url}/apple"}
+        if self._world.serves_tls:
+            # The simulation's stand-in for Apple's roots in the device's system store: a device run
+            # elsewhere trusts this for Apple's own services (activation, push); the MDM server it
+            # trusts only by the anchors of its cloud configuration.
+            bundle["apple_ca_pem"] = self._world.tls_ca_pem
+        return bundle
 
     def power_on_json(self, serial: str) -> dict[str, Any] | None:
         if not self._known(serial):
@@ -680,11 +749,11 @@ class _QuietHandler(WSGIRequestHandler):
 class ServedWorld:
     """A world on a real port: ``.url``, ``.world``, and every attribute of the world."""
 
-    def __init__(self, world: World, server: BaseWSGIServer) -> None:
+    def __init__(self, world: World, server: BaseWSGIServer, scheme: str = "http") -> None:
         self.world = world
         self.server = server
         host, port = server.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{scheme}://{host}:{port}"
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.world, name)
@@ -741,7 +810,7 @@ class _APITokenMiddleware:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path.startswith(self.PROTECTED):
+        if path.startswith(self.PROTECTED) and path != "/_sim/tls-ca.pem":  # a CA certificate is public
             token = self.control.get_setting("api_token")
             if token and not self._allowed(environ, path, token):
                 given = _query_value(environ, "api_token")

@@ -141,8 +141,12 @@ class Controller:
         page_limit: int = 1000,
         mdm_api_url: Callable[[], str] | None = None,
         seed: int | None = None,
+        anchor_certs: Callable[[], list[str]] | None = None,
     ) -> None:
         self.store = store
+        # ``anchor_certs``: base64 DER certificates the MDM server's TLS certificate chains to. Every
+        # profile defined at Apple carries them, so devices trust the MDM server by exactly these.
+        self.anchor_certs = anchor_certs
         self.clock = clock
         self.http = http
         self.dep_url = dep_url
@@ -810,6 +814,9 @@ class Controller:
             apple = profile_rules.apple_profile(settings, self.mdm_enroll_url())
         except profile_rules.ProfileError as exc:
             raise GraphError(400, "badRequest", str(exc)) from None
+        anchors = self.anchor_certs() if self.anchor_certs is not None else []
+        if anchors:
+            apple["anchor_certs"] = list(anchors)
         try:
             reply = self._client(token).define_profile(apple)
         except (DEPError, httpx.HTTPError) as exc:

@@ -328,7 +328,8 @@ def _check_params(request_type: str, params: Mapping[str, Any], strict: bool) ->
         raise CommandError("InstallApplication requires iTunesStoreID, ManifestURL or Identifier")
     if request_type in ("DeviceInformation", "InstalledApplicationList", "ManagedApplicationList"):
         for key in ("Queries", "Identifiers"):
-            if key in params and not all(isinstance(q, str) for q in params[key]):
+            value = params.get(key)
+            if key in params and not (isinstance(value, list) and all(isinstance(q, str) for q in value)):
                 raise CommandError(f"{key} must be an array of strings")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
+import ipaddress
 import uuid
 from collections.abc import Sequence
 from typing import Literal
@@ -171,8 +172,12 @@ class CertificateAuthority:
         san_dns: Sequence[str] = (),
         is_ca: bool = False,
         serial: int | None = None,
+        san_ip: Sequence[str] = (),
     ) -> x509.Certificate:
-        """Sign a certificate for ``public_key``; ``uid`` sets the UID attribute (push topics)."""
+        """Sign a certificate for ``public_key``; ``uid`` sets the UID attribute (push topics).
+
+        ``san_ip`` adds IP-address SANs: TLS clients match an address like ``127.0.0.1`` only against
+        those, never against a DNS name, so a server certificate for a bind address needs one."""
         name = make_name(subject, uid=uid)
         ca_pub = self.certificate.public_key()
         b = (
@@ -188,10 +193,10 @@ class CertificateAuthority:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
         if usages and not is_ca:
             b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        if san_dns:
-            b = b.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in san_dns]), critical=False
-            )
+        if san_dns or san_ip:
+            names: list[x509.GeneralName] = [x509.DNSName(n) for n in san_dns]
+            names += [x509.IPAddress(ipaddress.ip_address(a)) for a in san_ip]
+            b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return b.sign(self.key, hashes.SHA256())
 
     def issue_for_csr(

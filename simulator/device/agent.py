@@ -79,7 +79,7 @@ def _result_request(device: Device, result: dict[str, Any]) -> Request:
     signature = device.mdm_signature(body)
     if signature:
         headers["Mdm-Signature"] = signature
-    return Request("PUT", enrollment.get("server_url", ""), headers, body)
+    return Request("PUT", enrollment.get("server_url", ""), headers, body, trust=device.mdm_trust())
 
 
 # -- the round -------------------------------------------------------------------------------------------

@@ -7,11 +7,17 @@ appears. The identity endpoint it reads, ``GET {server}/_sim/devices/<serial>/id
     {"identity": {<DeviceIdentity fields>},
      "device_key_pem": "-----BEGIN PRIVATE KEY-----…",
      "device_certificate_pem": "-----BEGIN CERTIFICATE-----…",
-     "apple_url": "http://127.0.0.1:8080/apple"}          # optional, default {server}/apple
+     "apple_url": "http://127.0.0.1:8080/apple",          # optional, default {server}/apple
+     "apple_ca_pem": "-----BEGIN CERTIFICATE-----…"}      # only when the world serves HTTPS
+
+Against ``mdmsim serve --tls`` pass ``--ca-file`` (the server's ``/_sim/tls-ca.pem``): it is the
+device's *system store*, the simulation's stand-in for Apple's roots, used for Apple's services and
+the simulation control. The MDM server the device trusts only by its profile's anchor certificates.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +101,8 @@ def device() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the device's state in devices.db here (see `device list --data-dir`).",
 )
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM CA the device's system store trusts (an `mdmsim serve --tls`'s /_sim/tls-ca.pem).")
 def power_on(
     serial: str,
     server: str,
@@ -106,6 +114,7 @@ def power_on(
     region: str,
     agent_rounds: int,
     data_dir: Path | None,
+    ca_file: Path | None = None,
 ) -> None:
     """Walk one device through Setup Assistant, pane by pane."""
     server = server.rstrip("/")
@@ -117,7 +126,13 @@ def power_on(
         language=language,
         region=region,
     )  # type: ignore[arg-type]
-    with httpx.Client() as client:
+    verify: ssl.SSLContext | bool = True
+    if ca_file is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise click.BadParameter(f"{ca_file}: not a PEM certificate ({exc})", param_hint="--ca-file") from None
+    with httpx.Client(verify=verify) as client:
         dev = fetch_device(client, server, serial, script)
         shown = [0]
 

@@ -14,6 +14,7 @@ the driver's ``now``: pass the world clock's ``now`` so transcripts carry simula
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -108,12 +109,24 @@ def _send_with(client: httpx.Client, request: Request, timeout: float) -> Respon
         r = client.request(request.method, request.url, headers=request.headers, content=request.body,
                            timeout=timeout)  # fmt: skip
     except httpx.ConnectError as exc:
+        if _untrusted(exc):
+            return Response.network_error(f"server certificate not trusted: {_origin(request.url)}: {_short(exc)}")
         return Response.network_error(f"cannot connect to {_origin(request.url)}: {_short(exc)}")
     except httpx.TimeoutException:
         return Response.network_error(f"{_origin(request.url)} did not answer in time")
     except httpx.HTTPError as exc:
         return Response.network_error(f"{_origin(request.url)}: {_short(exc)}")
     return _to_response(r)
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """True when the TLS handshake failed because the server's certificate did not verify."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _origin(url: str) -> str:
@@ -163,7 +176,13 @@ class WSGIDriver(Driver):
 
 class HTTPDriver(Driver):
     """Over real sockets with the caller's ``httpx.Client`` (connection pooling, proxies, TLS options
-    stay the caller's choice)."""
+    stay the caller's choice).
+
+    The caller's client is the device's *system store*: requests without ``trust`` (Apple's services)
+    use it as it is. A request with ``trust`` (the MDM server, when the profile has anchor
+    certificates) goes through a client that verifies against exactly those anchors; one such client
+    per anchor set, made on first use and kept, so a fleet with one profile shares one connection pool.
+    """
 
     def __init__(
         self,
@@ -177,10 +196,25 @@ class HTTPDriver(Driver):
         self._owned = base_client is None
         self.client = base_client if base_client is not None else httpx.Client()
         self.timeout = timeout
+        self._trusted: dict[tuple[str, ...], httpx.Client] = {}
+
+    def _client_for(self, request: Request) -> httpx.Client:
+        if request.trust is None or not request.url.lower().startswith("https:"):
+            return self.client
+        client = self._trusted.get(request.trust)
+        if client is None:
+            from simulator.tls import anchor_context
+
+            client = httpx.Client(verify=anchor_context(request.trust))
+            self._trusted[request.trust] = client
+        return client
 
     def send(self, request: Request) -> Response:
-        return _send_with(self.client, request, self.timeout)
+        return _send_with(self._client_for(request), request, self.timeout)
 
     def close(self) -> None:
+        for client in self._trusted.values():
+            client.close()
+        self._trusted.clear()
         if self._owned:
             self.client.close()

@@ -74,12 +74,19 @@ def wall_now() -> datetime:
 
 @dataclass(slots=True, frozen=True)
 class Request:
-    """One HTTP request the device wants sent; ``url`` is absolute."""
+    """One HTTP request the device wants sent; ``url`` is absolute.
+
+    ``trust``: the certificates (base64 DER or PEM) the server's TLS certificate must chain to, and
+    only those; ``None`` means the device's system store (the driver's default). The device decides
+    what it trusts, the driver enforces it: requests to the MDM server carry the cloud configuration's
+    ``AnchorCertificates``, as on a real device. In-process drivers (no TLS) ignore it.
+    """
 
     method: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    trust: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -277,6 +284,14 @@ class Device:
     @property
     def cloud_config(self) -> dict[str, Any]:
         return self.state.cloud_config or {}
+
+    def mdm_trust(self) -> tuple[str, ...] | None:
+        """What the MDM server's TLS certificate must chain to: the profile's ``AnchorCertificates``
+        when it has any (then nothing else, not even the system store), else the system store."""
+        anchors = self.cloud_config.get("AnchorCertificates")
+        if isinstance(anchors, list) and anchors:
+            return tuple(str(a) for a in anchors)
+        return None
 
     @property
     def is_supervised(self) -> bool:

@@ -277,10 +277,10 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
         # Web-based enrollment: the web view GETs the page with the signed MachineInfo in a header.
         url = config["ConfigurationWebURL"]
         headers["x-apple-aspen-deviceinfo"] = base64.b64encode(signed_info).decode("ascii")
-        request = Request("GET", url, headers)
+        request = Request("GET", url, headers, trust=device.mdm_trust())
     else:
         headers["Content-Type"] = MACHINE_INFO_CONTENT_TYPE
-        request = Request("POST", str(url), headers, signed_info)
+        request = Request("POST", str(url), headers, signed_info, trust=device.mdm_trust())
     response = yield request
     user: str | None = None
     if response.status == 401 and "basic" in response.header("www-authenticate").lower():
@@ -296,7 +296,7 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
             return False
         device.record("Authentication", "shown", now(), f"user {script.username}")
         headers = {**request.headers, "Authorization": _basic(script.username, script.password)}
-        response = yield Request(request.method, request.url, headers, request.body)
+        response = yield Request(request.method, request.url, headers, request.body, trust=request.trust)
         if response.status in (401, 403):
             # A server that checks the password with the IdP says 403 for a wrong one, 401 for none.
             device.record(
@@ -471,7 +471,8 @@ def checkin_request(device: Device, message: dict[str, Any]) -> Request:
     signature = device.mdm_signature(body)
     if signature:
         headers["Mdm-Signature"] = signature
-    return Request("PUT", enrollment.get("check_in_url") or enrollment.get("server_url", ""), headers, body)
+    return Request("PUT", enrollment.get("check_in_url") or enrollment.get("server_url", ""), headers, body,
+                   trust=device.mdm_trust())
 
 
 def _check_in(device: Device, now: Now) -> Flow[bool]:
