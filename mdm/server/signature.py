@@ -2,10 +2,10 @@
 
 Every check-in and every command report carries a CMS signature, so verifying it is the hot path of
 the server. ``cms.verify`` is general (any chain, any signer id, lazy asn1crypto ``.native`` views of
-whole structures) and costs ~2 ms. Devices all sign the same narrow way: one signer, signed attributes,
-the identity certificate included, issued directly by our CA. This module accepts exactly that shape,
-using asn1crypto only to split the DER and ``cryptography`` for every check; whenever anything is
-unusual it returns None and the caller falls back to ``cms.verify``, which also words the refusal.
+whole structures). Devices all sign the same narrow way: one signer, signed attributes, the identity
+certificate included, issued directly by our CA. This module reads exactly that shape straight from
+the DER and uses ``cryptography`` for every check; whenever anything is unusual it returns None and
+the caller falls back to ``cms.verify``, which also words the refusal.
 It never accepts what ``cms.verify`` would refuse: digest, signature, issuer and validity are all
 checked here too.
 """
@@ -16,9 +16,7 @@ import datetime as _dt
 import hmac
 from collections.abc import Sequence
 
-from asn1crypto import cms as asn1_cms
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -26,7 +24,6 @@ from mdm.protocol.x509 import is_ca
 
 __all__ = ["fast_verify", "fast_verify_embedded"]
 
-_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512, "sha1": hashes.SHA1}
 
 
 def _der_length(n: int) -> bytes:
@@ -52,83 +49,8 @@ def fast_verify(
     ``parsed`` memoises what a certificate's DER parses to (the object, serial, issuer DER, SHA-256):
     a device sends the same identity with every message; nothing is skipped, only not re-parsed."""
     fast = _der_fast_verify(der, content, ca, now, issued, parsed)
-    if fast is not None:
-        return fast[0]
-    try:
-        info = asn1_cms.ContentInfo.load(der, strict=True)
-        if info["content_type"].dotted != "1.2.840.113549.1.7.2":
-            return None
-        sd = info["content"]
-        encap = sd["encap_content_info"]
-        if encap["content_type"].dotted != "1.2.840.113549.1.7.1":
-            return None
-        embedded = encap["content"]
-        if embedded.contents is not None and len(embedded.contents) and embedded.native != content:
-            return None
-        signer_infos = sd["signer_infos"]
-        if len(signer_infos) != 1:
-            return None
-        si = signer_infos[0]
-        sid = si["sid"]
-        if sid.name != "issuer_and_serial_number":
-            return None
-        serial = sid.chosen["serial_number"].native
-        issuer_der = sid.chosen["issuer"].dump()
-        signer = None
-        signer_fp = b""
-        for choice in sd["certificates"]:
-            if choice.name != "certificate":
-                continue
-            cert_der = choice.chosen.dump()
-            known = parsed.get(cert_der) if parsed is not None else None
-            if known is None:
-                cert = x509.load_der_x509_certificate(cert_der)
-                known = (cert, cert.serial_number, cert.issuer.public_bytes(), cert.fingerprint(hashes.SHA256()))
-                if parsed is not None:
-                    if len(parsed) > 20_000:  # bounded: a parse is cheap to redo, memory is not
-                        parsed.clear()
-                    parsed[cert_der] = known
-            if known[1] == serial and known[2] == issuer_der:
-                signer, signer_fp = known[0], known[3]
-                break
-        if signer is None:
-            return None
-        hash_cls = _HASHES.get(si["digest_algorithm"]["algorithm"].native)
-        if hash_cls is None:
-            return None
-        attrs = si["signed_attrs"]
-        if len(attrs) == 0:
-            return None
-        digest = None
-        for attr in attrs:
-            kind = attr["type"].dotted
-            if kind == "1.2.840.113549.1.9.4":  # messageDigest
-                if len(attr["values"]) != 1 or digest is not None:
-                    return None
-                digest = attr["values"][0].native
-            elif kind == "1.2.840.113549.1.9.3":  # contentType
-                if attr["values"][0].dotted != "1.2.840.113549.1.7.1":
-                    return None
-        h = hashes.Hash(hash_cls())
-        h.update(content)
-        if not isinstance(digest, bytes) or not hmac.compare_digest(digest, h.finalize()):
-            return None
-        inner = attrs.contents
-        signed = b"\x31" + _der_length(len(inner)) + inner
-        signature = si["signature"].native
-        algo = si["signature_algorithm"].signature_algo
-        pub = signer.public_key()
-        if isinstance(pub, ec.EllipticCurvePublicKey) and algo == "ecdsa":
-            pub.verify(signature, signed, ec.ECDSA(hash_cls()))
-        elif isinstance(pub, rsa.RSAPublicKey) and algo == "rsassa_pkcs1v15":
-            pub.verify(signature, signed, padding.PKCS1v15(), hash_cls())
-        else:
-            return None
-        return _issued_and_valid(signer, signer_fp, ca, now, issued)
-    except (InvalidSignature, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
-        return None
-    except Exception:  # asn1crypto's lazy parsing: anything odd goes to the careful path
-        return None
+    # Anything the DER reader does not recognise goes to ``cms.verify`` (general, and it words refusals).
+    return fast[0] if fast is not None else None
 
 
 def _issued_and_valid(
