@@ -221,3 +221,34 @@ def test_tls_certificates_follow_the_wall_clock_not_the_world_clock() -> None:
     with World(devices=0, seed=44, start=datetime(2016, 3, 1, tzinfo=UTC)) as world, world.serve(tls=True) as served:
         assert world.clock.now().year == 2016
         assert httpx.get(f"{served.url}/_sim/clock", verify=_context(world.tls_ca_pem)).status_code == 200
+
+
+def test_the_load_fleets_async_driver_enforces_the_same_anchors() -> None:
+    """Fleet devices (asyncio driver) trust the profile's anchors alone, exactly as single devices do."""
+    import asyncio
+
+    from simulator.load.drivers import AsyncHTTPDriver
+
+    other = CertificateAuthority.create("Somebody else's CA", time_now())
+    with World(devices=2, seed=43) as world, world.serve(tls=True) as served:
+        good, bad = world.serials[:2]
+        ctx = _context(world.tls_ca_pem)
+        with httpx.Client(verify=ctx, timeout=30) as http:
+            _define_profile(http, world.dep_credentials, served.url, [_b64(world.tls_ca)], good)
+            _define_profile(http, world.dep_credentials, served.url, [_b64(other)], bad)
+
+        async def power_on(serial: str) -> str:
+            device = world.fleet.add(world.identity(serial))
+            async with httpx.AsyncClient(verify=ctx, timeout=30) as client:
+                driver = AsyncHTTPDriver(client, now=world.clock.now)
+                try:
+                    await driver.run_until_home(device)
+                finally:
+                    await driver.aclose()
+            errors = [entry[3] for entry in device.transcript if entry[1] == "error"]
+            return device.pane + " | " + " ".join(errors)
+
+        assert asyncio.run(power_on(good)).startswith("HomeScreen")
+        refused = asyncio.run(power_on(bad))
+        assert refused.startswith("Enrollment") and "server certificate not trusted" in refused
+        assert _enrolled_serials(world) == {good}

@@ -82,6 +82,8 @@ async def _steady(devices: list[Device], mdm_url: str, *, seconds: float, concur
                     enqueued += len(batch)
 
         await asyncio.gather(admin_loop(), *(device_loop(k) for k in range(min(concurrency, len(devices)))))
+        for driver in drivers:
+            await driver.aclose()
     return stats, rounds, answered, enqueued
 
 

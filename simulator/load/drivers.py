@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from simulator.device.agent import AgentRound
-from simulator.device.drivers import DEFAULT_TIMEOUT, StepLimitExceeded, _origin, _short
+from simulator.device.drivers import DEFAULT_TIMEOUT, StepLimitExceeded, _origin, _short, _untrusted
 from simulator.device.machine import Device, Flow, Now, Request, Response, wall_now
 
 from .stats import LatencyStats, endpoint_name
@@ -59,16 +59,40 @@ class AsyncHTTPDriver:
         self.stats = stats
         self.timeout = timeout
         self.exchanges = 0
+        # As HTTPDriver: ``client`` is the devices' system store; a request carrying ``trust`` (the MDM
+        # server, when the profile has anchor certificates) goes through a client that trusts only those.
+        self._trusted: dict[tuple[str, ...], httpx.AsyncClient] = {}
+
+    def _client_for(self, request: Request) -> httpx.AsyncClient:
+        if request.trust is None or not request.url.lower().startswith("https:"):
+            return self.client
+        client = self._trusted.get(request.trust)
+        if client is None:
+            from simulator.tls import anchor_context
+
+            client = httpx.AsyncClient(verify=anchor_context(request.trust), limits=httpx.Limits(max_connections=64))
+            self._trusted[request.trust] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the anchor-specific clients (the caller owns ``client``)."""
+        for client in self._trusted.values():
+            await client.aclose()
+        self._trusted.clear()
 
     async def send(self, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            r = await self.client.request(
+            r = await self._client_for(request).request(
                 request.method, request.url, headers=request.headers, content=request.body, timeout=self.timeout
             )
             response = Response(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
         except httpx.ConnectError as exc:
-            response = Response.network_error(f"cannot connect to {_origin(request.url)}: {_short(exc)}")
+            if _untrusted(exc):
+                response = Response.network_error(
+                    f"server certificate not trusted: {_origin(request.url)}: {_short(exc)}")
+            else:
+                response = Response.network_error(f"cannot connect to {_origin(request.url)}: {_short(exc)}")
         except httpx.TimeoutException:
             response = Response.network_error(f"{_origin(request.url)} did not answer in time")
         except httpx.HTTPError as exc:

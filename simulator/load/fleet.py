@@ -247,6 +247,8 @@ class FleetRunner:
             batcher.closed = True
             batcher.wakeup.set()
             await batching
+            for driver in drivers:
+                await driver.aclose()
             return time.perf_counter() - started
 
     async def _worker(self, queue: asyncio.Queue[int], driver: AsyncHTTPDriver, batcher: _CommandBatcher) -> None:
