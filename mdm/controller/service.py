@@ -50,10 +50,12 @@ MAX_SERIALS_PER_REQUEST = 10_000
 MAX_PROFILES_PER_TOKEN = 1000
 MAX_EVENT_PAYLOAD = 256 * 1024
 #: The MDM webhook topics the controller subscribes to: the check-in messages that change what Graph
-#: shows (serial ↔ UDID, enrollment state, last contact). Command reports (``mdm.Connect``, two or more
-#: per device and command) are left out: every event costs the MDM server a request, and a report
-#: carries neither a serial nor a state change (it does not say which command it answers).
-MDM_EVENT_TOPICS = frozenset({"mdm.Authenticate", "mdm.TokenUpdate", "mdm.CheckOut", "mdm.EnrollmentFailed"})
+#: shows (serial ↔ UDID, enrollment state, last contact), and reports on EraseDevice (``pendingReset``).
+#: Other command reports (``mdm.Connect``, two or more per device and command) are left out: every
+#: event costs the MDM server a request and changes nothing Graph shows.
+MDM_EVENT_TOPICS = frozenset({
+    "mdm.Authenticate", "mdm.TokenUpdate", "mdm.CheckOut", "mdm.EnrollmentFailed", "mdm.Connect:EraseDevice",
+})
 MAX_PAGES = 100_000
 DEFAULT_TOP = 100
 MAX_TOP = 1000

@@ -114,16 +114,19 @@ class WebhookSubscription:
     url: str
     topics: frozenset[str] | None = None
 
-    def wants(self, topic: str) -> bool:
-        return self.topics is None or topic in self.topics
+    def wants(self, topic: str, request_type: str | None = None) -> bool:
+        """``mdm.Connect:EraseDevice`` subscribes to the reports of one kind of command only."""
+        if self.topics is None or topic in self.topics:
+            return True
+        return request_type is not None and f"{topic}:{request_type}" in self.topics
 
 
-def webhook_targets(subscriptions: Any, topic: str) -> list[str]:
+def webhook_targets(subscriptions: Any, topic: str, request_type: str | None = None) -> list[str]:
     """The URLs (plain strings or :class:`WebhookSubscription`) that want an event of ``topic``."""
     out = []
     for item in subscriptions or ():
         if isinstance(item, WebhookSubscription):
-            if item.wants(topic):
+            if item.wants(topic, request_type):
                 out.append(item.url)
         else:
             out.append(item)

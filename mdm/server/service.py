@@ -537,11 +537,13 @@ class MDMService:
         self._check_owner(signer, result.device_id)
         eid = enrollment_id_of(result.device_id, _user_id(result))
         now = instant.timestamp()
+        request_type = None
         with self.store.transaction() as db:
             if q.get_enrollment(db, eid) is None:
                 raise MDMError(403, f"unknown enrollment {eid!r}: send Authenticate first"[:300])
             q.touch(db, eid, now)
             if result.status != "Idle" and result.command_uuid:
+                request_type = q.command_request_type(db, result.command_uuid)
                 chain = json.dumps([e.to_dict() for e in result.error_chain]) if result.error_chain else None
                 q.record_result(
                     db,
@@ -559,7 +561,7 @@ class MDMService:
                 now=now,
                 lease_before=now - self.inflight_lease_s,
             )
-        self._after_commit_connect(result, body, url_params)
+        self._after_commit_connect(result, body, url_params, request_type)
         if row is None:
             return Reply()
         return Reply(body=bytes(row["plist"]), content_type=PLIST_TYPE)
@@ -703,9 +705,9 @@ class MDMService:
             self.outbound.submit(post_webhook, self.http, url, event)
 
     def _after_commit_connect(
-        self, result: CommandResult, raw: bytes, url_params: Mapping[str, str] | None
+        self, result: CommandResult, raw: bytes, url_params: Mapping[str, str] | None, request_type: str | None
     ) -> None:
-        urls = webhook_targets(self.webhook_urls(), "mdm.Connect")
+        urls = webhook_targets(self.webhook_urls(), "mdm.Connect", request_type)
         if not urls:
             return
         event = self._event(
@@ -716,6 +718,7 @@ class MDMService:
                 "enrollment_id": result.enrollment_id or "",
                 "status": result.status,
                 "command_uuid": result.command_uuid or "",
+                "request_type": request_type,  # which command this reports on (the device does not say)
                 "url_params": dict(url_params) if url_params else None,
                 "raw_payload": base64.b64encode(raw).decode(),
             },

@@ -279,6 +279,11 @@ def claim_next_command(
     return db.execute("SELECT uuid, plist FROM commands WHERE uuid = ?", (row[0],)).fetchone()
 
 
+def command_request_type(db: sqlite3.Connection, command_uuid: str) -> str | None:
+    row = db.execute("SELECT request_type FROM commands WHERE uuid = ?", (command_uuid,)).fetchone()
+    return str(row[0]) if row is not None else None
+
+
 def record_result(
     db: sqlite3.Connection,
     *,

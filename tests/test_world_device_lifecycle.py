@@ -1,4 +1,4 @@
-"""The push certificate's life with simulated devices: issued, used, expired, renewed, replaced."""
+"""Enrolled simulated devices over time: the push certificate issued, expired, renewed, replaced; an erase."""
 
 from __future__ import annotations
 
@@ -66,3 +66,20 @@ def test_push_certificate_issued_expired_renewed_and_replaced() -> None:
         assert replaced["topicChanged"] is True and replaced["devicesRequiringReenrollmentCount"] >= 1
         command(world, udid)
         assert push_state(world, udid)["last_status"] == 400  # Apple: this token is not for that topic
+
+
+def test_an_erased_device_shows_pending_reset_in_the_controller() -> None:
+    with World(devices=2, seed=6, background_sync=False) as world:
+        serial, udid = enrolled_device(world)
+        setting = world.http.get(GRAPH).json()["value"][0]["id"]
+
+        def state() -> str:
+            found = world.http.get(f"{GRAPH}/{setting}/importedAppleDeviceIdentities",
+                                   params={"$filter": f"serialNumber eq '{serial}'"}).json()["value"]
+            return found[0]["enrollmentState"]
+
+        assert state() == "enrolled"
+        world.http.post("/mdm/api/v1/commands", json={"udids": [udid], "command": {"RequestType": "EraseDevice"}})
+        world.devices.run_agent(serial)
+        assert state() == "pendingReset"
+        assert world.devices.describe(serial)["pane"] == "Hello"  # wiped: back to the first pane
