@@ -225,9 +225,7 @@ def test_tls_certificates_follow_the_wall_clock_not_the_world_clock() -> None:
 
 def test_the_load_fleets_async_driver_enforces_the_same_anchors() -> None:
     """Fleet devices (asyncio driver) trust the profile's anchors alone, exactly as single devices do."""
-    import asyncio
-
-    from simulator.load.drivers import AsyncHTTPDriver
+    from simulator.load.drivers import AsyncHTTPDriver, run_coroutine
 
     other = CertificateAuthority.create("Somebody else's CA", time_now())
     with World(devices=2, seed=43) as world, world.serve(tls=True) as served:
@@ -248,7 +246,7 @@ def test_the_load_fleets_async_driver_enforces_the_same_anchors() -> None:
             errors = [entry[3] for entry in device.transcript if entry[1] == "error"]
             return device.pane + " | " + " ".join(errors)
 
-        assert asyncio.run(power_on(good)).startswith("HomeScreen")
-        refused = asyncio.run(power_on(bad))
+        assert run_coroutine(power_on(good)).startswith("HomeScreen")
+        refused = run_coroutine(power_on(bad))
         assert refused.startswith("Enrollment") and "server certificate not trusted" in refused
         assert _enrolled_serials(world) == {good}
