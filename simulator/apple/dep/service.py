@@ -140,6 +140,9 @@ SELECT group_concat(j, ','), max(id), count(*) FROM (
 )
 """
 
+_MORE_DEVICES_SQL = "SELECT EXISTS (SELECT 1 FROM devices WHERE server_id = ? AND seq > ?)"
+_MORE_EVENTS_SQL = "SELECT EXISTS (SELECT 1 FROM events WHERE server_id = ? AND id > ?)"
+
 _AUTH_SQL = """
 SELECT s.server_id, s.issued_at, s.expires_at,
        coalesce((SELECT require_terms FROM organization WHERE id = 1), 0),
@@ -474,18 +477,7 @@ class DEPService:
             if cursor.kind is CursorKind.SYNC or cursor.exhausted:
                 raise _bad("EXHAUSTED_CURSOR")
             position, watermark, started = cursor.position, cursor.watermark, cursor.issued_at
-        with self.store.read() as db:
-            page, last, count = db.execute(
-                _FETCH_SQL, (version, session.server_id, position, limit)
-            ).fetchone()
-            if count:
-                position = last
-                more = db.execute(
-                    "SELECT EXISTS (SELECT 1 FROM devices WHERE server_id = ? AND seq > ?)",
-                    (session.server_id, position),
-                ).fetchone()[0]
-            else:
-                more = 0
+        page, position, more = self._page(_FETCH_SQL, _MORE_DEVICES_SQL, version, session.server_id, position, limit)
         cursor = Cursor(CursorKind.FETCH, session.server_id, position, watermark, started, not more)
         return _page_json(encode_cursor(cursor, session.secret), page, now, bool(more))
 
@@ -499,20 +491,19 @@ class DEPService:
         if now - cursor.issued_at > CURSOR_LIFETIME_S:
             raise _bad("EXPIRED_CURSOR")
         position = cursor.position if cursor.kind is CursorKind.SYNC else cursor.watermark
-        with self.store.read() as db:
-            page, last, count = db.execute(
-                _SYNC_SQL, (version, session.server_id, position, limit)
-            ).fetchone()
-            if count:
-                position = last
-                more = db.execute(
-                    "SELECT EXISTS (SELECT 1 FROM events WHERE server_id = ? AND id > ?)",
-                    (session.server_id, position),
-                ).fetchone()[0]
-            else:
-                more = 0
+        page, position, more = self._page(_SYNC_SQL, _MORE_EVENTS_SQL, version, session.server_id, position, limit)
         new = Cursor(CursorKind.SYNC, session.server_id, position, position, now)
         return _page_json(encode_cursor(new, session.secret), page, now, bool(more))
+
+    def _page(
+        self, page_sql: str, more_sql: str, version: int, server_id: int, position: int, limit: int
+    ) -> tuple[str | None, int, int]:
+        """One keyset page (pre-rendered JSON, new position) and whether more rows follow it."""
+        with self.store.read() as db:
+            page, last, count = db.execute(page_sql, (version, server_id, position, limit)).fetchone()
+            if not count:
+                return page, position, 0
+            return page, last, db.execute(more_sql, (server_id, last)).fetchone()[0]
 
     def _decode(self, text: str, session: Session) -> Cursor:
         try:
