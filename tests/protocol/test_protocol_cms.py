@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 
 import pytest
@@ -229,7 +228,6 @@ def test_parse_text_part_tolerates_missing_markers_and_headers():
     )
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
 @pytest.mark.parametrize("command", ["smime", "cms"])
 def test_openssl_decrypts_smime_token(tmp_path, rsa_identity, command):
     cert, key = rsa_identity
@@ -255,7 +253,6 @@ def test_openssl_decrypts_smime_token(tmp_path, rsa_identity, command):
     assert cms.parse_text_part(out) == TOKEN
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
 def test_openssl_signed_data_verifies(tmp_path, rsa_identity, rsa_ca):
     """A signature made by another implementation (OpenSSL, as on a device) verifies here too."""
     cert, key = rsa_identity
