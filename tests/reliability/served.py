@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,10 @@ from typing import Any
 
 import httpx
 
+from simulator.load.server import free_port
+
 GRAPH = "/intune/deviceManagement/depOnboardingSettings"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def poll(check: Callable[[], Any], *, deadline_s: float, what: str, interval_s: float = 0.05) -> Any:
