@@ -515,6 +515,7 @@ class World:
                     spec["done"] = events
             if due:
                 db.execute("UPDATE settings SET value = ? WHERE key = 'depsim_schedules'", (json.dumps(schedules),))
+                self.control.store.forget("setting:depsim_schedules")
         server = self.default_server_uuid
         if due.get("device_insertions"):
             self.portal_service.add_devices(self._generate_devices(due["device_insertions"]), server_uuid=server)

@@ -27,6 +27,9 @@ MIGRATIONS = [
 ]
 
 
+_MEMO = "clock"
+
+
 class ClockError(ValueError):
     """A request to move the clock that cannot be honoured (backwards, or not a time)."""
 
@@ -53,11 +56,20 @@ class Clock:
                 offset = (start.timestamp() - real) if start is not None else 0.0
                 frozen_at = (real + offset) if frozen else None
                 db.execute("INSERT INTO clock (id, offset, frozen_at) VALUES (1, ?, ?)", (offset, frozen_at))
+            store.forget(_MEMO)
+
+    def _row(self) -> tuple[float, float | None]:
+        """The stored (offset, frozen_at); memoised by an in-memory store, re-read from a file."""
+        return self._store.cached(_MEMO, self._read_row)
+
+    def _read_row(self) -> tuple[float, float | None]:
+        with self._store.read() as db:
+            offset, frozen_at = db.execute("SELECT offset, frozen_at FROM clock WHERE id = 1").fetchone()
+        return offset, frozen_at
 
     def timestamp(self) -> float:
         """Seconds since the epoch, in world time."""
-        with self._store.read() as db:
-            offset, frozen_at = db.execute("SELECT offset, frozen_at FROM clock WHERE id = 1").fetchone()
+        offset, frozen_at = self._row()
         return frozen_at if frozen_at is not None else self._wall() + offset
 
     def now(self) -> datetime:
@@ -75,6 +87,7 @@ class Clock:
             db.execute(
                 "UPDATE clock SET offset = offset + ?, frozen_at = frozen_at + ? WHERE id = 1", (delta, delta)
             )
+            self._store.forget(_MEMO)
         return self.now()
 
     def set(self, instant: datetime) -> datetime:
@@ -95,12 +108,12 @@ class Clock:
                            (target, target - current))
             else:
                 db.execute("UPDATE clock SET offset = ? WHERE id = 1", (target - self._wall(),))
+            self._store.forget(_MEMO)
         return self.now()
 
     @property
     def frozen(self) -> bool:
-        with self._store.read() as db:
-            return db.execute("SELECT frozen_at FROM clock WHERE id = 1").fetchone()[0] is not None
+        return self._row()[1] is not None
 
 
 def isoformat(instant: datetime) -> str:

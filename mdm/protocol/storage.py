@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 __all__ = ["Store"]
+
+T = TypeVar("T")
 
 
 class Store:
@@ -38,6 +41,7 @@ class Store:
         self._lock = threading.RLock()
         self._shared: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
+        self._memo: dict[str, Any] = {}
         if self.path is None:
             self._shared = self._open(":memory:")
         with self.transaction() as db:
@@ -92,6 +96,13 @@ class Store:
             else:
                 db.execute("COMMIT")
 
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        """One write statement as its own transaction (SQLite's autocommit: a write statement takes
+        the write lock when it starts, so it is as atomic as ``BEGIN IMMEDIATE`` … ``COMMIT``, in one
+        call instead of three). Inside an open transaction of this thread, it joins that one."""
+        with self._guard():
+            self._connection().execute(sql, parameters)
+
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection for reads; in WAL mode readers never wait for writers."""
@@ -106,6 +117,31 @@ class Store:
         else:
             yield
 
+    # -- memos (in-memory stores only) ----------------------------------------------------------------
+    def cached(self, key: str, load: Callable[[], T]) -> T:
+        """``load()``'s value, kept until :meth:`forget` (or a restore or wipe) in an in-memory store.
+
+        Why: every request reads the same few rows (the clock, the world's URL, a CA) and each read
+        takes the store's lock and drops the GIL inside SQLite; with a dozen server threads that
+        handoff costs more than the query. An in-memory store has one connection in one process, so
+        every write passes through this object and a writer that calls :meth:`forget` inside its
+        transaction keeps the memo exact. A store on disk may be written by other processes (gunicorn
+        workers), so there ``load`` runs every time.
+        """
+        if self._shared is None:
+            return load()
+        with self._lock:  # loading under the lock: a concurrent writer's forget() cannot be overtaken
+            try:
+                return self._memo[key]  # type: ignore[no-any-return]
+            except KeyError:
+                value = self._memo[key] = load()
+                return value
+
+    def forget(self, key: str) -> None:
+        """Drop a memo; call it inside the transaction that changes the rows it was read from."""
+        with self._guard():
+            self._memo.pop(key, None)
+
     # -- snapshots (fast resets of in-memory worlds) -------------------------------------------------
     def snapshot(self) -> sqlite3.Connection:
         """Copy the whole database into a private in-memory connection."""
@@ -118,6 +154,7 @@ class Store:
         """Replace the database's contents with a snapshot taken by :meth:`snapshot`."""
         with self._guard():
             snapshot.backup(self._connection())
+            self._memo.clear()
 
     def wipe(self) -> None:
         """Drop every table and run the migrations again (used to reset a world kept on disk)."""
@@ -129,6 +166,7 @@ class Store:
                     db.execute(f'DROP TABLE IF EXISTS "{name}"')
             db.execute("PRAGMA user_version=0")
             self._migrate(db)
+            self._memo.clear()
 
     def close(self) -> None:
         with self._lock:
@@ -138,6 +176,7 @@ class Store:
                 except sqlite3.Error:
                     pass
             self._all.clear()
+            self._memo.clear()
             self._shared = None
             self._local = threading.local()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_content_length
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -111,26 +112,31 @@ def _buffer_streamed_body(environ: dict[str, Any], bound: int) -> None:
         raise RequestEntityTooLarge()
     environ["wsgi.input"] = io.BytesIO(data)
     environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)  # no longer chunked: Werkzeug ignores a length beside it
     environ["wsgi.input_terminated"] = False
 
 
 def read_body(limit: int | None = None) -> bytes:
     """The raw request body, refusing (413) anything over ``limit`` even without a Content-Length."""
     bound = limit if limit is not None else _current_limit()
-    if request.content_length is not None and request.content_length > bound:
+    length = get_content_length(request.environ)  # fresh: _buffer_streamed_body may have set it
+    if length is not None and length > bound:
         raise RequestEntityTooLarge()
-    data = request.stream.read(bound + 1)
+    # Read what was announced (a sized read; ``stream.read(bound + 1)`` made Werkzeug allocate and
+    # copy a bound-sized buffer, a megabyte, on every request), or up to one byte past the bound.
+    data = _read_upto(request.stream, length if length is not None else bound + 1)
     if len(data) > bound:
         raise RequestEntityTooLarge()
     return data
 
 
 def _read_upto(stream: Any, size: int) -> bytes:
-    """Up to ``size`` bytes: a dechunking stream may hand them over one chunk per read."""
+    """Up to ``size`` bytes: a socket or dechunking stream may hand them over in pieces. Each read
+    asks for at most 64 KB: a raw stream's ``read(n)`` allocates ``n`` bytes before it reads any."""
     parts: list[bytes] = []
     got = 0
     while got < size:
-        piece = stream.read(size - got)
+        piece = stream.read(min(size - got, 65_536))
         if not piece:
             break
         parts.append(piece)

@@ -170,6 +170,9 @@ class MDMService:
     # == identity of the server ======================================================================
     def certificate_authority(self) -> CertificateAuthority:
         """The MDM CA that issues device identities (created and stored on first use)."""
+        return self.store.cached("mdm-ca", self._load_certificate_authority)
+
+    def _load_certificate_authority(self) -> CertificateAuthority:
         with self.store.read() as db:
             cert_pem = q.get_setting(db, "ca_cert")
         if cert_pem is None:
@@ -539,9 +542,8 @@ class MDMService:
         now = instant.timestamp()
         request_type = None
         with self.store.transaction() as db:
-            if q.get_enrollment(db, eid) is None:
+            if not q.touch(db, eid, now):
                 raise MDMError(403, f"unknown enrollment {eid!r}: send Authenticate first"[:300])
-            q.touch(db, eid, now)
             if result.status != "Idle" and result.command_uuid:
                 request_type = q.command_request_type(db, result.command_uuid)
                 chain = json.dumps([e.to_dict() for e in result.error_chain]) if result.error_chain else None

@@ -245,8 +245,11 @@ def check_out(
     return cur.rowcount
 
 
-def touch(db: sqlite3.Connection, enrollment_id: str, now: float) -> None:
-    db.execute("UPDATE enrollments SET last_seen = ? WHERE id = ?", (now, enrollment_id))
+def touch(db: sqlite3.Connection, enrollment_id: str, now: float) -> bool:
+    """Record contact; False when there is no such enrollment (one statement: the hot path of every
+    check-in and connect)."""
+    cur = db.execute("UPDATE enrollments SET last_seen = ? WHERE id = ?", (now, enrollment_id))
+    return cur.rowcount > 0
 
 
 # -- queue --------------------------------------------------------------------------------------------

@@ -66,12 +66,11 @@ class ControlService:
 
     # -- traffic -----------------------------------------------------------------------------------
     def record(self, party: str, method: str, path: str, endpoint: str, status: int, ms: float) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO traffic (party, endpoint, status, count) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (party, endpoint, status) DO UPDATE SET count = count + 1",
-                (party, endpoint, status),
-            )
+        self.store.execute(
+            "INSERT INTO traffic (party, endpoint, status, count) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (party, endpoint, status) DO UPDATE SET count = count + 1",
+            (party, endpoint, status),
+        )
         self.recent.append(
             RecentRequest(isoformat(self.clock.now()), party, method, path, endpoint, status, round(ms, 2))
         )
@@ -195,9 +194,13 @@ class ControlService:
 
     # -- settings shared by every process of the world ---------------------------------------------
     def get_setting(self, key: str, default: str | None = None) -> str | None:
+        value = self.store.cached(f"setting:{key}", lambda: self._read_setting(key))
+        return value if value is not None else default
+
+    def _read_setting(self, key: str) -> str | None:
         with self.store.read() as db:
             row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return row[0] if row is not None else default
+        return row[0] if row is not None else None
 
     def set_setting(self, key: str, value: str) -> None:
         with self.store.transaction() as db:
@@ -205,6 +208,7 @@ class ControlService:
                 "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+            self.store.forget(f"setting:{key}")
 
     def next_in_counter(self, name: str) -> int:
         """Take the next number (0, 1, 2, …) of a named counter, atomically in the store.
@@ -218,6 +222,7 @@ class ControlService:
                 "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value",
                 (f"counter:{name}",),
             ).fetchone()
+            self.store.forget(f"setting:counter:{name}")
         return int(row[0])
 
 
