@@ -33,8 +33,41 @@ def test_running_clock_follows_wall_time_plus_offset() -> None:
 def test_clock_is_shared_by_every_process_of_a_file_world(tmp_path) -> None:
     first = Clock(Store(tmp_path / "w.db", []))
     second = Clock(Store(tmp_path / "w.db", []))  # as a second worker process would open it
+    assert abs(second.now() - datetime.now(UTC)) < timedelta(seconds=5)  # read once before the move
     first.advance(days=8)
     assert abs((second.now() - datetime.now(UTC)) - timedelta(days=8)) < timedelta(seconds=5)
+
+
+def test_memoised_clock_follows_moves_resets_and_rollbacks() -> None:
+    """An in-memory store memoises the clock row: every way the row changes must show at once."""
+    store = Store(None, [])
+    clock = Clock(store, start=datetime(2026, 1, 1, tzinfo=UTC), frozen=True)
+    snap = store.snapshot()
+    assert clock.advance(days=1) == datetime(2026, 1, 2, tzinfo=UTC) == clock.now()
+    store.restore(snap)  # a world reset
+    assert clock.now() == datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        db.execute("UPDATE clock SET frozen_at = frozen_at + 86400 * 30")
+        store.forget("clock")
+        assert clock.now() == datetime(2026, 1, 31, tzinfo=UTC)  # seen inside the transaction…
+        raise RuntimeError("undone")
+    assert clock.now() == datetime(2026, 1, 1, tzinfo=UTC)  # …and gone with its rollback
+
+
+def test_memos_are_loaded_once_per_change_in_memory_and_never_on_disk(tmp_path) -> None:
+    loads = []
+
+    def load() -> int:
+        loads.append(1)
+        return len(loads)
+
+    memory = Store(None, [])
+    assert [memory.cached("k", load) for _ in range(3)] == [1, 1, 1]
+    memory.forget("k")
+    assert memory.cached("k", load) == 2
+    loads.clear()
+    disk = Store(tmp_path / "d.db", [])  # other processes may write the file: always read again
+    assert [disk.cached("k", load) for _ in range(3)] == [1, 2, 3]
 
 
 def test_parse_iso_rejects_naive_and_garbage() -> None:

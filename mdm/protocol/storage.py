@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 __all__ = ["Store"]
 
 T = TypeVar("T")
+_MISSING = object()
 
 
 class Store:
@@ -92,6 +93,7 @@ class Store:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
+                self._memo.clear()  # a memo reloaded inside the transaction may hold what was undone
                 raise
             else:
                 db.execute("COMMIT")
@@ -130,12 +132,14 @@ class Store:
         """
         if self._shared is None:
             return load()
-        with self._lock:  # loading under the lock: a concurrent writer's forget() cannot be overtaken
-            try:
-                return self._memo[key]  # type: ignore[no-any-return]
-            except KeyError:
-                value = self._memo[key] = load()
-                return value
+        memo = self._memo
+        value = memo.get(key, _MISSING)  # a hit takes no lock: one dict read is atomic, and a
+        if value is not _MISSING:  # forget() racing it is a write that lands just after
+            return value  # type: ignore[no-any-return]
+        with self._lock:  # a miss loads under the lock: a writer's forget() cannot be overtaken
+            if key not in memo:
+                memo[key] = load()
+            return memo[key]  # type: ignore[no-any-return]
 
     def forget(self, key: str) -> None:
         """Drop a memo; call it inside the transaction that changes the rows it was read from."""

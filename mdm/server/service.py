@@ -163,7 +163,7 @@ class MDMService:
         # process may replace it), but the hot path does not re-parse a key on every check-in.
         self._ca_cache: tuple[bytes, CertificateAuthority] | None = None
         self._lock = threading.Lock()
-        self._issued_by_ca: dict[bytes, bool] = {}
+        self._issued_by_ca: dict[tuple[bytes, x509.Certificate], bool] = {}
         self._parsed_signers: dict[bytes, tuple[x509.Certificate, int, bytes, bytes]] = {}
         self._push_header_cache: tuple[bytes, str] | None = None
 

@@ -38,13 +38,13 @@ def fast_verify(
     content: bytes,
     ca: x509.Certificate,
     now: _dt.datetime,
-    issued: dict[bytes, bool] | None = None,
+    issued: dict[tuple[bytes, x509.Certificate], bool] | None = None,
     parsed: dict[bytes, tuple[x509.Certificate, int, bytes, bytes]] | None = None,
 ) -> x509.Certificate | None:
     """The signer certificate if ``der`` is a detached-or-embedded signature over ``content`` by an
     identity issued by ``ca`` and valid at ``now``; None when the fast path cannot decide.
 
-    ``issued`` memoises "this certificate (by SHA-256 of its DER and the CA's) was signed by the CA":
+    ``issued`` memoises "this certificate (by SHA-256 of its DER) was signed by this CA certificate":
     a fact that never changes, and the single most expensive check once the message is parsed.
     ``parsed`` memoises what a certificate's DER parses to (the object, serial, issuer DER, SHA-256):
     a device sends the same identity with every message; nothing is skipped, only not re-parsed."""
@@ -55,12 +55,12 @@ def fast_verify(
 
 def _issued_and_valid(
     signer: x509.Certificate, signer_fp: bytes, ca: x509.Certificate, now: _dt.datetime,
-    issued: dict[bytes, bool] | None,
+    issued: dict[tuple[bytes, x509.Certificate], bool] | None,
 ) -> x509.Certificate | None:
     """``signer`` if the CA issued it (checked, or memoised as checked) and both are valid at ``now``.
 
     Raises InvalidSignature (or ValueError) when the CA did not issue it."""
-    memo_key = signer_fp + ca.fingerprint(hashes.SHA256())
+    memo_key = (signer_fp, ca)  # a certificate hashes and compares by its DER: no digest per request
     if issued is None or not issued.get(memo_key):
         signer.verify_directly_issued_by(ca)
         if issued is not None:
@@ -138,7 +138,7 @@ def _der_fast_verify(
     content: bytes | None,
     ca: x509.Certificate,
     now: _dt.datetime,
-    issued: dict[bytes, bool] | None,
+    issued: dict[tuple[bytes, x509.Certificate], bool] | None,
     parsed: dict[bytes, tuple[x509.Certificate, int, bytes, bytes]] | None,
 ) -> tuple[x509.Certificate, bytes] | None:
     """``(signer, signed content)`` for the narrowest shape, read without asn1crypto; None otherwise.
