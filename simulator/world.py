@@ -547,10 +547,15 @@ class World:
     def http(self) -> httpx.Client:
         """An HTTP client for this world: in process until served, over sockets after."""
         if self._client is None:
-            self._client = httpx.Client(
+            client = httpx.Client(
                 transport=_WorldTransport(self), base_url=IN_PROCESS_URL,
                 event_hooks={"request": [self._authorize]}, timeout=30.0,
             )
+            # Every party of the world shares this client, and parties must not share a cookie jar
+            # (a cookie one party sets is no business of another); it also skips cookie parsing,
+            # a seventh of an in-process request.
+            client.cookies.extract_cookies = _no_cookies  # type: ignore[method-assign]
+            self._client = client
         return self._client
 
     def _authorize(self, request: httpx.Request) -> None:
@@ -771,17 +776,26 @@ class _WorldTransport(httpx.BaseTransport):
         self._world = world
         self._local: httpx.WSGITransport | None = None  # the world's app may not be built yet
         self._network: httpx.HTTPTransport | None = None  # made on first use: its TLS setup costs ~50 ms
+        self._own: tuple[str, tuple[str, int | None]] | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         target = request.url
-        own = httpx.URL(self._world.url)
-        if target.host == "mdmsim.invalid" or (target.host, target.port) == (own.host, own.port):
+        if target.host == "mdmsim.invalid" or (target.host, target.port) == self._own_address():
             if self._local is None:
                 self._local = httpx.WSGITransport(app=self._world.wsgi)
             return self._local.handle_request(request)
         if self._network is None:
             self._network = httpx.HTTPTransport()
         return self._network.handle_request(request)
+
+    def _own_address(self) -> tuple[str, int | None]:
+        """The world's (host, port), parsed again only when its URL changes (serve, stop)."""
+        url = self._world.url
+        cached = self._own
+        if cached is None or cached[0] != url:
+            parsed = httpx.URL(url)
+            cached = self._own = (url, (parsed.host, parsed.port))
+        return cached[1]
 
     def close(self) -> None:
         if self._local is not None:
@@ -888,6 +902,10 @@ class _TrafficMiddleware:
 # Identities are stored as JSON arrays in field order: 100,000 of them must be written in well under a second.
 _IDENTITY_FIELDS = operator.attrgetter(*(f.name for f in fields(DeviceIdentity)))
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _no_cookies(response: httpx.Response) -> None:
+    """The world's shared client keeps no cookies (see :attr:`World.http`)."""
 
 
 def _text(value: str | bytes) -> str:
