@@ -115,3 +115,18 @@ def test_migrations_run_once_and_upgrade(tmp_path) -> None:
     upgraded = Store(tmp_path / "m.db", ["CREATE TABLE a (x);", "CREATE TABLE b (y);"])
     with upgraded.read() as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_a_device_outside_the_world_is_never_behind_the_world_clock() -> None:
+    """``/_sim/clock`` answers whole seconds; a device that trusted it as is would run up to a second
+    behind and find a CA made "now" on the server not yet valid (a flake seen with ``--tls``)."""
+    import httpx
+
+    from simulator.device.drivers import served_world_clock
+
+    world_now = datetime.now(UTC) + timedelta(days=3)  # a moved world clock, with its fraction of a second
+    shown = isoformat(world_now)  # what the endpoint answers: the fraction dropped
+    client = httpx.Client(transport=httpx.MockTransport(lambda _req: httpx.Response(200, json={"now": shown})))
+    device_now = served_world_clock(client, "http://world.invalid")
+    assert device_now() >= world_now
+    assert device_now() - world_now < timedelta(seconds=2)

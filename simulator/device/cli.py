@@ -18,35 +18,21 @@ the simulation control. The MDM server the device trusts only by its profile's a
 from __future__ import annotations
 
 import ssl
-import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from mdm.protocol.clock import parse_iso
 from simulator.device.identity import DeviceIdentity
 
-from .drivers import HTTPDriver
+from .drivers import HTTPDriver, served_world_clock
 from .machine import Device, DeviceScript, Request, Response
 
 console = Console()
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 STYLES = {"shown": "green", "skipped": "dim", "error": "bold red", "released": "cyan", "info": "blue"}
-
-
-def _world_now(client: httpx.Client, server: str) -> Any:
-    """World time as the server's clock tells it, advancing with the wall clock from here on."""
-    try:
-        r = client.get(f"{server}/_sim/clock", timeout=5)
-        offset = parse_iso(r.json()["now"]).timestamp() - time.time() if r.status_code == 200 else 0.0
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        offset = 0.0
-    return lambda: datetime.fromtimestamp(time.time() + offset, UTC)
 
 
 def fetch_device(client: httpx.Client, server: str, serial: str, script: DeviceScript) -> Device:
@@ -141,7 +127,7 @@ def power_on(
                 console.print(f"[{STYLES.get(outcome, 'white')}]{at}  {pane:<24} {outcome:<9}[/] {detail}")
             shown[0] = len(dev.transcript)
 
-        driver = HTTPDriver(client, now=_world_now(client, server), observer=print_new)
+        driver = HTTPDriver(client, now=served_world_clock(client, server), observer=print_new)
         console.print(
             f"[bold]{dev.identity.model_name}[/bold] {serial} ({dev.identity.os} {dev.identity.os_version})"
         )

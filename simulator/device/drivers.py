@@ -15,16 +15,37 @@ the driver's ``now``: pass the world clock's ``now`` so transcripts carry simula
 from __future__ import annotations
 
 import ssl
+import time
 import urllib.parse
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 
+from mdm.protocol.clock import parse_iso
+
 from .agent import AgentRound
 from .machine import Device, Flow, Now, Request, Response, wall_now
 
-__all__ = ["Driver", "WSGIDriver", "HTTPDriver", "StepLimitExceeded", "DEFAULT_TIMEOUT"]
+__all__ = ["Driver", "WSGIDriver", "HTTPDriver", "StepLimitExceeded", "DEFAULT_TIMEOUT", "served_world_clock"]
+
+
+def served_world_clock(client: httpx.Client, server: str) -> Now:
+    """The world's clock for a device run outside it: read once from ``/_sim/clock``, then advanced
+    with the wall clock (wall time if the server has no such endpoint).
+
+    ``/_sim/clock`` answers whole seconds, so the offset is rounded up by one: a device a fraction of
+    a second behind the world would find a CA made "now" not yet valid.
+    """
+    offset = 0.0
+    try:
+        r = client.get(f"{server.rstrip('/')}/_sim/clock", timeout=5)
+        if r.status_code == 200:
+            offset = parse_iso(r.json()["now"]).timestamp() + 1.0 - time.time()
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        offset = 0.0
+    return lambda: datetime.fromtimestamp(time.time() + offset, UTC)
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 15.0

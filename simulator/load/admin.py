@@ -10,15 +10,14 @@ and onboards a token there as an admin would (:meth:`WorldAdmin.onboard_controll
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 from oauthlib.oauth1 import Client as OAuthClient
 
-from mdm.protocol.clock import parse_iso
+from simulator.device.drivers import served_world_clock
 
 __all__ = ["WorldAdmin", "LoadSetupError", "GRAPH", "DEFAULT_SKIP_SETUP", "chunks"]
 
@@ -85,18 +84,8 @@ class WorldAdmin:
         return str(self.info["urls"][party])
 
     def world_now(self) -> Callable[[], datetime]:
-        """The world's clock, read once and then advanced with the wall clock.
-
-        ``/_sim/clock`` answers whole seconds, so the offset is rounded up by one: a device a fraction
-        of a second behind the world would find a CA made "now" not yet valid."""
-        offset = 0.0
-        try:
-            r = self.http.get(f"{self.target}/_sim/clock")
-            if r.status_code == 200:
-                offset = parse_iso(r.json()["now"]).timestamp() + 1.0 - time.time()
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        return lambda: datetime.fromtimestamp(time.time() + offset, UTC)
+        """The world's clock, read once and then advanced with the wall clock."""
+        return served_world_clock(self.http, self.target)
 
     def serials(self, limit: int | None = None) -> list[str]:
         """Serials assigned to the world's default MDM server, in the portal's (stable) order."""
