@@ -9,6 +9,7 @@ faults and latency without the party knowing.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -49,8 +50,11 @@ class BodyError(ValueError):
         self.reason = reason
 
 
+@functools.lru_cache(maxsize=4096)
 def endpoint_name(method: str, rule: str) -> str:
-    """``POST /devices/sync`` → ``post_devices_sync``: depsim's names, used for traffic and faults."""
+    """``POST /devices/sync`` → ``post_devices_sync``: depsim's names, used for traffic and faults.
+
+    Memoised: every request asks for the name of one of a few hundred (method, rule) pairs."""
     path = _PARAM.sub(r"\1", rule).strip("/").replace("/", "_").replace("-", "_").replace(".", "_")
     return f"{method.lower()}_{path}" if path else f"{method.lower()}_root"
 

@@ -208,6 +208,9 @@ class MDMService:
     @property
     def topic(self) -> str:
         """The push topic (``com.apple.mgmt.…``): generated once, or the UID of a push certificate."""
+        return self.store.cached("topic", self._load_topic)
+
+    def _load_topic(self) -> str:
         with self.store.read() as db:
             topic = q.get_setting(db, "topic")
         if topic is None:
@@ -241,6 +244,8 @@ class MDMService:
             q.set_setting(db, "topic", topic)
             q.set_setting(db, "push_cert", cert_to_pem(cert))
             q.set_setting(db, "push_key", key_to_pem(key))
+            self.store.forget("topic")
+            self.store.forget("push-headers")
         return topic
 
     def push_certificate(self) -> dict[str, Any] | None:
@@ -266,6 +271,9 @@ class MDMService:
         it as ``X-Mdmsim-Client-Cert: <base64 DER>`` (see :mod:`simulator.apple.apns.service`).
         Without a certificate no header is sent, and an APNs that checks certificates refuses the push.
         """
+        return dict(self.store.cached("push-headers", self._load_push_headers))
+
+    def _load_push_headers(self) -> dict[str, str]:
         with self.store.read() as db:
             pem = q.get_setting(db, "push_cert")
         if pem is None:
