@@ -103,13 +103,14 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
                       f" (dashboard: open {public}/intune/?api_token={token} once)")
     if data_dir is None:
         options = gunicorn_options(host, port, workers=1, threads=threads, preload=True)
+        world.build_party_apps()
         app = WorldApplication(lambda: world.wsgi, options)
     else:
         world.close()  # each worker opens the data directory itself, after the fork
         options = gunicorn_options(host, port, workers=workers or default_workers(), threads=threads, preload=False)
         app = WorldApplication(
             lambda: World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,
-                          synchronous_push=False).wsgi, options
+                          synchronous_push=False).build_party_apps().wsgi, options
         )
     if tls_files is not None:  # gunicorn read its options when the application was made
         app.cfg.set("certfile", str(tls_files[0]))
