@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
@@ -104,6 +105,10 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
     if data_dir is None:
         options = gunicorn_options(host, port, workers=1, threads=threads, preload=True)
         world.build_party_apps()
+        # Everything built so far (the world, every party's routes) lives as long as the server: out
+        # of the collector's way, a full collection no longer walks it again and again under load.
+        gc.collect()
+        gc.freeze()
         app = WorldApplication(lambda: world.wsgi, options)
     else:
         world.close()  # each worker opens the data directory itself, after the fork

@@ -366,5 +366,12 @@ def run_fleet(target: str, options: FleetOptions, *,
     if keep is not None:
         keep["runner"] = runner
     say("powering on")
-    elapsed = run_coroutine(runner.run())
+    # The fleet's devices live for the whole run: frozen, the collector stops re-scanning them on
+    # every full collection (measured: 4.7 s of collector pauses in an 84 s run of 6,000 devices).
+    gc.collect()
+    gc.freeze()
+    try:
+        elapsed = run_coroutine(runner.run())
+    finally:
+        gc.unfreeze()
     return runner.report(elapsed, prepare_s, rss_before)
