@@ -315,7 +315,7 @@ class World:
 
     def build_party_apps(self) -> World:
         """Build every party's routes now instead of on its first request: a server calls this at
-        start so that no early request (the first of a sync storm, say) waits ~0.1 s for it."""
+        start so that no early request (the first of a sync storm, say) waits for it (~30 ms in all)."""
         for app in self._party_apps.values():
             app.build()
         return self

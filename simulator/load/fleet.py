@@ -367,7 +367,7 @@ def run_fleet(target: str, options: FleetOptions, *,
         keep["runner"] = runner
     say("powering on")
     # The fleet's devices live for the whole run: frozen, the collector stops re-scanning them on
-    # every full collection (measured: 4.7 s of collector pauses in an 84 s run of 6,000 devices).
+    # every full collection (collector pauses in a run of 6,000 devices: 4.7 s before, 3.8 s after).
     gc.collect()
     gc.freeze()
     try:
