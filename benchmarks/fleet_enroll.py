@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from simulator.load.checkin import floor_rate  # noqa: E402
 from simulator.load.fleet import FleetOptions, run_fleet  # noqa: E402
-from simulator.load.server import served_world  # noqa: E402
+from simulator.load.server import FLEET_SERVER_THREADS, served_world  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--wake", choices=["push", "poll"], default="push")
     parser.add_argument("--workers", type=int, default=0, help="0: in-memory world, one process")
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=FLEET_SERVER_THREADS,
+                        help="mdmsim serve --threads (see simulator.load.server.FLEET_SERVER_THREADS)")
     args = parser.parse_args()
     started = time.perf_counter()
     data_dir = "tmp" if args.workers else None

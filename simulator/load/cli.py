@@ -23,14 +23,14 @@ console = Console(stderr=True)
 
 @contextlib.contextmanager
 def _world(target: str | None, devices: int, data_dir: str | None, workers: int | None,
-           seed: int | None) -> Iterator[str]:
+           seed: int | None, threads: int = 16) -> Iterator[str]:
     if target:
         yield target.rstrip("/")
         return
     from .server import served_world
 
     with console.status(f"starting mdmsim serve ({devices} devices)…"):
-        cm = served_world(devices=devices, seed=seed, data_dir=data_dir, workers=workers)
+        cm = served_world(devices=devices, seed=seed, data_dir=data_dir, workers=workers, threads=threads)
         url = cm.__enter__()
     try:
         yield url
@@ -75,10 +75,11 @@ def fleet_command(devices: int, concurrency: int, wake: str, no_prepare: bool, m
                   target: str | None, data_dir: str | None, workers: int | None, seed: int | None) -> None:
     """Power on N devices at once: activation, enrollment, first DeviceInformation acknowledged."""
     from .fleet import FleetOptions, run_fleet
+    from .server import FLEET_SERVER_THREADS
 
     options = FleetOptions(devices=devices, concurrency=concurrency, wake=wake,  # type: ignore[arg-type]
                            prepare=not no_prepare, mdm_url=mdm_url)
-    with _world(target, devices, data_dir, workers, seed) as url, Progress(
+    with _world(target, devices, data_dir, workers, seed, FLEET_SERVER_THREADS) as url, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(), console=console,
     ) as progress:  # fmt: skip

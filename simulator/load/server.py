@@ -19,7 +19,14 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["free_port", "mdmsim_serve", "served_world"]
+__all__ = ["FLEET_SERVER_THREADS", "free_port", "mdmsim_serve", "served_world"]
+
+#: Server threads for a fleet run. The fleet never holds a long poll or an event stream (it polls
+#: APNs with ``wait=0``), so four threads keep the in-memory server busy, and fewer threads hand the
+#: GIL and the stores' locks around less: 3,000 devices back to back, 4 threads against 16, ran
+#: at 91.5 against 82.9 and 112.6 against 106.4 devices/s. ``mdmsim serve`` keeps 16 by default
+#: for clients that do wait (long polls, server-sent events).
+FLEET_SERVER_THREADS = 4
 
 
 def free_port() -> int:
