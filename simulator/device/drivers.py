@@ -47,6 +47,7 @@ def served_world_clock(client: httpx.Client, server: str) -> Now:
         offset = 0.0
     return lambda: datetime.fromtimestamp(time.time() + offset, UTC)
 
+
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 15.0
 #: Called after every exchange, e.g. by the CLI to print new transcript entries as they appear.
