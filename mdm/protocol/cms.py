@@ -30,6 +30,7 @@ from .x509 import PrivateKey, fingerprint_sha256, is_ca, verify_issued_by
 
 __all__ = [
     "CMSError",
+    "der_length",
     "Verified",
     "sign",
     "verify",
@@ -114,7 +115,8 @@ def _digest(name: str, data: bytes) -> bytes:
     return h.finalize()
 
 
-def _der_length(n: int) -> bytes:
+def der_length(n: int) -> bytes:
+    """The DER length octets for ``n`` content bytes (short form below 128, long form above)."""
     if n < 0x80:
         return bytes([n])
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
@@ -246,7 +248,7 @@ def _verify_common(
         if not isinstance(digest, bytes) or not hmac.compare_digest(digest, h.finalize()):
             return None
         inner = attrs.contents
-        signed = b"\x31" + _der_length(len(inner)) + inner
+        signed = b"\x31" + der_length(len(inner)) + inner
         algo = sig_algo.signature_algo
         pub = signer.public_key()
         if isinstance(pub, ec.EllipticCurvePublicKey) and algo == "ecdsa":
@@ -405,7 +407,7 @@ def _verify(
         # IMPLICIT field they are stored in. Re-tag the original bytes rather than re-encode them,
         # so a signer's non-canonical ordering still verifies.
         inner = attrs.contents
-        signed = b"\x31" + _der_length(len(inner)) + inner
+        signed = b"\x31" + der_length(len(inner)) + inner
     else:
         signed = data
     _check_signature(signer, si["signature"].native, signed, si["signature_algorithm"], digest_name)

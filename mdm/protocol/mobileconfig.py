@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import (
-    KeySerializationEncryption,
-    NoEncryption,
-    PrivateFormat,
-    pkcs12,
+from cryptography.hazmat.primitives.serialization import NoEncryption
+from cryptography.hazmat.primitives.serialization.pkcs12 import (
+    load_key_and_certificates,
+    serialize_key_and_certificates,
 )
 
-from . import cms
+from . import cms, pkcs12
 from .plist import PlistError, dumps, loads, plist_field, record_fields, record_from_dict, record_to_dict
 from .x509 import PrivateKey, cert_to_der
 
@@ -358,9 +356,6 @@ def parse(
     )
 
 
-PKCS12_KDF_ROUNDS = 1
-
-
 def pkcs12_identity(
     cert: x509.Certificate,
     key: PrivateKey,
@@ -372,29 +367,22 @@ def pkcs12_identity(
     """A PKCS#12 file for a ``com.apple.security.pkcs12`` payload.
 
     Encrypted with PBE-SHA1-3DES and a SHA-1 MAC rather than OpenSSL 3's AES/PBKDF2 default, because
-    Apple's profile installer has long only read the legacy format. One KDF round
-    (:data:`PKCS12_KDF_ROUNDS`): the password travels in the same payload, so iterations protect
-    nothing here, while 2048 of them cost ~2.4 ms per enrollment on the server and ~0.7 ms on the
-    device, a third of a fleet's enrollment CPU.
+    Apple's profile installer has long only read the legacy format; one iteration of the key
+    derivation and of the MAC, because the password travels in the same payload
+    (:mod:`mdm.protocol.pkcs12` says why that file is written there). Without a password: no
+    encryption, as ``cryptography`` writes it.
     """
-    encryption: KeySerializationEncryption = NoEncryption()
     if password:
-        encryption = (
-            PrivateFormat.PKCS12.encryption_builder()
-            .kdf_rounds(PKCS12_KDF_ROUNDS)
-            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-            .hmac_hash(hashes.SHA1())
-            .build(password.encode())
-        )
-    return pkcs12.serialize_key_and_certificates(
-        friendly_name.encode() if friendly_name else None, key, cert, list(cas) or None, encryption
+        return pkcs12.serialize_identity(cert, key, password, friendly_name, cas)
+    return serialize_key_and_certificates(
+        friendly_name.encode() if friendly_name else None, key, cert, list(cas) or None, NoEncryption()
     )
 
 
 def load_pkcs12(data: bytes, password: str) -> tuple[x509.Certificate, PrivateKey]:
     """The certificate and key in a PKCS#12 file; ValueError for a wrong password or missing parts."""
     try:
-        key, cert, _ = pkcs12.load_key_and_certificates(data, password.encode() if password else None)
+        key, cert, _ = load_key_and_certificates(data, password.encode() if password else None)
     except Exception as e:
         raise ValueError(f"cannot read PKCS#12: {e}"[:200]) from None
     if cert is None or key is None:

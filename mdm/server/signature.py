@@ -20,17 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from mdm.protocol.cms import der_length
 from mdm.protocol.x509 import is_ca
 
 __all__ = ["fast_verify", "fast_verify_embedded"]
 
-
-
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
 
 
 def fast_verify(
@@ -268,7 +262,7 @@ def _der_fast_verify(
                 break
         if signer is None:
             return None
-        signed = b"\x31" + _der_length(attrs_end - attrs_start) + der[attrs_start:attrs_end]
+        signed = b"\x31" + der_length(attrs_end - attrs_start) + der[attrs_start:attrs_end]
         pub = signer.public_key()
         if isinstance(pub, ec.EllipticCurvePublicKey) and sig_oid == _OID_ECDSA_SHA256:
             pub.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
