@@ -226,6 +226,7 @@ def test_tls_certificates_follow_the_wall_clock_not_the_world_clock() -> None:
 def test_the_load_fleets_async_driver_enforces_the_same_anchors() -> None:
     """Fleet devices (asyncio driver) trust the profile's anchors alone, exactly as single devices do."""
     from simulator.load.drivers import AsyncHTTPDriver, run_coroutine
+    from simulator.load.transport import LoadClient
 
     other = CertificateAuthority.create("Somebody else's CA", time_now())
     with World(devices=2, seed=43) as world, world.serve(tls=True) as served:
@@ -237,12 +238,13 @@ def test_the_load_fleets_async_driver_enforces_the_same_anchors() -> None:
 
         async def power_on(serial: str) -> str:
             device = world.fleet.add(world.identity(serial))
-            async with httpx.AsyncClient(verify=ctx, timeout=30) as client:
-                driver = AsyncHTTPDriver(client, now=world.clock.now)
-                try:
-                    await driver.run_until_home(device)
-                finally:
-                    await driver.aclose()
+            client = LoadClient(ssl_context=ctx, timeout=30)
+            driver = AsyncHTTPDriver(client, now=world.clock.now)
+            try:
+                await driver.run_until_home(device)
+            finally:
+                await driver.aclose()
+                await client.aclose()
             errors = [entry[3] for entry in device.transcript if entry[1] == "error"]
             return device.pane + " | " + " ".join(errors)
 

@@ -18,8 +18,10 @@ import httpx
 from oauthlib.oauth1 import Client as OAuthClient
 
 from simulator.device.drivers import served_world_clock
+from simulator.device.identity import DeviceIdentity
+from simulator.device.machine import Device, DeviceScript
 
-__all__ = ["WorldAdmin", "LoadSetupError", "GRAPH", "DEFAULT_SKIP_SETUP", "chunks"]
+__all__ = ["WorldAdmin", "LoadSetupError", "GRAPH", "DEFAULT_SKIP_SETUP", "chunks", "device_from_bundle"]
 
 GRAPH = "/intune/deviceManagement/depOnboardingSettings"
 DEP_HEADERS = {"User-Agent": "mdmsim-load/1", "X-Server-Protocol-Version": "3"}
@@ -207,3 +209,17 @@ class WorldAdmin:
 
     def clear_faults(self) -> None:
         _check(self.http.delete(f"{self.target}/_sim/faults"), "clearing faults")
+
+
+def device_from_bundle(bundle: dict[str, Any], script: DeviceScript | None = None) -> Device:
+    """A factory-fresh device from ``/_sim/devices/<serial>/identity``'s bundle.
+
+    Here rather than in the fleet module because Locust imports it too, and under gevent it must not
+    pull in the asyncio transport (httpcore imports trio when present, which gevent's ``select`` breaks)."""
+    return Device.create(
+        DeviceIdentity(**bundle["identity"]),
+        device_key=bundle["device_key_pem"],
+        device_cert=bundle["device_certificate_pem"],
+        apple_url=bundle["apple_url"],
+        script=script,
+    )

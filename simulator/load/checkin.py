@@ -22,6 +22,7 @@ from simulator.device.machine import Device
 from .drivers import AsyncHTTPDriver, run_coroutine
 from .fleet import ClientPool, FleetOptions, FleetRunner
 from .stats import LatencyStats
+from .transport import LoadClient
 
 __all__ = ["CheckinReport", "run_checkins", "floor_rate"]
 
@@ -91,7 +92,7 @@ async def _floor(url: str, seconds: float, concurrency: int) -> float:
     done = 0
     stop = time.monotonic() + seconds
     async with ClientPool(concurrency) as pool:
-        async def loop(client: httpx.AsyncClient) -> None:
+        async def loop(client: LoadClient) -> None:
             nonlocal done
             while time.monotonic() < stop:
                 r = await client.get(url)

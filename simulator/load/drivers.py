@@ -1,4 +1,5 @@
-"""Drivers that run device flows over ``httpx.AsyncClient``: thousands of devices on one event loop.
+"""Drivers that run device flows over :class:`~simulator.load.transport.LoadClient`: thousands of
+devices on one event loop.
 
 The flows are the very generators :class:`~simulator.device.drivers.HTTPDriver` runs (DESIGN.md
 rule 5); only ``send`` awaits. One client (one connection pool) serves every device of a fleet: a
@@ -13,13 +14,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import httpx
+import httpcore
 
 from simulator.device.agent import AgentRound
 from simulator.device.drivers import DEFAULT_TIMEOUT, StepLimitExceeded, _origin, _short, _untrusted
 from simulator.device.machine import Device, Flow, Now, Request, Response, wall_now
 
 from .stats import LatencyStats, endpoint_name
+from .transport import LoadClient, LoadHTTPError
 
 __all__ = ["AsyncHTTPDriver", "AsyncObserver", "run_coroutine"]
 
@@ -48,7 +50,7 @@ class AsyncHTTPDriver:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: LoadClient,
         *,
         now: Now | None = None,
         stats: LatencyStats | None = None,
@@ -61,16 +63,16 @@ class AsyncHTTPDriver:
         self.exchanges = 0
         # As HTTPDriver: ``client`` is the devices' system store; a request carrying ``trust`` (the MDM
         # server, when the profile has anchor certificates) goes through a client that trusts only those.
-        self._trusted: dict[tuple[str, ...], httpx.AsyncClient] = {}
+        self._trusted: dict[tuple[str, ...], LoadClient] = {}
 
-    def _client_for(self, request: Request) -> httpx.AsyncClient:
+    def _client_for(self, request: Request) -> LoadClient:
         if request.trust is None or not request.url.lower().startswith("https:"):
             return self.client
         client = self._trusted.get(request.trust)
         if client is None:
             from simulator.tls import anchor_context
 
-            client = httpx.AsyncClient(verify=anchor_context(request.trust), limits=httpx.Limits(max_connections=64))
+            client = LoadClient(ssl_context=anchor_context(request.trust), max_connections=64, timeout=self.timeout)
             self._trusted[request.trust] = client
         return client
 
@@ -86,17 +88,17 @@ class AsyncHTTPDriver:
             r = await self._client_for(request).request(
                 request.method, request.url, headers=request.headers, content=request.body, timeout=self.timeout
             )
-            response = Response(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
-        except httpx.ConnectError as exc:
-            if _untrusted(exc):
+            response = Response(r.status_code, r.headers, r.content)
+        except LoadHTTPError as exc:
+            if exc.timeout:
+                response = Response.network_error(f"{_origin(request.url)} did not answer in time")
+            elif _untrusted(exc):
                 response = Response.network_error(
                     f"server certificate not trusted: {_origin(request.url)}: {_short(exc)}")
-            else:
+            elif isinstance(exc.__cause__, httpcore.ConnectError):
                 response = Response.network_error(f"cannot connect to {_origin(request.url)}: {_short(exc)}")
-        except httpx.TimeoutException:
-            response = Response.network_error(f"{_origin(request.url)} did not answer in time")
-        except httpx.HTTPError as exc:
-            response = Response.network_error(f"{_origin(request.url)}: {_short(exc)}")
+            else:
+                response = Response.network_error(f"{_origin(request.url)}: {_short(exc)}")
         self.exchanges += 1
         if self.stats is not None:
             self.stats.record(endpoint_name(request.method, request.url), response.status,

@@ -16,8 +16,8 @@ the server pushes each device through the world's APNs, and devices learn of it 
 push events (``--wake push``, the default) or by polling ``/mdm/connect`` (``--wake poll``).
 
 Devices stay lean: one :class:`~simulator.device.machine.Device` (its ``DeviceState`` of strings)
-each, one shared ``httpx.AsyncClient``, timings in flat arrays. ``kb_per_idle_device`` is the growth
-of the process's RSS from before the identities were fetched to after every device went idle,
+each, a few shared :class:`~simulator.load.transport.LoadClient` pools, timings in flat arrays.
+``kb_per_idle_device`` is the growth of the process's RSS from before the identities were fetched to after every device went idle,
 divided by N: everything the fleet added, not an estimate of one object.
 """
 
@@ -35,12 +35,12 @@ from typing import Any, Literal
 
 import httpx
 
-from simulator.device.identity import DeviceIdentity
-from simulator.device.machine import Device, DeviceScript, Request, Response
+from simulator.device.machine import Device, Request, Response
 
-from .admin import WorldAdmin
+from .admin import WorldAdmin, device_from_bundle
 from .drivers import AsyncHTTPDriver, run_coroutine
 from .stats import LatencyStats, percentiles
+from .transport import LoadClient, LoadHTTPError
 
 __all__ = ["FleetOptions", "FleetReport", "FleetRunner", "run_fleet", "rss_mb", "device_from_bundle"]
 
@@ -63,17 +63,6 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
-
-
-def device_from_bundle(bundle: dict[str, Any], script: DeviceScript | None = None) -> Device:
-    """A factory-fresh device from ``/_sim/devices/<serial>/identity``'s bundle."""
-    return Device.create(
-        DeviceIdentity(**bundle["identity"]),
-        device_key=bundle["device_key_pem"],
-        device_cert=bundle["device_certificate_pem"],
-        apple_url=bundle["apple_url"],
-        script=script,
-    )
 
 
 @dataclass
@@ -122,7 +111,7 @@ class FleetReport:
 
 
 class ClientPool:
-    """A few small ``httpx.AsyncClient`` pools shared by all devices, plus one for the admin.
+    """A few small :class:`LoadClient` pools shared by all devices, plus one for the admin.
 
     Why not one big pool: httpcore's pool scans every connection for every queued request, so one
     client with 64 busy connections spends more CPU choosing a connection than sending the request.
@@ -130,12 +119,11 @@ class ClientPool:
     """
 
     def __init__(self, slots: int, *, per_client: int = 4, timeout: float = 60.0) -> None:
-        ssl_context = httpx.create_ssl_context()  # made once: each client would otherwise build its own
+        ssl_context = httpx.create_ssl_context()  # made once: the system's trust store, as httpx uses
         count = max(1, -(-slots // per_client))
-        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
-        self.clients = [httpx.AsyncClient(limits=limits, timeout=timeout, verify=ssl_context)
+        self.clients = [LoadClient(max_connections=per_client, ssl_context=ssl_context, timeout=timeout)
                         for _ in range(count)]
-        self.admin = httpx.AsyncClient(limits=httpx.Limits(max_connections=8), timeout=timeout, verify=ssl_context)
+        self.admin = LoadClient(max_connections=8, ssl_context=ssl_context, timeout=timeout)
 
     async def __aenter__(self) -> ClientPool:
         return self
@@ -148,7 +136,7 @@ class ClientPool:
 class _CommandBatcher:
     """Collects enrolled UDIDs; one DeviceInformation enqueue per batch, each waiter told when done."""
 
-    def __init__(self, client: httpx.AsyncClient, mdm_url: str, batch: int, wait_s: float,
+    def __init__(self, client: LoadClient, mdm_url: str, batch: int, wait_s: float,
                  stats: LatencyStats) -> None:
         self.client = client
         self.url = f"{mdm_url}/api/v1/commands"
@@ -189,7 +177,7 @@ class _CommandBatcher:
         try:
             r = await self.client.post(self.url, json=body, timeout=120.0)
             status = r.status_code
-        except httpx.HTTPError:
+        except LoadHTTPError:
             status = 0
         self.stats.record("POST /mdm/api/v1/commands", status, (time.perf_counter() - started) * 1000.0)
         for _, future in batch:

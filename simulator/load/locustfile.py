@@ -33,8 +33,7 @@ from locust.runners import WorkerRunner
 from requests import Response as RequestsResponse
 from requests import Session
 
-from simulator.load.admin import GRAPH, LoadSetupError, WorldAdmin
-from simulator.load.fleet import device_from_bundle
+from simulator.load.admin import GRAPH, LoadSetupError, WorldAdmin, device_from_bundle
 from simulator.load.locust_driver import LocustDriver
 
 log = logging.getLogger("mdmsim.locust")

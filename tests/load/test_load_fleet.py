@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
-
 from simulator import World
 from simulator.device.machine import Device
 from simulator.load.drivers import AsyncHTTPDriver, run_coroutine
 from simulator.load.fleet import FleetOptions, device_from_bundle, run_fleet
 from simulator.load.server import free_port
 from simulator.load.stats import LatencyStats, endpoint_name, percentiles
+from simulator.load.transport import LoadClient
 
 
 def test_a_fleet_enrolls_and_acknowledges_device_information() -> None:
@@ -39,8 +38,11 @@ def test_an_unreachable_server_becomes_a_transcript_entry_not_an_exception() -> 
         device: Device = device_from_bundle(bundle)
 
         async def power_on() -> str:
-            async with httpx.AsyncClient() as client:
+            client = LoadClient()
+            try:
                 return await AsyncHTTPDriver(client, stats=LatencyStats()).run_until_home(device)
+            finally:
+                await client.aclose()
 
         assert run_coroutine(power_on()) == "setup"  # asyncio.run fails after the browser tests' loop
         assert device.transcript[-1][:2] == ("Activation", "error")
