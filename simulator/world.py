@@ -170,6 +170,7 @@ class World:
         if self.control.get_setting("seeded") is None:
             self._seed(devices)
         if self.data_dir is None:
+            self.control.flush_traffic()  # seeding's own requests belong in the snapshot
             self._snapshots = {name: store.snapshot() for name, store in self._stores.items()}
 
     # -- construction ------------------------------------------------------------------------------
@@ -548,7 +549,7 @@ class World:
                 store.wipe()
             self.clock = Clock(self._stores["world"], start=None)
             self._seed(self._initial_devices)
-        self.control.recent.clear()
+        self.control.forget_unstored()
 
     # -- HTTP --------------------------------------------------------------------------------------
     @property

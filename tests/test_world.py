@@ -33,6 +33,24 @@ def test_traffic_counts_requests_per_party_endpoint_and_status(world: World) -> 
     assert counts["dep"]["get_account"]["401"] == 2
 
 
+@pytest.mark.parametrize("on_disk", [False, True], ids=["in-memory", "data-dir"])
+def test_traffic_counts_stay_exact_across_reads_resets_and_clears(on_disk: bool, tmp_path) -> None:
+    """In memory, counts gather in the process and reach the store on read; on disk, every response
+    writes. Either way a reader sees every response so far, and a reset or a clear forgets them."""
+    with World(devices=2, seed=8, data_dir=tmp_path if on_disk else None) as world:
+        for expected in (1, 2, 3):  # reading flushes; counting goes on after each read
+            world.http.get("/apple/dep/account")
+            assert world.traffic()["dep"]["get_account"]["401"] == expected
+        world.http.get("/apple/dep/account")
+        world.reset()  # the world as seeded: requests after the snapshot are forgotten, unread ones too
+        assert "get_account" not in world.traffic().get("dep", {})
+        world.http.get("/apple/dep/account")
+        assert world.http.delete("/_sim/traffic").status_code in (200, 204)
+        assert "get_account" not in world.traffic().get("dep", {})
+        world.http.get("/apple/dep/account")
+        assert world.traffic()["dep"]["get_account"] == {"401": 1}
+
+
 def test_faults_script_depsim_responses_then_clear(world: World) -> None:
     script = {"get_session_responses": [{"count": 2, "response": "forbidden_t_c_not_signed"}]}
     assert world.http.post("/_sim/faults", json=script).status_code == 200

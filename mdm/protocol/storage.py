@@ -119,6 +119,12 @@ class Store:
         else:
             yield
 
+    @property
+    def in_memory(self) -> bool:
+        """True when this object is the only way to the data (one connection in this process), so a
+        writer may keep something in memory and still answer every reader exactly."""
+        return self._shared is not None
+
     # -- memos (in-memory stores only) ----------------------------------------------------------------
     def cached(self, key: str, load: Callable[[], T]) -> T:
         """``load()``'s value, kept until :meth:`forget` (or a restore or wipe) in an in-memory store.
@@ -161,16 +167,24 @@ class Store:
             self._memo.clear()
 
     def wipe(self) -> None:
-        """Drop every table and run the migrations again (used to reset a world kept on disk)."""
-        with self.transaction() as db:
-            names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            db.execute("PRAGMA foreign_keys=OFF")
-            for name in names:
-                if not name.startswith("sqlite_"):
-                    db.execute(f'DROP TABLE IF EXISTS "{name}"')
-            db.execute("PRAGMA user_version=0")
-            self._migrate(db)
-            self._memo.clear()
+        """Drop every table and run the migrations again (used to reset a world kept on disk).
+
+        Foreign keys are switched off around the transaction: SQLite ignores that pragma inside one,
+        and dropping a parent table before its children would fail."""
+        with self._guard():
+            connection = self._connection()
+            connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with self.transaction() as db:
+                    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+                    for name in names:
+                        if not name.startswith("sqlite_"):
+                            db.execute(f'DROP TABLE IF EXISTS "{name}"')
+                    db.execute("PRAGMA user_version=0")
+                    self._migrate(db)
+                    self._memo.clear()
+            finally:
+                connection.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         with self._lock:
