@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from simulator import World
@@ -49,6 +50,28 @@ def test_traffic_counts_stay_exact_across_reads_resets_and_clears(on_disk: bool,
         assert "get_account" not in world.traffic().get("dep", {})
         world.http.get("/apple/dep/account")
         assert world.traffic()["dep"]["get_account"] == {"401": 1}
+
+
+def test_the_worlds_client_answers_in_process_calls_like_httpx_would(world: World) -> None:
+    """Plain calls to the world take a shortcut around httpx's models; what a caller sees is the same
+    as on httpx's own path (``params`` forces that one): status, headers, body, request, errors."""
+    fast = world.http.get("/apple/dep/account")
+    slow = world.http.get("/apple/dep/account", params={})
+    assert fast.status_code == slow.status_code == 401
+    assert fast.content == slow.content and fast.headers["content-type"] == slow.headers["content-type"]
+    assert fast.request.url == "http://mdmsim.invalid/apple/dep/account" == slow.request.url
+    assert world.traffic()["dep"]["get_account"] == {"401": 2}  # both went through the world's middleware
+    missing = world.http.get("http://mdmsim.invalid/_sim/no%20such?x=1")
+    assert missing.status_code == 404 and missing.url.path == "/_sim/no such"
+    with pytest.raises(httpx.HTTPStatusError, match="404"):
+        missing.raise_for_status()
+    before = world.clock.now()
+    moved = world.http.post("/_sim/clock", json={"advance_seconds": 3600})  # a JSON body arrives intact
+    assert moved.status_code == 200 and (world.clock.now() - before).total_seconds() >= 3600
+    # the world's own token goes with every in-process call to a protected surface, unless one is given
+    world.control.set_setting("api_token", "t0ken")
+    assert world.http.get("/_sim/traffic").status_code == 200
+    assert world.http.get("/_sim/traffic", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
 def test_faults_script_depsim_responses_then_clear(world: World) -> None:
