@@ -157,6 +157,10 @@ class World:
             idp_url=lambda: f"{self.url}/idp/adfs/services/trust/13/UsernameMixed",
             webhook_urls=lambda: [WebhookSubscription(f"{self.controller_url}/webhooks/mdm", MDM_EVENT_TOPICS)],
             seed=seed, synchronous=synchronous_push, organization=organization,
+            # Every outbound call of a world (APNs, the controller's webhook) is in process, so threads
+            # only keep it off the device's request, and more of them just contend for the GIL: two
+            # instead of eight gave ~5 % more devices/s and a tenth less kernel time in fleet runs.
+            outbound_workers=2,
             identity_days=730,  # outlives the one-year push certificate, so renewing it is the only fix needed
         )
         self.controller = Controller(

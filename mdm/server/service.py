@@ -140,6 +140,7 @@ class MDMService:
         webhook_urls: Callable[[], Iterable[str | WebhookSubscription]] = lambda: (),
         seed: int | None = None,
         synchronous: bool = False,
+        outbound_workers: int = 8,
         identity_key: Literal["ec", "rsa"] = "ec",
         identity_days: int = 365,
         inflight_lease_s: float = 600.0,
@@ -158,7 +159,7 @@ class MDMService:
         self.identity_days = identity_days
         self.inflight_lease_s = inflight_lease_s
         self.organization = organization
-        self.outbound = Dispatcher(synchronous=synchronous)
+        self.outbound = Dispatcher(synchronous=synchronous, workers=outbound_workers)
         # Parsed-CA cache keyed by the stored PEM: the store stays the truth (a world reset or another
         # process may replace it), but the hot path does not re-parse a key on every check-in.
         self._ca_cache: tuple[bytes, CertificateAuthority] | None = None
