@@ -848,11 +848,11 @@ class _WorldClient(httpx.Client):
             given.setdefault("content-type", "application/json")
         if body or method.upper() in ("POST", "PUT", "PATCH"):
             given.setdefault("content-length", str(len(body)))
-        if "authorization" not in given:
+        defaults = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers.raw]
+        if "authorization" not in given and "authorization" not in self.headers:  # as World._authorize
             token = self._world.control.get_setting("api_token")
             if token:
                 given["authorization"] = f"Bearer {token}"
-        defaults = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers.raw]
         for name, value in [*defaults, *given.items()]:
             key = name.upper().replace("-", "_")
             environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
