@@ -299,8 +299,8 @@ class MDMService:
             self._record_identity(db, cert, udid, now.timestamp())
         return cert, key
 
-    @staticmethod
-    def _record_identity(db: sqlite3.Connection, cert: x509.Certificate, udid: str, now: float) -> None:
+    def _record_identity(self, db: sqlite3.Connection, cert: x509.Certificate, udid: str, now: float) -> None:
+        self.store.forget(_owner_key(cert))
         db.execute(
             "INSERT OR REPLACE INTO identities (serial, udid, fingerprint, not_after, issued_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -429,11 +429,15 @@ class MDMService:
 
     def _check_owner(self, signer: x509.Certificate, device_id: str) -> None:
         """The signing identity must have been issued for this device: no device speaks for another."""
-        with self.store.read() as db:
-            row = db.execute(
-                "SELECT udid FROM identities WHERE serial = ?", (format(signer.serial_number, "x"),)
-            ).fetchone()
-        owner = row[0] if row is not None else identity_owner(signer)
+        def load() -> str | None:
+            with self.store.read() as db:
+                row = db.execute(
+                    "SELECT udid FROM identities WHERE serial = ?", (format(signer.serial_number, "x"),)
+                ).fetchone()
+            return row[0] if row is not None else None
+
+        # Memoised in memory (every check-in asks; an identity's owner is written once, at issue).
+        owner = self.store.cached(_owner_key(signer), load) or identity_owner(signer)
         if owner != device_id:
             raise MDMError(403, f"identity certificate belongs to {owner!r}, not to {device_id!r}"[:300])
 
@@ -877,3 +881,8 @@ class MDMService:
                 "SELECT bootstrap_token FROM enrollments WHERE id = ?", (enrollment_id,)
             ).fetchone()
         return bytes(row[0]) if row is not None and row[0] is not None else None
+
+
+def _owner_key(cert: x509.Certificate) -> str:
+    """The memo key of "which UDID was this identity issued for"."""
+    return f"identity-owner:{cert.serial_number:x}"

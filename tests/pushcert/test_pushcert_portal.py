@@ -114,6 +114,10 @@ def test_apns_accepts_only_a_current_certificate_for_its_own_topic(stack: Stack)
     new_cert = x509.load_pem_x509_certificate(renewed["certificate"].encode())
     assert new_cert.subject.get_attributes_for_oid(UID_OID)[0].value == topic
     assert _push(stack, topic, der_b64(new_cert)).status_code == 200
+    # Revoked after it pushed: APNs's next look at it must see the revocation.
+    stack.apple("POST", f"/api/certificates/{renewed['id']}/revoke")
+    assert _push(stack, topic, der_b64(new_cert)).json() == {"reason": "BadCertificate"}
+    assert stack.pushcert.is_current(new_cert)[1].startswith("revoked:")
 
 
 def test_device_registers_its_token_for_a_topic(stack: Stack) -> None:

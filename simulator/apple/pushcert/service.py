@@ -264,6 +264,7 @@ class PushCertificateService:
                 "UPDATE certificates SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
                 (self.clock.timestamp(), cert_id),
             )
+            self._forget_checks(db)
         return self.get(cert_id)
 
     def _issue(
@@ -287,6 +288,7 @@ class PushCertificateService:
         )
         now = self.clock.now()
         cert = self.certificate_authority().issue_for_csr(csr, now, VALIDITY_DAYS, subject=subject, client_auth=True)
+        self._forget_checks(db)
         db.execute(
             "INSERT INTO certificates (id, apple_id, topic, generation, serial, fingerprint, pem, not_before, "
             "not_after, issued_at, renewed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -370,11 +372,10 @@ class PushCertificateService:
             self._signed_by_ca[fingerprint] = signed
         if not signed:
             return CurrentCheck(False, "untrusted", "not issued by Apple's push certification authority")
-        with self.store.read() as db:
-            row = db.execute("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,)).fetchone()
-            if row is None:
-                return CurrentCheck(False, "unknown", "Apple has no record of this certificate")
-            latest = _latest(db, row["topic"])
+        found = self.store.cached(f"{_CHECK_MEMO}{fingerprint}", lambda: self._record_and_latest(fingerprint))
+        if found is None:
+            return CurrentCheck(False, "unknown", "Apple has no record of this certificate")
+        row, latest = found
         now = self.clock.timestamp()
         if row["revoked_at"] is not None:
             return CurrentCheck(False, "revoked", f"revoked at {_iso(row['revoked_at'])}")
@@ -385,6 +386,17 @@ class PushCertificateService:
         if latest["id"] != row["id"]:
             return CurrentCheck(False, "replaced", f"renewed: serial {latest['serial']} replaces it")
         return CurrentCheck(True, "current", f"current push certificate for {row['topic']}")
+
+    def _record_and_latest(self, fingerprint: str) -> tuple[sqlite3.Row, sqlite3.Row] | None:
+        with self.store.read() as db:
+            row = db.execute("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,)).fetchone()
+            return None if row is None else (row, _latest(db, row["topic"]))
+
+    def _forget_checks(self, db: sqlite3.Connection) -> None:
+        """Inside a transaction that issues or revokes: every memoised check may now answer otherwise
+        (a renewal replaces its predecessor), and there are only a handful of certificates."""
+        for (fingerprint,) in db.execute("SELECT fingerprint FROM certificates"):
+            self.store.forget(f"{_CHECK_MEMO}{fingerprint}")
 
     def is_current(self, cert: x509.Certificate) -> tuple[bool, str]:
         """APNs' ``certificate_check`` hook: ``(ok, "<code>: <sentence>")``.
@@ -414,6 +426,9 @@ def _row(db: sqlite3.Connection, cert_id: str) -> sqlite3.Row:
     if row is None:
         raise PushCertError(404, f"no push certificate {cert_id!r}"[:200])
     return row
+
+
+_CHECK_MEMO = "pushcert-check:"  # + fingerprint: (record, latest of its topic), or None when unknown
 
 
 def _latest(db: sqlite3.Connection, topic: str) -> sqlite3.Row:
