@@ -361,9 +361,11 @@ class Controller:
         self._start(claim)
 
     def _claim(self, token_id: str, *, manual: bool) -> _Claim:
-        now = self.clock.timestamp()
         expired_at: float | None = None
         with self.store.transaction() as db:
+            # Read the time once the write lock is held: read before, it can precede a claim another
+            # worker made meanwhile, and its Retry-After would exceed the window (601 of 600 s).
+            now = self.clock.timestamp()
             self._expire_overdue_in(db, now, token_id)
             row = self._token(db, token_id)
             if row["token_type"] != "dep":
