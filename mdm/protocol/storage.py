@@ -136,7 +136,7 @@ class Store:
         transaction keeps the memo exact. A store on disk may be written by other processes (gunicorn
         workers), so there ``load`` runs every time.
         """
-        if self._shared is None:
+        if not self.in_memory:
             return load()
         memo = self._memo
         value = memo.get(key, _MISSING)  # a hit takes no lock: one dict read is atomic, and a

@@ -17,8 +17,9 @@ push events (``--wake push``, the default) or by polling ``/mdm/connect`` (``--w
 
 Devices stay lean: one :class:`~simulator.device.machine.Device` (its ``DeviceState`` of strings)
 each, a few shared :class:`~simulator.load.transport.LoadClient` pools, timings in flat arrays.
-``kb_per_idle_device`` is the growth of the process's RSS from before the identities were fetched to after every device went idle,
-divided by N: everything the fleet added, not an estimate of one object.
+``kb_per_idle_device`` is the growth of the process's RSS from before the identities were fetched
+to after every device went idle, divided by N: everything the fleet added, not an estimate of one
+object.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class ClientPool:
     """
 
     def __init__(self, slots: int, *, per_client: int = 4, timeout: float = 60.0) -> None:
-        ssl_context = httpx.create_ssl_context()  # made once: the system's trust store, as httpx uses
+        ssl_context = httpx.create_ssl_context()  # made once, with httpx's default trust (certifi)
         count = max(1, -(-slots // per_client))
         self.clients = [LoadClient(max_connections=per_client, ssl_context=ssl_context, timeout=timeout)
                         for _ in range(count)]
