@@ -6,8 +6,6 @@ or a 500: the portal's users are people and scripts setting up a demo, and they 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
@@ -16,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_body
 
-from .service import SERIAL_PATTERN, PortalError, PortalService
+from .serials import serials_from_csv
+from .service import PortalError, PortalService
 
 __all__ = ["create_app"]
 
@@ -36,23 +35,6 @@ def _json_object() -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PortalError(400, "the request body must be a JSON object")
     return value
-
-
-def _serials_from_csv(raw: bytes) -> list[str]:
-    """One serial per line (first column), an optional header line skipped."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PortalError(400, "the CSV is not UTF-8") from None
-    serials: list[str] = []
-    for number, row in enumerate(csv.reader(io.StringIO(text))):
-        if not row or not row[0].strip():
-            continue
-        value = row[0].strip()
-        if number == 0 and not SERIAL_PATTERN.match(value):
-            continue  # header such as "Serial Number"
-        serials.append(value)
-    return serials
 
 
 def _serial_list(value: Any) -> list[str]:
@@ -183,7 +165,7 @@ def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask
 
     def assignment_request() -> tuple[str | None, list[str] | None, str | None]:
         if (request.mimetype or "").lower() in ("text/csv", "text/plain"):
-            return request.args.get("server_uuid") or None, _serials_from_csv(read_body()), None
+            return request.args.get("server_uuid") or None, serials_from_csv(read_body()), None
         body = _json_object()
         serials = body.get("serial_numbers")
         order_number = _optional_str(body, "order_number")

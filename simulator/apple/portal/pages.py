@@ -8,48 +8,22 @@ a ``curl`` line, so these pages do by hand what ``/api/…`` does for scripts, t
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from .serials import serials_from_csv, serials_from_text
 from .service import SERIAL_PATTERN, PortalError, PortalService
 
 __all__ = ["create_blueprint"]
 
 PAGE_SIZE = 100
 MAX_UPLOAD = 1_048_576
-_SEPARATORS = re.compile(r"[\s,;]+")
 NOTICES = {
     "server-added": "MDM server added. Next: upload its public key, then download its token.",
     "key-uploaded": "Public key uploaded. You can download the server token now.",
 }
-
-
-def serials_from_text(text: str) -> list[str]:
-    """Serial numbers typed or pasted one per line, or separated by commas or spaces."""
-    return [s.upper() for s in _SEPARATORS.split(text) if s]
-
-
-def serials_from_csv(data: bytes) -> list[str]:
-    """The first column of each row; a first row that is not a serial number is a header."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PortalError(400, "the CSV file is not UTF-8 text") from None
-    serials: list[str] = []
-    try:
-        for number, row in enumerate(csv.reader(io.StringIO(text))):
-            value = row[0].strip().upper() if row else ""
-            if not value or (number == 0 and not SERIAL_PATTERN.match(value)):
-                continue
-            serials.append(value)
-    except csv.Error as exc:
-        raise PortalError(400, f"the CSV file could not be read: {exc}") from None
-    return serials
 
 
 def _check(serials: list[str]) -> list[str]:
