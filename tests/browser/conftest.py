@@ -1,7 +1,8 @@
 """Browser tests: fixtures for a served world and a Chromium page (Playwright, the system's Chromium).
 
-Chromium is not downloaded: ``/usr/bin/chromium`` (Debian's) is used. Without it these tests fail
-with the command that installs it: a silently skipped UI suite would hide a broken page.
+Chromium is not downloaded: ``/usr/bin/chromium`` (Debian's) is used, which ``scripts/test`` installs.
+Without it these tests fail with the command that installs it: a silently skipped UI suite would hide
+a broken page.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def browser() -> Iterator[Any]:
     except ImportError:
         _unavailable("the playwright package is not installed")
     if not Path(CHROMIUM).exists():
-        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+        _unavailable(
+            f"no Chromium at {CHROMIUM}: run scripts/test as root or with sudo, or install it with "
+            "`sudo apt-get install -y chromium` (or point MDMSIM_CHROMIUM at a Chromium binary)"
+        )
     with sync_playwright() as playwright:
         try:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
