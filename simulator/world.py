@@ -36,9 +36,10 @@ from mdm.controller import http as controller_http
 from mdm.controller.service import MDM_EVENT_TOPICS, Controller
 from mdm.controller.store import open_controller_store
 from mdm.dashboard import http as dashboard_http
-from mdm.protocol.clock import Clock, isoformat
-from mdm.protocol.storage import Store
-from mdm.protocol.web import ENDPOINT_ENVIRON_KEY, PARTY_ENVIRON_KEY, create_party_app, json_response
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
+from mdm.platform.web import ENDPOINT_ENVIRON_KEY, PARTY_ENVIRON_KEY, create_party_app, json_response
+from mdm.protocol.isotime import isoformat
 from mdm.protocol.x509 import CertificateAuthority, cert_to_pem, key_to_pem, seeded_key
 from mdm.server import http as mdm_http
 from mdm.server.push import WebhookSubscription

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mdm.protocol.clock import Clock, ClockError, isoformat, parse_iso
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock, ClockError
+from mdm.platform.storage import Store
+from mdm.protocol.isotime import IsoTimeError, isoformat, parse_iso
 
 
 def test_clock_advances_and_never_runs_backwards() -> None:
@@ -73,7 +74,7 @@ def test_memos_are_loaded_once_per_change_in_memory_and_never_on_disk(tmp_path) 
 def test_parse_iso_rejects_naive_and_garbage() -> None:
     assert parse_iso("2026-01-01T00:00:00Z") == datetime(2026, 1, 1, tzinfo=UTC)
     for bad in ("2026-01-01T00:00:00", "yesterday", 5):
-        with pytest.raises(ClockError):
+        with pytest.raises(IsoTimeError):
             parse_iso(bad)  # type: ignore[arg-type]
 
 

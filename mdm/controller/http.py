@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_json
+from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_json
 
 from .service import Controller, GraphError
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -31,9 +30,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol import x509 as mx509
-from mdm.protocol.clock import Clock, isoformat
-from mdm.protocol.storage import Store
+from mdm.protocol.isotime import iso_from_timestamp, isoformat
 
 from .errors import GraphError
 
@@ -50,14 +50,6 @@ MISSING_MESSAGE = (
 )
 
 
-def _iso(ts: float | None) -> str | None:
-    return isoformat(datetime.fromtimestamp(ts, UTC)) if ts is not None else None
-
-
-def _topic_of(cert: x509.Certificate) -> str | None:
-    values = cert.subject.get_attributes_for_oid(mx509.UID_OID)
-    value = values[0].value if values else None
-    return value if isinstance(value, str) and value.startswith("com.apple.mgmt.") else None
 
 
 class PushCertificates:
@@ -129,7 +121,7 @@ class PushCertificates:
         """
         try:
             cert, cert_pem, key_pem, apple_id, used_pending = self._check_upload(body)
-            topic = _topic_of(cert)
+            topic = mx509.push_topic(cert)
             assert topic is not None
             self._deliver(cert_pem, key_pem)
         except GraphError as exc:
@@ -194,7 +186,7 @@ class PushCertificates:
             raise GraphError(
                 400, "invalidCertificate", "certificate is not a PEM certificate: upload the .pem Apple issued"
             ) from None
-        if _topic_of(cert) is None:
+        if mx509.push_topic(cert) is None:
             raise GraphError(
                 400,
                 "invalidCertificate",
@@ -276,13 +268,13 @@ class PushCertificates:
             warnings.append(MISSING_MESSAGE)
         if expired:
             warnings.append(
-                f"The Apple MDM push certificate expired at {_iso(not_after)}: devices cannot be woken. Renew "
+                f"The Apple MDM push certificate expired at {iso_from_timestamp(not_after)}: devices cannot be woken. Renew "
                 f"it at Apple's Push Certificates Portal with the same Apple ID ({row['apple_identifier']}) "
                 "and upload the renewed certificate; enrolled devices keep working without enrolling again."
             )
         elif soon:
             warnings.append(
-                f"The Apple MDM push certificate expires in {days_left} day(s), at {_iso(not_after)}: renew "
+                f"The Apple MDM push certificate expires in {days_left} day(s), at {iso_from_timestamp(not_after)}: renew "
                 f"it with the same Apple ID ({row['apple_identifier']}) before then."
             )
         if stale:
@@ -295,9 +287,9 @@ class PushCertificates:
             "id": row["graph_id"] if row is not None else None,
             "appleIdentifier": row["apple_identifier"] if topic is not None else None,
             "topicIdentifier": topic,
-            "expirationDateTime": _iso(not_after),
+            "expirationDateTime": iso_from_timestamp(not_after),
             "certificateSerialNumber": row["serial"] if topic is not None else None,
-            "lastModifiedDateTime": _iso(row["modified_at"]) if row is not None else None,
+            "lastModifiedDateTime": iso_from_timestamp(row["modified_at"]) if row is not None else None,
             "certificateUploadStatus": row["upload_status"] if row is not None else "notUploaded",
             "certificateUploadFailureReason": row["failure_reason"] if row is not None else None,
             "expired": expired,

@@ -19,22 +19,22 @@ import base64
 import binascii
 import json
 import math
-import plistlib
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol import cms
 from mdm.protocol import x509 as mx509
-from mdm.protocol.clock import Clock, ClockError, isoformat, parse_iso
-from mdm.protocol.storage import Store
+from mdm.protocol.isotime import IsoTimeError, iso_from_timestamp, parse_iso
+from mdm.protocol.webhook import WebhookError, parse_event
 
 from . import profiles as profile_rules
 from .depclient import DEPClient, DEPError, OAuthCredentials, TermsNotSigned
@@ -48,7 +48,6 @@ DEFAULT_THROTTLE_RETRY_S = 60.0
 MAX_TOKEN_CHARS = 65_536
 MAX_SERIALS_PER_REQUEST = 10_000
 MAX_PROFILES_PER_TOKEN = 1000
-MAX_EVENT_PAYLOAD = 256 * 1024
 #: The MDM webhook topics the controller subscribes to: the check-in messages that change what Graph
 #: shows (serial ↔ UDID, enrollment state, last contact), and reports on EraseDevice (``pendingReset``).
 #: Other command reports (``mdm.Connect``, two or more per device and command) are left out: every
@@ -80,9 +79,6 @@ class _Claim:
 def _ceil(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9))
 
-
-def _iso(ts: float | None) -> str | None:
-    return isoformat(datetime.fromtimestamp(ts, UTC)) if ts is not None else None
 
 
 def _not_found(what: str, ident: str) -> GraphError:
@@ -259,7 +255,7 @@ class Controller:
             raise GraphError(
                 400,
                 "depTokenExpired",
-                f"the DEP token expired at {_iso(expiry)}: download a new one from the portal",
+                f"the DEP token expired at {iso_from_timestamp(expiry)}: download a new one from the portal",
             )
         client = DEPClient(
             self.http, self.dep_url(), credentials, sleep=self.sleep, protocol_version=self.protocol_version
@@ -328,7 +324,7 @@ class Controller:
             raise GraphError(400, "invalidDepToken", "the DEP token lacks its OAuth credentials")
         try:
             expiry = parse_iso(data.get("access_token_expiry")).timestamp()
-        except ClockError:
+        except IsoTimeError:
             raise GraphError(
                 400, "invalidDepToken", "the DEP token has no valid access_token_expiry"
             ) from None
@@ -407,7 +403,7 @@ class Controller:
     @staticmethod
     def _expired_message(expired_at: float) -> str:
         return (
-            f"the DEP token expired at {_iso(expired_at)}; syncing has stopped: download a new token "
+            f"the DEP token expired at {iso_from_timestamp(expired_at)}; syncing has stopped: download a new token "
             "from Apple Business Manager and upload it"
         )
 
@@ -484,9 +480,9 @@ class Controller:
             return GraphError(
                 409,
                 "syncInProgress",
-                f"the sync requested at {_iso(row['sync_triggered_at'])} {state}; each sync request has "
+                f"the sync requested at {iso_from_timestamp(row['sync_triggered_at'])} {state}; each sync request has "
                 f"{int(self.rules.window_s // 60)} minutes to finish, so the next one can "
-                f"start at {_iso(until)}",
+                f"start at {iso_from_timestamp(until)}",
                 retry_after=_ceil(until - now),
             )
         interval = self.rules.manual_interval_s
@@ -497,7 +493,7 @@ class Controller:
                     429,
                     "syncTooFrequent",
                     f"a manual sync may run every {int(interval // 60)} minutes; the next at "
-                    f"{_iso(ready)}",
+                    f"{iso_from_timestamp(ready)}",
                     retry_after=_ceil(ready - now),
                 )
         return None
@@ -900,7 +896,7 @@ class Controller:
         for serial, status in statuses.items():
             item: dict[str, Any] = {"serialNumber": serial, "status": status}
             if status == "THROTTLED":
-                item["retryAfterDateTime"] = _iso(retry_at)
+                item["retryAfterDateTime"] = iso_from_timestamp(retry_at)
             results.append(item)
         return results
 
@@ -1003,30 +999,14 @@ class Controller:
         "unenrolled"); an acknowledged EraseDevice means ``pendingReset``; ``mdm.EnrollmentFailed``
         (our server's extension, sent when it refuses an enrollment) means ``failed``.
         """
-        if not isinstance(event, dict) or not isinstance(event.get("topic"), str):
-            raise GraphError(400, "badRequest", "an MDM event is a JSON object with a topic")
-        topic = event["topic"]
-        part = event.get("checkin_event") or event.get("acknowledge_event") or {}
-        if not isinstance(part, dict):
-            raise GraphError(400, "badRequest", "checkin_event/acknowledge_event must be objects")
-        payload: dict[str, Any] = {}
-        raw = part.get("raw_payload")
-        if raw is not None:
-            if not isinstance(raw, str) or len(raw) > MAX_EVENT_PAYLOAD:
-                raise GraphError(400, "badRequest", "raw_payload must be base64 text")
-            try:
-                decoded = plistlib.loads(base64.b64decode(raw, validate=True))
-            except (binascii.Error, ValueError, plistlib.InvalidFileException):
-                raise GraphError(400, "badRequest", "raw_payload is not a base64 plist") from None
-            payload = decoded if isinstance(decoded, dict) else {}
-        udid = payload.get("UDID") or part.get("udid")
-        serial = payload.get("SerialNumber") or event.get("serial_number") or part.get("serial_number")
-        request_type = part.get("request_type") or payload.get("RequestType")
-        status = part.get("status") or payload.get("Status")
+        try:
+            parsed = parse_event(event)
+        except WebhookError as exc:
+            raise GraphError(400, "badRequest", str(exc)) from None
+        topic, udid, serial = parsed.topic, parsed.udid, parsed.serial_number
+        request_type, status = parsed.request_type, parsed.status
         # The topic the device enrolled with: compared with the push certificate's after a topic change.
-        enrolled_topic = payload.get("Topic") if topic in ("mdm.Authenticate", "mdm.TokenUpdate") else None
-        if not isinstance(enrolled_topic, str):
-            enrolled_topic = None
+        enrolled_topic = parsed.enrolled_topic
         state = {
             "mdm.TokenUpdate": "enrolled",
             "mdm.CheckOut": "unknown",
@@ -1121,9 +1101,9 @@ class Controller:
             "tokenName": row["token_name"],
             "tokenType": row["token_type"],
             "appleIdentifier": row["apple_identifier"],
-            "tokenExpirationDateTime": _iso(row["token_expiration"]),
-            "lastModifiedDateTime": _iso(row["modified_at"]),
-            "createdDateTime": _iso(row["created_at"]),
+            "tokenExpirationDateTime": iso_from_timestamp(row["token_expiration"]),
+            "lastModifiedDateTime": iso_from_timestamp(row["modified_at"]),
+            "createdDateTime": iso_from_timestamp(row["created_at"]),
             "dataSharingConsentGranted": False,
             "shareTokenWithSchoolDataSyncService": False,
             "appleServerName": row["server_name"],
@@ -1131,15 +1111,15 @@ class Controller:
             "organizationName": row["org_name"],
             "syncRules": self.rules.name,
             "syncStatus": row["sync_status"],
-            "lastSyncTriggeredDateTime": _iso(row["sync_triggered_at"]),
-            "lastSuccessfulSyncDateTime": _iso(row["last_success_at"]),
+            "lastSyncTriggeredDateTime": iso_from_timestamp(row["sync_triggered_at"]),
+            "lastSuccessfulSyncDateTime": iso_from_timestamp(row["last_success_at"]),
             "lastSyncKind": row["last_kind"],
             "currentSyncKind": row["sync_kind"] if row["sync_status"] == "running" else None,
             "lastSyncErrorCode": row["last_error_code"],
             "lastSyncErrorMessage": row["last_error_message"],
             "syncedDeviceCount": count,
-            "nextSyncAvailableDateTime": _iso(available) if row["token_type"] == "dep" else None,
-            "nextFullSyncAvailableDateTime": _iso(next_full) if row["token_type"] == "dep" else None,
+            "nextSyncAvailableDateTime": iso_from_timestamp(available) if row["token_type"] == "dep" else None,
+            "nextFullSyncAvailableDateTime": iso_from_timestamp(next_full) if row["token_type"] == "dep" else None,
             "syncProgress": {"pages": row["progress_pages"], "devices": row["progress_devices"]},
         }
 
@@ -1150,8 +1130,8 @@ class Controller:
             "@odata.type": profile_rules.ODATA_TYPE,
             "id": row["id"],
             **settings,
-            "createdDateTime": _iso(row["created_at"]),
-            "lastModifiedDateTime": _iso(row["modified_at"]),
+            "createdDateTime": iso_from_timestamp(row["created_at"]),
+            "lastModifiedDateTime": iso_from_timestamp(row["modified_at"]),
             "appleProfileUuid": row["profile_uuid"],
         }
 
@@ -1227,12 +1207,12 @@ def _render_device(row: sqlite3.Row, push_topic: str | None = None) -> dict[str,
         "id": row["id"],
         "serialNumber": row["serial"],
         "requestedEnrollmentProfileId": row["requested_profile_id"],
-        "requestedEnrollmentProfileAssignmentDateTime": _iso(row["requested_at"]),
+        "requestedEnrollmentProfileAssignmentDateTime": iso_from_timestamp(row["requested_at"]),
         "isSupervised": bool(row["is_supervised"]),
         "discoverySource": "deviceEnrollmentProgram",
         "isDeleted": bool(row["is_deleted"]),
-        "createdDateTime": _iso(row["created_at"]),
-        "lastContactedDateTime": _iso(row["last_contacted"]),
+        "createdDateTime": iso_from_timestamp(row["created_at"]),
+        "lastContactedDateTime": iso_from_timestamp(row["last_contacted"]),
         "description": row["description"],
         "enrollmentState": row["enrollment_state"],
         "platform": "macOS" if os_name == "OSX" else "ios",

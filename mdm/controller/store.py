@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mdm.protocol.storage import Store
+from mdm.platform.storage import Store
 
 __all__ = ["MIGRATIONS", "open_controller_store"]
 

@@ -1,1 +1,4 @@
-"""Apple device-management wire formats shared by every party (pure code: no I/O, no Flask)."""
+"""Apple device-management wire formats shared by every party.
+
+Pure codecs: no I/O, no Flask, no threads. State and serving live in :mod:`mdm.platform`.
+"""

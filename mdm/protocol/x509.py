@@ -44,6 +44,19 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 #: OID 0.9.2342.19200300.100.1.1: Apple puts the push topic (``com.apple.mgmt.…``) in the push
 #: certificate's UID attribute, and MDM servers read it from there.
 UID_OID = NameOID.USER_ID
+#: Every MDM push topic starts so; a UID without it is not an MDM push certificate.
+MDM_TOPIC_PREFIX = "com.apple.mgmt."
+
+
+def push_topic(cert: x509.Certificate, *, mdm_only: bool = True) -> str | None:
+    """The push topic of a push certificate: its subject's UID attribute, read the one way every party
+    reads it (Apple's gateway, the MDM server, the controller). ``mdm_only`` insists on an MDM topic
+    (``com.apple.mgmt.…``); ``None`` when there is no such UID."""
+    values = cert.subject.get_attributes_for_oid(UID_OID)
+    value = values[0].value if values else None
+    if not isinstance(value, str) or not value:
+        return None
+    return value if not mdm_only or value.startswith(MDM_TOPIC_PREFIX) else None
 
 
 def new_private_key(kind: Literal["ec", "rsa"] = "ec", rsa_bits: int = 2048) -> PrivateKey:

@@ -1,4 +1,4 @@
-"""DEP enrollment pieces without I/O: MachineInfo, seeded keys, device identities, the enrollment profile.
+"""DEP enrollment pieces without I/O: seeded keys, device identities, the enrollment profile.
 
 Kept apart from :mod:`mdm.server.service` so the rules of "what a profile contains" can be read (and
 tested) without a store or a clock.
@@ -9,19 +9,16 @@ from __future__ import annotations
 import datetime as _dt
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mdm.protocol import mobileconfig
-from mdm.protocol.plist import PlistError, loads, plist_field, record_from_dict
 from mdm.protocol.x509 import CertificateAuthority, PrivateKey, new_private_key, seeded_key, seeded_uuid
 
 __all__ = [
-    "MachineInfo",
-    "parse_machine_info",
     "seeded_key",
     "seeded_uuid",
     "new_topic",
@@ -37,30 +34,6 @@ SERVER_CAPABILITIES = ["com.apple.mdm.per-user-connections", "com.apple.mdm.boot
 #: Every AccessRights bit (1..4096): the server may do everything a DEP-enrolled device allows.
 ACCESS_RIGHTS_ALL = 8191
 PROFILE_IDENTIFIER = "com.mdmsim.mdm.enrollment"
-
-
-@dataclass(kw_only=True)
-class MachineInfo:
-    """What a device tells the enrollment URL about itself (``other/machineinfo.yaml``)."""
-
-    udid: str = plist_field("UDID", str, required=True)
-    serial: str = plist_field("SERIAL", str, required=True)
-    product: str | None = plist_field("PRODUCT", str)
-    version: str | None = plist_field("VERSION", str)
-    os_version: str | None = plist_field("OS_VERSION", str)
-    imei: str | None = plist_field("IMEI", str)
-    meid: str | None = plist_field("MEID", str)
-    language: str | None = plist_field("LANGUAGE", str)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-def parse_machine_info(content: bytes) -> MachineInfo:
-    """Parse the signed content; PRODUCT/VERSION are "required" in Apple's schema but old devices
-    are accepted without OS_VERSION (introduced in iOS 17), so only UDID and SERIAL are insisted on."""
-    info = record_from_dict(MachineInfo, loads(content, max_size=65536))
-    if not info.udid.strip() or not info.serial.strip():
-        raise PlistError("UDID and SERIAL must not be empty")
-    return info
 
 
 def new_topic(seed: int | None) -> str:

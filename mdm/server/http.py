@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_body, read_json
+from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_body, read_json
 
 from .service import MDMError, MDMService, Reply
 

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import httpx
 from cryptography import x509
 
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol import cms
 from mdm.protocol.checkin import (
     Authenticate,
@@ -39,10 +41,11 @@ from mdm.protocol.checkin import (
     UserAuthenticate,
     parse_checkin,
 )
-from mdm.protocol.clock import Clock, isoformat
 from mdm.protocol.commands import Command, CommandError, CommandResult, parse_result, validate_command
+from mdm.protocol.isotime import iso_from_timestamp, isoformat
+from mdm.protocol.machineinfo import MachineInfo, parse_machine_info
 from mdm.protocol.plist import PlistError, dumps, loads
-from mdm.protocol.storage import Store
+from mdm.protocol.webhook import acknowledge_event, checkin_event
 from mdm.protocol.x509 import (
     CertificateAuthority,
     PrivateKey,
@@ -52,17 +55,16 @@ from mdm.protocol.x509 import (
     fingerprint_sha256,
     key_from_pem,
     key_to_pem,
+    push_topic,
 )
 
 from . import store as q
 from .enrollment import (
     EnrollmentProfile,
-    MachineInfo,
     build_enrollment_profile,
     identity_owner,
     new_identity_key,
     new_topic,
-    parse_machine_info,
     seeded_key,
 )
 from .idp import IdPUnavailable, check_credentials
@@ -119,9 +121,6 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     return value
 
-
-def _iso(ts: float | None) -> str | None:
-    return isoformat(_dt.datetime.fromtimestamp(ts, _dt.UTC)) if ts is not None else None
 
 
 class MDMService:
@@ -237,10 +236,9 @@ class MDMService:
             raise MDMError(400, "key is not an unencrypted PEM private key") from None
         if cert.public_key().public_numbers() != key.public_key().public_numbers():
             raise MDMError(400, "push certificate and key do not match")
-        uids = cert.subject.get_attributes_for_oid(x509.NameOID.USER_ID)
-        if not uids or not str(uids[0].value).startswith("com.apple.mgmt."):
+        topic = push_topic(cert)
+        if topic is None:
             raise MDMError(400, "push certificate has no com.apple.mgmt.* UID in its subject")
-        topic = str(uids[0].value)
         with self.store.transaction() as db:
             q.set_setting(db, "topic", topic)
             q.set_setting(db, "push_cert", cert_to_pem(cert))
@@ -706,15 +704,13 @@ class MDMService:
         urls = webhook_targets(self.webhook_urls(), f"mdm.{msg.message_type}")
         if not urls:
             return
-        event = self._event(
-            f"mdm.{msg.message_type}",
-            "checkin_event",
-            {
-                "udid": msg.udid or "",
-                "enrollment_id": msg.enrollment_id or "",
-                "url_params": dict(url_params) if url_params else None,
-                "raw_payload": base64.b64encode(raw).decode(),
-            },
+        event = checkin_event(
+            msg.message_type,
+            udid=msg.udid,
+            enrollment_id=msg.enrollment_id,
+            raw=raw,
+            url_params=url_params,
+            **self._event_stamp(),
         )
         for url in urls:
             self.outbound.submit(post_webhook, self.http, url, event)
@@ -725,29 +721,21 @@ class MDMService:
         urls = webhook_targets(self.webhook_urls(), "mdm.Connect", request_type)
         if not urls:
             return
-        event = self._event(
-            "mdm.Connect",
-            "acknowledge_event",
-            {
-                "udid": result.udid or "",
-                "enrollment_id": result.enrollment_id or "",
-                "status": result.status,
-                "command_uuid": result.command_uuid or "",
-                "request_type": request_type,  # which command this reports on (the device does not say)
-                "url_params": dict(url_params) if url_params else None,
-                "raw_payload": base64.b64encode(raw).decode(),
-            },
+        event = acknowledge_event(
+            udid=result.udid,
+            enrollment_id=result.enrollment_id,
+            status=result.status,
+            command_uuid=result.command_uuid,
+            request_type=request_type,
+            raw=raw,
+            url_params=url_params,
+            **self._event_stamp(),
         )
         for url in urls:
             self.outbound.submit(post_webhook, self.http, url, event)
 
-    def _event(self, topic: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "topic": topic,
-            "event_id": str(uuid.uuid4()),
-            "created_at": isoformat(self.clock.now()),
-            key: payload,
-        }
+    def _event_stamp(self) -> dict[str, str]:
+        return {"event_id": str(uuid.uuid4()), "created_at": isoformat(self.clock.now())}
 
     # == command API views ===========================================================================
     def command_status(self, command_uuid: str) -> dict[str, Any] | None:
@@ -787,7 +775,7 @@ class MDMService:
             out.update(
                 request_type=cmd["request_type"],
                 priority=cmd["priority"],
-                created_at=_iso(cmd["created_at"]),
+                created_at=iso_from_timestamp(cmd["created_at"]),
                 command=_json_safe(loads(bytes(cmd["plist"]))["Command"]),
             )
         return out
@@ -803,8 +791,8 @@ class MDMService:
             "user_id": user or None,
             "status": row["status"] if row is not None else (res["status"] if res is not None else None),
             "deliveries": row["deliveries"] if row is not None else 0,
-            "sent_at": _iso(row["sent_at"]) if row is not None else None,
-            "answered_at": _iso(row["answered_at"]) if row is not None else None,
+            "sent_at": iso_from_timestamp(row["sent_at"]) if row is not None else None,
+            "answered_at": iso_from_timestamp(row["answered_at"]) if row is not None else None,
             "reports": reports,
             "result": None,
         }
@@ -816,7 +804,7 @@ class MDMService:
                 decoded = None
             item["result"] = {
                 "status": res["status"],
-                "received_at": _iso(res["received_at"]),
+                "received_at": iso_from_timestamp(res["received_at"]),
                 "error_chain": json.loads(res["error_chain"]) if res["error_chain"] else [],
                 "raw": base64.b64encode(raw).decode(),
                 "payload": decoded,
@@ -854,13 +842,13 @@ class MDMService:
             "enrolled": state == "enrolled",
             "enrollment_state": state,
             "awaiting_configuration": bool(enr["awaiting_configuration"]) if enr is not None else False,
-            "last_seen": _iso(enr["last_seen"]) if enr is not None else None,
+            "last_seen": iso_from_timestamp(enr["last_seen"]) if enr is not None else None,
             "push_token_present": bool(enr is not None and enr["token_hex"]),
             "topic": enr["topic"] if enr is not None else None,
             "user": dev["user_upn"] if dev is not None else None,
             "product": dev["product"] if dev is not None else None,
             "os_version": dev["os_version"] if dev is not None else None,
-            "profile_issued_at": _iso(dev["enrolled_at"]) if dev is not None else None,
+            "profile_issued_at": iso_from_timestamp(dev["enrolled_at"]) if dev is not None else None,
             "user_channels": [
                 {"user_id": u["user_id"], "short_name": u["user_short_name"], "state": u["state"]}
                 for u in users
@@ -871,7 +859,7 @@ class MDMService:
                 "token_invalid": bool(enr["push_invalid"]) if enr is not None else False,
                 "last_status": enr["push_last_status"] if enr is not None else None,
                 "last_error": enr["push_last_error"] if enr is not None else None,
-                "last_at": _iso(enr["push_last_at"]) if enr is not None else None,
+                "last_at": iso_from_timestamp(enr["push_last_at"]) if enr is not None else None,
             },
         }
 

@@ -1,6 +1,6 @@
 """Persistence of the MDM server: schema and the SQL the service runs, nothing else.
 
-Every function takes an open connection from :class:`~mdm.protocol.storage.Store` so the service
+Every function takes an open connection from :class:`~mdm.platform.storage.Store` so the service
 decides the transaction boundaries (one check-in = one transaction) and the rules; this module only
 knows tables. Times are stored as epoch seconds of *world* time (REAL), blobs as BLOB.
 
@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from mdm.protocol.storage import Store
+from mdm.platform.storage import Store
 
 __all__ = ["MIGRATIONS", "open_mdm_store", "get_setting", "set_setting", "claim_next_command"]
 

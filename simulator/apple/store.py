@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdm.protocol.storage import Store
+from mdm.platform.storage import Store
 
 __all__ = [
     "MIGRATIONS",

@@ -8,8 +8,9 @@ from typing import Any, Protocol
 
 from flask import Flask, Response, request
 
-from mdm.protocol.clock import ClockError, isoformat, parse_iso
-from mdm.protocol.web import BodyError, create_party_app, json_response, read_body, read_json
+from mdm.platform.clock import ClockError
+from mdm.platform.web import BodyError, create_party_app, json_response, read_body, read_json
+from mdm.protocol.isotime import IsoTimeError, isoformat, parse_iso
 
 from .service import ControlService, FaultError
 
@@ -83,7 +84,7 @@ def create_app(
                 if not 0 <= seconds <= 100 * 365 * 86400:
                     return _error(400, "advance_seconds must be between 0 and 100 years; the clock never runs backwards")
                 control.clock.advance(seconds=seconds)
-        except ClockError as exc:
+        except (ClockError, IsoTimeError) as exc:
             return _error(400, str(exc))
         return json_response({"now": isoformat(control.clock.now())})
 

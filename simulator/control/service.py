@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdm.protocol.clock import Clock, isoformat
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
+from mdm.protocol.isotime import isoformat
 
 MIGRATIONS = [
     """
@@ -62,7 +63,7 @@ class RecentRequest:
 
 
 class ControlService:
-    """Traffic, faults and world settings; the clock itself is :class:`mdm.protocol.clock.Clock`."""
+    """Traffic, faults and world settings; the clock itself is :class:`mdm.platform.clock.Clock`."""
 
     def __init__(self, store: Store, clock: Clock, vocabularies: Mapping[str, Iterable[str]]) -> None:
         self.store = store

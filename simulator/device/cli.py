@@ -137,8 +137,8 @@ def power_on(
         print_new(Request("GET", ""), Response(0))
         console.print(f"stopped: [bold]{phase}[/bold] on pane [bold]{dev.pane}[/bold]")
         if data_dir is not None:
-            from mdm.protocol.clock import Clock
-            from mdm.protocol.storage import Store
+            from mdm.platform.clock import Clock
+            from mdm.platform.storage import Store
 
             from .store import DeviceFleetService, open_device_store
 

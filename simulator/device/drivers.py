@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from mdm.protocol.clock import parse_iso
+from mdm.protocol.isotime import parse_iso
 
 from .agent import AgentRound
 from .machine import Device, Flow, Now, Request, Response, wall_now

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar
 from cryptography import x509
 
 from mdm.protocol import cms
-from mdm.protocol.clock import isoformat
+from mdm.protocol.isotime import isoformat
 from mdm.protocol.x509 import (
     PrivateKey,
     cert_from_pem,

@@ -28,6 +28,7 @@ from cryptography import x509
 
 from mdm.protocol import cms, mobileconfig
 from mdm.protocol.checkin import Authenticate, TokenUpdate
+from mdm.protocol.machineinfo import MachineInfo
 from mdm.protocol.plist import PlistError, dumps
 from mdm.protocol.x509 import cert_to_pem, key_to_pem
 from simulator.catalog import load_catalog
@@ -241,23 +242,20 @@ def _remote_management(device: Device, now: Now) -> None:
     device.state.pane = "Enrollment"
 
 
-def machine_info(device: Device) -> dict[str, Any]:
-    """The MachineInfo plist (``other/machineinfo.yaml``) this device sends to the enrollment URL."""
+def machine_info(device: Device) -> MachineInfo:
+    """The MachineInfo this device signs and sends to the enrollment URL."""
     ident = device.identity
-    info: dict[str, Any] = {
-        "UDID": ident.udid,
-        "SERIAL": ident.serial_number,
-        "PRODUCT": ident.product_name,
-        "VERSION": ident.build_version,
-        "OS_VERSION": ident.os_version,
-        "LANGUAGE": device.script.language,
-        "MDM_CAN_REQUEST_SOFTWARE_UPDATE": True,
-    }
-    if ident.imei:
-        info["IMEI"] = ident.imei
-    if ident.meid:
-        info["MEID"] = ident.meid
-    return info
+    return MachineInfo(
+        udid=ident.udid,
+        serial=ident.serial_number,
+        product=ident.product_name,
+        version=ident.build_version,
+        os_version=ident.os_version,
+        language=device.script.language,
+        can_request_software_update=True,
+        imei=ident.imei or None,
+        meid=ident.meid or None,
+    )
 
 
 def _basic(username: str, password: str) -> str:
@@ -270,7 +268,7 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
     st = device.state
     config = device.cloud_config
     url = _enrollment_url(device)
-    signed_info = device.sign_with_device_identity(dumps(machine_info(device)))
+    signed_info = device.sign_with_device_identity(machine_info(device).to_plist())
     web = not st.mdm_url_override and not config.get("ConfigurationURL") and config.get("ConfigurationWebURL")
     headers = {"User-Agent": USER_AGENT}
     if web:

@@ -17,8 +17,9 @@ from typing import Any
 
 from cryptography import x509
 
-from mdm.protocol.clock import Clock, isoformat
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
+from mdm.protocol.isotime import isoformat
 from mdm.protocol.x509 import PrivateKey, PublicKey, new_private_key
 from simulator.device.identity import DeviceIdentity
 

@@ -31,8 +31,8 @@ from typing import Any
 
 from faker import Faker
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 
 from . import store as idp_store
 from .wstrust import SamlToken

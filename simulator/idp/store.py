@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdm.protocol.storage import Store
+from mdm.platform.storage import Store
 
 __all__ = ["MIGRATIONS", "USER_COLUMNS", "count_users", "find_user", "insert_users", "list_users",
            "open_idp_store", "upns"]

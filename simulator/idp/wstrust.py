@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from mdm.protocol.clock import ClockError, parse_iso
+from mdm.protocol.isotime import IsoTimeError, parse_iso
 
 __all__ = [
     "ACTION_ISSUE",
@@ -490,5 +490,5 @@ def _time(text: str | None) -> datetime | None:
         return None
     try:
         return parse_iso(text)
-    except ClockError:
+    except IsoTimeError:
         raise ValueError(f"not an instant: {text!r}") from None

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from flask import Response
 from werkzeug.test import Client
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol.x509 import CertificateAuthority, new_private_key
 from simulator.apple.apns import http as apns_http
 from simulator.apple.apns.service import APNsService, open_apns_store

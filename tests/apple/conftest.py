@@ -29,8 +29,8 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from simulator.apple.dep.http import create_app as create_dep_app
 from simulator.apple.dep.service import DEPService
 from simulator.apple.portal.http import create_app as create_portal_app

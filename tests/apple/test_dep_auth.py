@@ -149,7 +149,7 @@ def test_a_nonce_cannot_be_accepted_by_two_processes_sharing_a_world(apple: Any,
     """Two workers (two stores on one file) race for the same signed request: exactly one wins."""
     from oauthlib.oauth1 import Client
 
-    from mdm.protocol.clock import Clock
+    from mdm.platform.clock import Clock
     from simulator.apple.dep.http import create_app
     from simulator.apple.dep.service import DEPService
     from simulator.apple.portal.service import PortalService
@@ -197,8 +197,8 @@ def test_a_client_that_signed_the_public_url_behind_a_proxy_is_accepted(apple: A
 
 def test_session_tokens_are_stored_only_as_digests() -> None:
     """The database never holds a usable X-ADM-Auth-Session value."""
-    from mdm.protocol.clock import Clock
-    from mdm.protocol.storage import Store
+    from mdm.platform.clock import Clock
+    from mdm.platform.storage import Store
     from simulator.apple.dep.service import DEPService
     from simulator.apple.portal.service import PortalService
     from simulator.apple.store import open_apple_store

@@ -24,8 +24,8 @@ from mdm.controller import http as controller_http
 from mdm.controller.depclient import DEPClient, OAuthCredentials
 from mdm.controller.service import Controller
 from mdm.controller.store import open_controller_store
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from simulator.apple.dep import http as dep_http
 from simulator.apple.dep.service import DEPService
 from simulator.apple.portal import http as portal_http

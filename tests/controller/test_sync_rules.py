@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from controller_stack import Stack, build_stack
 
-from mdm.protocol.clock import isoformat
+from mdm.protocol.isotime import isoformat
 
 SETTINGS = "/deviceManagement/depOnboardingSettings"
 

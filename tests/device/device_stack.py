@@ -22,8 +22,8 @@ from oauthlib.oauth1 import Client as OAuthClient
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.server import http as mdm_http
 from mdm.server.service import MDMService
 from mdm.server.store import open_mdm_store

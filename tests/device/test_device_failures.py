@@ -271,7 +271,7 @@ def test_cli_power_on_walks_a_device_from_the_identity_endpoint(stack: Stack, tm
 
     @sim.get("/clock")
     def clock():  # world time, so the device checks certificates against the world's clock
-        from mdm.protocol.clock import isoformat
+        from mdm.platform.clock import isoformat
 
         return jsonify({"now": isoformat(stack.clock.now()), "frozen": True})
 

@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from simulator.idp import service as idp_service
 from simulator.idp import wstrust
 from simulator.idp.http import USERNAME_MIXED_PATH, create_app

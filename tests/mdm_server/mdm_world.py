@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 from flask import Flask, Response, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.server import http as mdm_http
 from mdm.server.service import MDMService
 from mdm.server.store import open_mdm_store

@@ -16,9 +16,9 @@ from mdm_world import START, issue, make_ca, mdm_signature, pkcs7_sign
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol import cms
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
 from mdm.server import http as mdm_http
 from mdm.server.service import MDMService
 from mdm.server.store import open_mdm_store

@@ -27,9 +27,9 @@ from werkzeug.test import Client
 from mdm.controller import http as controller_http
 from mdm.controller.service import Controller
 from mdm.controller.store import open_controller_store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol import cms
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
 from mdm.server import http as mdm_http
 from mdm.server.service import MDMService
 from mdm.server.store import open_mdm_store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
-from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_json
+from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_json
 
 from .service import ActivationError, ActivationService
 

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol.x509 import CertificateAuthority, PublicKey, cert_to_pem
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from flask import Flask, Response, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from mdm.protocol.web import BeforeHook, create_party_app, json_response, read_body
+from mdm.platform.web import BeforeHook, create_party_app, json_response, read_body
 
 from .service import MAX_TOPIC, APNsService, valid_token
 

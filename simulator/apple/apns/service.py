@@ -39,9 +39,10 @@ from typing import Any
 
 from cryptography import x509
 
-from mdm.protocol.clock import Clock, isoformat
-from mdm.protocol.storage import Store
-from mdm.protocol.x509 import UID_OID
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
+from mdm.protocol.isotime import isoformat
+from mdm.protocol.x509 import push_topic
 
 __all__ = [
     "MIGRATIONS",
@@ -174,9 +175,8 @@ class APNsService:
         if not ok:
             code = why.split(":", 1)[0].strip()
             return PushResult(403, reason="ExpiredProviderToken" if code == "expired" else "BadCertificate")
-        uids = cert.subject.get_attributes_for_oid(UID_OID)
-        topic = uids[0].value if uids else None
-        if not isinstance(topic, str) or not topic:
+        topic = push_topic(cert, mdm_only=False)
+        if topic is None:
             return PushResult(403, reason="BadCertificate")
         return topic
 

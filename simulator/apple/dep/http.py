@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_body
+from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_body
 
 from .faults import FAULT_ENVIRON_KEY
 from .service import DEPError, DEPService, Session, parse_protocol_version

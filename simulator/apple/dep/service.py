@@ -43,7 +43,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.request import parse_http_list
 
@@ -51,8 +51,9 @@ from cryptography import x509
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 
-from mdm.protocol.clock import Clock
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
+from mdm.protocol.isotime import iso_from_timestamp
 
 from .. import store as apple_store
 from .cursors import Cursor, CursorError, CursorKind, decode_cursor, encode_cursor
@@ -110,9 +111,6 @@ def _session_key(token: str) -> str:
     nothing about the token itself, and the database holds no usable session token."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _os_sql(alias: str) -> str:
@@ -557,7 +555,7 @@ class DEPService:
         forced = DEVICE_FAULTS.get(fault or "")
         if forced:
             return {"devices": {s: _device_status(forced, version) for s in serials}}
-        now = _iso(session.now)
+        now = iso_from_timestamp(session.now)
         statuses: dict[str, str] = {}
         with self.store.transaction() as db:
             rows = self._devices_by_serial(db, serials)
@@ -661,7 +659,7 @@ class DEPService:
                 statuses[serial] = "SUCCESS"
                 changed.append(row["id"])
         if changed:
-            now = _iso(session.now)
+            now = iso_from_timestamp(session.now)
             db.executemany(
                 "UPDATE devices SET profile_id = ?, profile_uuid = ?, profile_status = 'assigned', "
                 "profile_assign_time = ?, profile_push_time = NULL WHERE id = ?",
@@ -696,7 +694,7 @@ class DEPService:
                 if row["profile_id"] is not None:
                     changed.append(row["id"])
             if changed:
-                now = _iso(session.now)
+                now = iso_from_timestamp(session.now)
                 db.executemany(
                     "UPDATE devices SET profile_id = NULL, profile_uuid = NULL, profile_status = 'removed', "
                     "profile_push_time = NULL WHERE id = ?",
@@ -745,11 +743,11 @@ class DEPService:
             row = apple_store.server_credentials(db, server_uuid)
         if row is None:
             raise KeyError(server_uuid)
-        return {**row, "access_token_expiry": _iso(row["access_token_expiry"])}
+        return {**row, "access_token_expiry": iso_from_timestamp(row["access_token_expiry"])}
 
     def mark_pushed(self, serial: str, now: datetime | None = None) -> bool:
         """The device fetched its cloud configuration: ``assigned`` → ``pushed`` (False: none assigned)."""
-        stamp = _iso((now or self.clock.now()).timestamp())
+        stamp = iso_from_timestamp((now or self.clock.now()).timestamp())
         with self.store.transaction() as db:
             row = db.execute(
                 "SELECT id, server_id FROM devices WHERE serial = ? AND profile_id IS NOT NULL AND server_id "
@@ -834,7 +832,7 @@ def _page_json(cursor: str, page: str | None, now: int, more: bool) -> bytes:
             b'","devices":[',
             page.encode("utf-8") if page else b"",
             b'],"fetched_until":"',
-            _iso(now).encode("ascii"),
+            iso_from_timestamp(now).encode("ascii"),
             b'","more_to_follow":',
             b"true}" if more else b"false}",
         )

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from mdm.protocol.web import BeforeHook, BodyError, create_party_app, json_response, read_body
+from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_body
 
 from .serials import serials_from_csv
 from .service import PortalError, PortalService

@@ -17,16 +17,17 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mdm.protocol.clock import Clock
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 from mdm.protocol.cms import smime_envelope, text_part
-from mdm.protocol.storage import Store
+from mdm.protocol.isotime import iso_from_timestamp
 
 from .. import store as apple_store
 
@@ -67,9 +68,6 @@ class PortalError(Exception):
         self.status = status
         self.message = message
 
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def plausible_device(serial: str) -> dict[str, str]:
@@ -279,7 +277,7 @@ class PortalService:
             "server_name": row["server_name"],
             "device_count": row["device_count"],
             "has_public_key": row["public_key_pem"] is not None,
-            "access_token_expiry": _iso(row["access_token_expiry"]),
+            "access_token_expiry": iso_from_timestamp(row["access_token_expiry"]),
         }
         if with_credentials:
             for key in ("consumer_key", "consumer_secret", "access_token", "access_secret"):
@@ -326,7 +324,7 @@ class PortalService:
             row = apple_store.server_credentials(db, server_uuid)
         if row is None:
             raise PortalError(404, f"no MDM server {server_uuid}")
-        return {**row, "access_token_expiry": _iso(row["access_token_expiry"])}
+        return {**row, "access_token_expiry": iso_from_timestamp(row["access_token_expiry"])}
 
     def server_token_p7m(self, server_uuid: str) -> bytes:
         """The ``…_smime.p7m`` file: the token JSON in a text/plain part, enveloped to the uploaded cert."""
@@ -378,7 +376,7 @@ class PortalService:
             unique.setdefault(row[0], row)
         org = self.organization()
         now = self.clock.timestamp()
-        stamp = _iso(now)
+        stamp = iso_from_timestamp(now)
         with self.store.transaction() as db:
             server_id = self._server_id(db, server_uuid)
             known: dict[str, tuple[int, int]] = {}
@@ -490,7 +488,7 @@ class PortalService:
         for key, value in changes.items():
             if value is not None and (not isinstance(value, str) or len(value) > MAX_FIELD):
                 raise PortalError(400, f"{key} must be a string of at most {MAX_FIELD} characters")
-        stamp = _iso(self.clock.timestamp())
+        stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             row = db.execute(
                 "SELECT id, server_id FROM devices WHERE serial = ? AND released = 0", (serial,)
@@ -576,7 +574,7 @@ class PortalService:
     ) -> dict[str, Any]:
         """ "Assign to Server": ``added`` for the new server, ``deleted`` for the one the device leaves."""
         org = self.organization()
-        stamp = _iso(self.clock.timestamp())
+        stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             server_id = self._server_id(db, server_uuid)
             if server_id is None:
@@ -611,7 +609,7 @@ class PortalService:
         server_uuid: str | None = None,
     ) -> dict[str, Any]:
         """Unassign (from ``server_uuid`` only, when given): the server sees ``deleted``."""
-        stamp = _iso(self.clock.timestamp())
+        stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             only = self._server_id(db, server_uuid)
             rows, missing = self._select(db, serials, order_number)
@@ -626,7 +624,7 @@ class PortalService:
         serials = list(serials)
         if not serials:
             return {"released": 0, "not_found": []}
-        stamp = _iso(self.clock.timestamp())
+        stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             rows, missing = self._select(db, serials, None)
             self._detach(db, rows, stamp, release=True)

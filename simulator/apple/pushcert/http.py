@@ -23,7 +23,7 @@ from typing import Any
 from flask import Flask, Response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from mdm.protocol.web import BeforeHook, create_party_app, json_response, read_body
+from mdm.platform.web import BeforeHook, create_party_app, json_response, read_body
 
 from .service import MAX_CSR_BYTES, PushCertError, PushCertificateService
 

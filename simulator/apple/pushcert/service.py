@@ -23,7 +23,6 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from mdm.protocol.clock import Clock, isoformat
-from mdm.protocol.storage import Store
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
+from mdm.protocol.isotime import iso_from_timestamp
 from mdm.protocol.x509 import (
     UID_OID,
     CertificateAuthority,
     cert_from_pem,
     cert_to_pem,
     fingerprint_sha256,
+    push_topic,
     seeded_key,
     seeded_uuid,
     verify_issued_by,
@@ -155,14 +156,9 @@ def parse_csr(data: bytes | str) -> x509.CertificateSigningRequest:
 
 
 def topic_of(cert: x509.Certificate) -> str | None:
-    """The push topic: the certificate subject's UID attribute (how every MDM server reads it)."""
-    values = cert.subject.get_attributes_for_oid(UID_OID)
-    value = values[0].value if values else None
-    return value if isinstance(value, str) and value else None
+    """The push topic: the certificate subject's UID attribute (any topic Apple issued)."""
+    return push_topic(cert, mdm_only=False)
 
-
-def _iso(ts: float | None) -> str | None:
-    return isoformat(datetime.fromtimestamp(ts, UTC)) if ts is not None else None
 
 
 class PushCertificateService:
@@ -342,13 +338,13 @@ class PushCertificateService:
             "service": "Mobile Device Management",
             "topic": row["topic"],
             "serial": row["serial"],
-            "not_before": _iso(row["not_before"]),
-            "not_after": _iso(row["not_after"]),
-            "issued_at": _iso(row["issued_at"]),
+            "not_before": iso_from_timestamp(row["not_before"]),
+            "not_after": iso_from_timestamp(row["not_after"]),
+            "issued_at": iso_from_timestamp(row["issued_at"]),
             "status": self._status(row, newest_generation),
             "renewed_from": row["renewed_from"],
             "replaced_by": newest_id if row["generation"] < newest_generation else None,
-            "revoked_at": _iso(row["revoked_at"]),
+            "revoked_at": iso_from_timestamp(row["revoked_at"]),
         }
 
     def _status(self, row: sqlite3.Row, newest_generation: int) -> str:
@@ -378,11 +374,11 @@ class PushCertificateService:
         row, latest = found
         now = self.clock.timestamp()
         if row["revoked_at"] is not None:
-            return CurrentCheck(False, "revoked", f"revoked at {_iso(row['revoked_at'])}")
+            return CurrentCheck(False, "revoked", f"revoked at {iso_from_timestamp(row['revoked_at'])}")
         if now >= row["not_after"]:
-            return CurrentCheck(False, "expired", f"expired at {_iso(row['not_after'])}")
+            return CurrentCheck(False, "expired", f"expired at {iso_from_timestamp(row['not_after'])}")
         if now < row["not_before"]:
-            return CurrentCheck(False, "not-yet-valid", f"valid from {_iso(row['not_before'])}")
+            return CurrentCheck(False, "not-yet-valid", f"valid from {iso_from_timestamp(row['not_before'])}")
         if latest["id"] != row["id"]:
             return CurrentCheck(False, "replaced", f"renewed: serial {latest['serial']} replaces it")
         return CurrentCheck(True, "current", f"current push certificate for {row['topic']}")

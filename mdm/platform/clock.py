@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from mdm.protocol.isotime import isoformat
+
 from .storage import Store
 
-__all__ = ["Clock", "ClockError", "isoformat", "parse_iso"]
+__all__ = ["Clock", "ClockError"]
 
 MIGRATIONS = [
     """
@@ -114,21 +116,3 @@ class Clock:
     @property
     def frozen(self) -> bool:
         return self._row()[1] is not None
-
-
-def isoformat(instant: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, as Apple's services write times."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: str) -> datetime:
-    """Parse an ISO 8601 instant (``Z`` or offset); raises ClockError for anything else."""
-    if not isinstance(text, str):
-        raise ClockError("expected an ISO 8601 time such as 2026-01-01T00:00:00Z")
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError as exc:
-        raise ClockError(f"not an ISO 8601 time: {text!r}") from exc
-    if value.tzinfo is None:
-        raise ClockError("the time needs a UTC offset, for example 2026-01-01T00:00:00Z")
-    return value.astimezone(UTC)
