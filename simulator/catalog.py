@@ -6,7 +6,7 @@ reads the same packaged data here, so a simulated fleet never contains an iPhone
 Face ID pane on a Touch ID iPad.
 
 The data lives in ``simulator/fixtures/*.json`` and is read through ``importlib.resources`` because
-the installed package must not depend on the source tree (``../shared``) at run time. Parsing happens
+the installed package must not depend on the source tree (``fixtures/`` is for tests) at run time. Parsing happens
 once per process (``functools.lru_cache``); the result is immutable, so the cache holds no state.
 """
 

@@ -12,7 +12,9 @@ world's most recent requests are added to the report, which is usually where the
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,6 +51,32 @@ def mdmsim_server(mdmsim_world: Any) -> Iterator[Any]:
     """The same world served on 127.0.0.1 (a free port): ``.url``, ``.world`` and the world's attributes."""
     with mdmsim_world.serve() as served:
         yield served
+
+
+def fixtures_dir() -> Path | None:
+    """Where mdmsim's sample files are: ``$MDMSIM_FIXTURES``, else the ``fixtures/`` of the checkout
+    this package runs from (an editable install or a clone on ``sys.path``); ``None`` when neither.
+
+    The files are test data, not part of the installed package, so a wheel does not carry them.
+    """
+    configured = os.environ.get("MDMSIM_FIXTURES")
+    if configured:
+        return Path(configured)
+    beside = Path(__file__).resolve().parents[1] / "fixtures"
+    return beside if (beside / "README.md").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def mdmsim_fixtures() -> Path:
+    """mdmsim's ``fixtures/`` folder: DEP JSON Schemas, sample device messages, depsim configs, portal CSVs."""
+    found = fixtures_dir()
+    if found is None or not found.is_dir():
+        pytest.fail(
+            "mdmsim's fixtures/ folder was not found: install mdmsim from a clone (pip install -e PATH) "
+            "or set MDMSIM_FIXTURES to the fixtures/ folder of a clone",
+            pytrace=False,
+        )
+    return found
 
 
 @pytest.hookimpl(wrapper=True)

@@ -14,7 +14,7 @@ from dep_client import DEPClientError
 
 from simulator.apple.dep.faults import DEVICE_FAULTS, FAULT_RESPONSES
 
-REFERENCE = Path(__file__).parents[3] / "shared/reference/depsim"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def _error(call: Any, *args: Any, **kwargs: Any) -> tuple[int, str]:
@@ -246,15 +246,18 @@ def test_profile_validation_codes(live: Any, change: dict, code: str) -> None:
     assert _error(live.client().define_profile, profile) == (400, code)
 
 
-def test_example_profile_from_depsim_is_accepted(live: Any, validate) -> None:
-    example = json.loads((REFERENCE / "dep-profile.example.nanodep.json").read_text())
-    example["configuration_web_url"] = "https://sso.example.com/?redirect=enroll"
-    example["language"], example["region"] = "en", "US"
-    example["department"] = "IT"
-    example["support_email_address"] = "support@example.com"
+def test_sample_profile_is_accepted_for_its_devices(live: Any, validate) -> None:
+    """fixtures/depsim/profile.json: every key a DEP profile may carry, for two devices of ours and one unknown."""
+    example = json.loads((FIXTURES / "depsim" / "profile.json").read_text())
+    live.world.portal.add_serials(example["devices"], server_uuid=live.world.server["server_uuid"])
+    example["devices"] = [*example["devices"], "C7QX0000NONE"]
     reply = live.client().define_profile(example)
     validate(reply, "DefineProfileResponse")
-    assert reply["devices"] == {"SERIAL1": "NOT_ACCESSIBLE", "SERIAL2": "NOT_ACCESSIBLE"}
+    assert reply["devices"] == {"C7QX0000FIX1": "SUCCESS", "C7QX0000FIX2": "SUCCESS", "C7QX0000NONE": "NOT_ACCESSIBLE"}
+    stored = live.client().get_profile(reply["profile_uuid"])
+    assert {k: stored[k] for k in ("department", "skip_setup_items", "support_phone_number")} == {
+        k: example[k] for k in ("department", "skip_setup_items", "support_phone_number")
+    }
 
 
 def test_activation_lock(live: Any, fleet: dict, validate) -> None:
@@ -286,7 +289,7 @@ def test_scripted_per_device_faults(live: Any, fleet: dict, validate, version: i
 
 
 def test_fault_table_covers_every_depsim_response_name() -> None:
-    config = json.loads((REFERENCE / "config_failures.json").read_text())
+    config = json.loads((FIXTURES / "depsim" / "every-failure.json").read_text())
     names = {entry["response"] for queue in config.values() for entry in queue}
     assert names <= set(FAULT_RESPONSES) | set(DEVICE_FAULTS)
     assert FAULT_RESPONSES["too_many_requests"] == (429, "TOO_MANY_REQUESTS")
