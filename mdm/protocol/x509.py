@@ -7,10 +7,7 @@ moved must carry the world's time, or validity checks in the same world would di
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import hashlib
 import ipaddress
-import uuid
 from collections.abc import Sequence
 from typing import Literal
 
@@ -19,6 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .randomness import Randomness
 
 __all__ = [
     "PrivateKey",
@@ -307,32 +306,16 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
 
 def seeded_key(seed: int | None, label: str) -> PrivateKey:
     """A P-256 key derived from ``(seed, label)``: ``--seed`` replays the same world, keys included,
-    and costs no key generation. Random without a seed."""
-    if seed is None:
-        return new_private_key("ec")
-    digest = hashlib.sha256(f"mdmsim:{seed}:{label}".encode()).digest()
-    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-    return ec.derive_private_key(int.from_bytes(digest, "big") % (order - 1) + 1, ec.SECP256R1())
+    and costs no key generation. Random without a seed. (:meth:`Randomness.ec_key`.)"""
+    return Randomness(seed).ec_key(label)
 
 
 def seeded_uuid(seed: int | None, label: str) -> str:
-    if seed is None:
-        return str(uuid.uuid4())
-    return str(uuid.UUID(bytes=hashlib.sha256(f"mdmsim:{seed}:{label}".encode()).digest()[:16], version=4))
-
-
-@functools.lru_cache(maxsize=128)
-def _cached_rsa_key(seed: int, label: str, bits: int) -> PrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    """A UUID derived from ``(seed, label)``; random without a seed. (:meth:`Randomness.uuid`.)"""
+    return Randomness(seed).uuid(label)
 
 
 def seeded_rsa_key(seed: int | None, label: str, bits: int = 2048) -> PrivateKey:
-    """An RSA key for ``(seed, label)``, cached in this process; fresh and random without a seed.
-
-    RSA keys cannot be derived from a seed as cheaply as :func:`seeded_key` derives EC ones, and
-    generating one takes tens of milliseconds, so seeded worlds (tests, benchmarks) share one per
-    label instead of paying for it every time. Worlds without a seed get their own secrets.
-    """
-    if seed is None:
-        return new_private_key("rsa", rsa_bits=bits)
-    return _cached_rsa_key(seed, label, bits)
+    """An RSA key derived from ``(seed, label)`` (cached per process); fresh and random without a seed.
+    (:meth:`Randomness.rsa_key`.)"""
+    return Randomness(seed).rsa_key(label, bits)
