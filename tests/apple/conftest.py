@@ -37,7 +37,8 @@ from simulator.apple.portal.http import create_app as create_portal_app
 from simulator.apple.portal.service import PortalService
 from simulator.apple.store import open_apple_store
 
-SCHEMAS = Path(__file__).parents[3] / "shared/reference/apple-device-services/dep/schemas"
+# The project's own JSON Schemas of Apple's DEP web service (fixtures/dep/README.md says where each comes from).
+SCHEMAS = Path(__file__).resolve().parents[2] / "fixtures" / "dep" / "schemas"
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 LIFETIME_S = 3600.0
 
@@ -164,6 +165,7 @@ def _registry() -> Registry:
     resources = []
     for path in SCHEMAS.glob("*.json"):
         resources.append((path.name, Resource.from_contents(json.loads(path.read_text()))))
+    assert resources, f"no JSON Schemas in {SCHEMAS}"
     return Registry().with_resources(resources)
 
 
