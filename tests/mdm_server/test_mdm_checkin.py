@@ -1,4 +1,4 @@
-"""Check-in and command reports: real device payloads, message authenticity, NanoMDM semantics."""
+"""Check-in and command reports: sample device payloads, message authenticity, NanoMDM semantics."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from mdm_world import Device, World, issue, make_ca, mdm_signature
 
 from mdm.protocol.plist import loads
 
-PAYLOADS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "device-payloads"
+#: The project's sample messages: checkin/<MessageType>/ and results/<RequestType>/ (README.md there).
+PAYLOADS = Path(__file__).resolve().parents[2] / "fixtures" / "device-payloads"
+MAC_UDID = "5B0E7C2D-9A41-5F83-B6D2-0C4E8A1F37D9"
+MAC_USER_ID = "8C1E4A7B-3F26-4D90-A5E1-72B9C0D4F318"
+#: The server's answer to check-ins that are not a plain 200: NanoMDM declines UserAuthenticate with 410
+#: (no user channel for network users) and this server does not serve GetToken.
+REPLY_STATUS = {"UserAuthenticate": 410, "GetToken": 400}
 
 
-def real_payloads() -> dict[str, list[tuple[Path, dict[str, Any]]]]:
-    """Every real check-in / result plist, grouped by the UDID that sent it."""
+def sample_payloads() -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """Every sample check-in / result plist, grouped by the UDID that sent it."""
     by_udid: dict[str, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
-    files = sorted(PAYLOADS.glob("commandment/*/*.xml")) + sorted(PAYLOADS.glob("commandment/*/*.plist"))
-    files += sorted(PAYLOADS.glob("nanomdm/*.plist"))
+    files = sorted(PAYLOADS.glob("checkin/*/*.plist")) + sorted(PAYLOADS.glob("results/*/*.plist"))
     for path in files:
-        if path.parent.name == "dep":  # a MachineInfo, covered by the enrollment tests
-            continue
         d = loads(path.read_bytes())
         by_udid[d["UDID"]].append((path, d))
     return by_udid
@@ -31,12 +34,15 @@ def real_payloads() -> dict[str, list[tuple[Path, dict[str, Any]]]]:
 
 def _order(item: tuple[Path, dict[str, Any]]) -> int:
     d = item[1]
-    return {"Authenticate": 0, "TokenUpdate": 1, "CheckOut": 9}.get(d.get("MessageType", ""), 5)
+    order = {"Authenticate": 0, "TokenUpdate": 1, "SetBootstrapToken": 2, "GetBootstrapToken": 3, "CheckOut": 9}
+    return order.get(d.get("MessageType", ""), 5)
 
 
-def test_every_real_payload_is_accepted_and_stored(world: World, client: Any) -> None:
-    groups = real_payloads()
-    assert sum(len(v) for v in groups.values()) == 49  # 44 commandment + 5 nanomdm
+def test_every_sample_payload_is_accepted_and_stored(world: World, client: Any) -> None:
+    groups = sample_payloads()
+    assert sum(len(v) for v in groups.values()) == 67  # 20 check-ins + 47 results
+    assert len(groups) == 4  # iPhone, iPad, Apple silicon Mac, Intel iMac
+    escrowed: dict[str, bytes] = {}
     for udid, items in groups.items():
         cert, key = world.mdm.issue_identity(udid)
         device = Device(client, udid, cert, key)
@@ -46,9 +52,13 @@ def test_every_real_payload_is_accepted_and_stored(world: World, client: Any) ->
             body = path.read_bytes()
             endpoint = "/mdm/checkin" if "MessageType" in d else "/mdm/connect"
             response = device.put(endpoint, body)
-            assert response.status_code == 200, (path, response.get_data(as_text=True))
-            if "Status" in d:
-                eid = udid
+            text = response.get_data(as_text=True)
+            assert response.status_code == REPLY_STATUS.get(d.get("MessageType", ""), 200), (path, text)
+            message_type = d.get("MessageType")
+            if d.get("Status") == "Idle":
+                assert response.get_data() == b"", path  # nothing queued for these devices
+            elif "Status" in d:
+                eid = f"{udid}:{d['UserID']}" if "UserID" in d else udid
                 status = world.mdm.command_status(d["CommandUUID"])
                 entry = next(e for e in status["devices"] if e["enrollment_id"] == eid)
                 assert entry["result"]["status"] == d["Status"], path
@@ -56,15 +66,33 @@ def test_every_real_payload_is_accepted_and_stored(world: World, client: Any) ->
                 assert [e.get("ErrorCode") for e in entry["result"]["error_chain"]] == [
                     e.get("ErrorCode") for e in expected_chain
                 ], path
-            elif d["MessageType"] == "TokenUpdate" and "UserID" not in d:
+            elif message_type == "TokenUpdate" and "UserID" not in d:
                 state = world.mdm.device(udid)
                 assert state["enrolled"] is True and state["push_token_present"] is True
+                assert state["awaiting_configuration"] is d.get("AwaitingConfiguration", False)
+            elif message_type == "SetBootstrapToken":
+                escrowed[udid] = d["BootstrapToken"]
+                assert world.mdm.bootstrap_token(udid) == d["BootstrapToken"]
+            elif message_type == "GetBootstrapToken":
+                assert plistlib.loads(response.get_data()) == {"BootstrapToken": escrowed[udid]}
+            elif message_type == "DeclarativeManagement":
+                if d["Endpoint"] == "tokens":
+                    assert "DeclarationsToken" in response.get_json()["SyncTokens"]
+                elif d["Endpoint"] == "declaration-items":
+                    assert set(response.get_json()["Declarations"]) >= {"Activations", "Configurations"}
+                else:
+                    assert response.get_data() == b""
+            elif message_type == "UserAuthenticate":
+                assert response.get_data() == b""
+            elif message_type == "GetToken":
+                assert "not supported" in text
         if any(d.get("MessageType") == "CheckOut" for _, d in items):
             assert world.mdm.device(udid)["enrollment_state"] == "checked_out"
-    user = world.mdm.device("E3568F17-92ED-450A-8904-C3BF4CB7E9A5")["user_channels"]
-    assert user == [
-        {"user_id": "A522C2FB-D0BA-487E-BBC6-BE0DB2DC7883", "short_name": "cjoe", "state": "enrolled"}
-    ]
+        else:
+            assert world.mdm.device(udid)["enrollment_state"] == "enrolled"
+    assert escrowed.keys() == {MAC_UDID}
+    user = world.mdm.device(MAC_UDID)["user_channels"]
+    assert user == [{"user_id": MAC_USER_ID, "short_name": "alindqvist", "state": "enrolled"}]
 
 
 def test_not_now_and_error_replies_update_the_queue(world: World, make_device: Any, api_enqueue: Any) -> None:

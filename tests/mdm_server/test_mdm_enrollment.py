@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
@@ -16,7 +17,8 @@ from mdm_world import IDP_PATH, Device, World, issue, make_ca, pkcs7_sign
 from mdm.protocol import cms
 from mdm.server.idp import NS, build_rst
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+#: Sample MachineInfo plists (fixtures/device-payloads/machineinfo/, README.md beside them).
+MACHINE_INFOS = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "device-payloads" / "machineinfo").glob("*.plist"))
 UDID = "00008101-000A1B2C3D4E5F60"
 MACHINE_INFO = {
     "UDID": UDID,
@@ -119,11 +121,21 @@ def test_configuration_web_url_form_with_deviceinfo_header(world: World, client:
     open_profile(world, response.get_data())
 
 
-def test_real_machine_info_payload_is_accepted(world: World, client: Any) -> None:
-    info = plistlib.loads((REFERENCE / "device-payloads/commandment/dep/profile.xml").read_bytes())
+def test_found_the_sample_machine_infos() -> None:
+    assert len(MACHINE_INFOS) >= 3
+    infos = [plistlib.loads(p.read_bytes()) for p in MACHINE_INFOS]
+    assert any("IMEI" in i and "OS_VERSION" in i for i in infos)  # an iPhone on iOS 17 or later
+    assert any("OS_VERSION" not in i for i in infos)  # a device from before OS_VERSION existed
+
+
+@pytest.mark.parametrize("path", MACHINE_INFOS, ids=lambda p: p.name)
+def test_sample_machine_info_payload_is_accepted(world: World, client: Any, path: Path) -> None:
+    info = plistlib.loads(path.read_bytes())
     response = post_enroll(client, signed_machine_info(world, info))
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert world.mdm.device(info["UDID"])["serial_number"] == info["SERIAL"]
+    device = world.mdm.device(info["UDID"])
+    assert device["serial_number"] == info["SERIAL"]
+    assert device["product"] == info["PRODUCT"] and device["os_version"] == info.get("OS_VERSION")
 
 
 def test_untrusted_or_unsigned_machine_info_is_refused(world: World, client: Any) -> None:

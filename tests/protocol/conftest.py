@@ -10,8 +10,10 @@ import pytest
 from mdm.protocol import x509 as X
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
-PAYLOADS = Path("/work/shared/reference/device-payloads")
-REFERENCE = Path("/work/shared/reference/apple-device-management")
+#: The project's own sample data (``fixtures/``, README.md there says where each file's shape comes from).
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+PAYLOADS = FIXTURES / "device-payloads"
+COMMANDS_JSON = FIXTURES / "mdm" / "commands.json"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,46 +10,74 @@ from hypothesis import strategies as st
 from mdm.protocol import checkin
 from mdm.protocol.plist import PlistError, dumps, loads
 
-PAYLOADS = Path("/work/shared/reference/device-payloads")
-REAL = sorted(
-    [p for d in ("Authenticate", "TokenUpdate", "CheckOut") for p in (PAYLOADS / "commandment" / d).iterdir()]
-    + [p for p in (PAYLOADS / "nanomdm").glob("*.plist") if not p.name.startswith("DeviceInformation")]
-)
+PAYLOADS = Path(__file__).resolve().parents[2] / "fixtures" / "device-payloads"
+#: fixtures/device-payloads/checkin/<MessageType>/<device>-<case>.plist, written by make_payloads.py there.
+SAMPLES = sorted((PAYLOADS / "checkin").glob("*/*.plist"))
 
 
-def test_found_the_real_payloads():
-    assert len(REAL) >= 16
+def test_found_the_sample_payloads():
+    assert len(SAMPLES) >= 20
+    # at least one sample of every message type the parser knows, and no folder it does not
+    assert {p.parent.name for p in SAMPLES} == set(checkin.MESSAGE_TYPES)
 
 
-@pytest.mark.parametrize("path", REAL, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_real_checkin_payloads_accepted(path):
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_sample_checkin_payloads_accepted(path):
     msg = checkin.parse_checkin(path.read_bytes())
-    assert msg.message_type == path.parent.name if path.parent.name != "nanomdm" else path.name.split(".")[0]
+    assert msg.message_type == path.parent.name
+    assert type(msg) is checkin.MESSAGE_TYPES[path.parent.name]
     assert msg.udid
     assert msg.raw["MessageType"] == msg.message_type
     assert checkin.parse_checkin(msg.to_plist()) == msg
 
 
 def test_token_update_fields():
-    msg = checkin.parse_checkin((PAYLOADS / "nanomdm/TokenUpdate.1.plist").read_bytes())
+    msg = checkin.parse_checkin((PAYLOADS / "checkin/TokenUpdate/iphone-ios17-device-awaiting-configuration.plist").read_bytes())
     assert isinstance(msg, checkin.TokenUpdate)
     assert msg.token_hex == msg.token.hex() and len(msg.token) == 32
-    assert msg.push_magic == "CEFDF0BD-E342-4A27-8742-E930EA116B0A"
-    assert msg.unlock_token and msg.awaiting_configuration is False
+    assert msg.push_magic == "AF5AF2C4-8F33-4190-A807-2C9EE8587B7C"
+    assert msg.unlock_token and msg.unlock_token[:4] == b"DATA" and msg.awaiting_configuration is True
     assert msg.topic.startswith("com.apple.mgmt.")
     assert not msg.is_user_channel
 
 
 def test_user_channel_token_update():
-    msg = checkin.parse_checkin((PAYLOADS / "commandment/TokenUpdate/10.12.2-user.xml").read_bytes())
-    assert msg.is_user_channel and msg.user_short_name == "cjoe" and msg.not_on_console is False
+    msg = checkin.parse_checkin((PAYLOADS / "checkin/TokenUpdate/mac-macos14-user.plist").read_bytes())
+    assert msg.is_user_channel and msg.user_short_name == "alindqvist" and msg.not_on_console is False
+    assert msg.user_long_name == "Avery Lindqvist" and msg.user_id == "8C1E4A7B-3F26-4D90-A5E1-72B9C0D4F318"
 
 
 def test_authenticate_fields():
-    msg = checkin.parse_checkin((PAYLOADS / "commandment/Authenticate/iOS-11.3.1-cell.xml").read_bytes())
+    msg = checkin.parse_checkin((PAYLOADS / "checkin/Authenticate/iphone-ios17-cellular.plist").read_bytes())
     assert isinstance(msg, checkin.Authenticate)
-    assert (msg.imei, msg.meid, msg.product_name) == ("11 111111 111111 1", "1111111111111", "iPhone7,2")
-    assert msg.serial_number and msg.os_version == "11.3.1" and msg.build_version
+    assert (msg.imei, msg.meid, msg.product_name) == ("35 391843 217904 8", "35391843217904", "iPhone16,1")
+    assert msg.serial_number and msg.os_version == "17.5.1" and msg.build_version
+    mac = checkin.parse_checkin((PAYLOADS / "checkin/Authenticate/mac-macos14-apple-silicon.plist").read_bytes())
+    assert (mac.device_name, mac.model, mac.model_name) == ("Design Studio MacBook Air", "Mac14,2", "MacBook Air")
+    assert mac.imei is None and mac.challenge is None
+    old_mac = checkin.parse_checkin((PAYLOADS / "checkin/Authenticate/imac-macos10-12-intel.plist").read_bytes())
+    assert isinstance(old_mac.challenge, bytes) and len(old_mac.challenge) == 16
+
+
+def test_bootstrap_declarative_token_and_user_authenticate_samples():
+    def read(rel: str) -> checkin.CheckinMessage:
+        return checkin.parse_checkin((PAYLOADS / "checkin" / rel).read_bytes())
+
+    escrow = read("SetBootstrapToken/mac-macos14-escrow.plist")
+    assert isinstance(escrow, checkin.SetBootstrapToken) and len(escrow.bootstrap_token or b"") == 64
+    assert read("GetBootstrapToken/mac-macos14-fetch.plist").awaiting_configuration is False
+    status = read("DeclarativeManagement/mac-macos14-status.plist")
+    assert isinstance(status, checkin.DeclarativeManagement) and status.endpoint == "status"
+    report = json.loads(status.data or b"")
+    assert report["StatusItems"]["device"]["identifier"]["udid"] == status.udid
+    assert read("DeclarativeManagement/iphone-ios17-tokens.plist").data is None
+    watch = read("GetToken/iphone-ios17-watch-pairing.plist")
+    assert isinstance(watch, checkin.GetToken) and watch.token_service_type == "com.apple.watch.pairing"
+    assert watch.token_parameters and watch.token_parameters["PhoneUDID"] == watch.udid
+    first = read("UserAuthenticate/mac-macos14-network-user.plist")
+    second = read("UserAuthenticate/mac-macos14-network-user-digest.plist")
+    assert isinstance(first, checkin.UserAuthenticate) and first.digest_response is None and first.is_user_channel
+    assert second.user_id == first.user_id and (second.digest_response or "").startswith("Digest ")
 
 
 def test_unknown_keys_kept_in_raw_and_round_trip():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,38 +10,79 @@ from hypothesis import strategies as st
 from mdm.protocol import commands as C
 from mdm.protocol.plist import PlistError, dumps, loads
 
-PAYLOADS = Path("/work/shared/reference/device-payloads")
-COMMANDS = Path("/work/shared/reference/apple-device-management/mdm/commands")
-CHECKIN_DIRS = {"Authenticate", "TokenUpdate", "CheckOut", "dep"}
-RESULTS = sorted(
-    p
-    for p in (PAYLOADS / "commandment").rglob("*")
-    if p.is_file() and p.suffix in (".xml", ".plist") and p.parent.name not in CHECKIN_DIRS
-) + [PAYLOADS / "nanomdm/DeviceInformation.1.plist"]
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+PAYLOADS = FIXTURES / "device-payloads"
+#: Apple's documented RequestTypes, one line each (fixtures/mdm/commands.json).
+COMMANDS_JSON = FIXTURES / "mdm" / "commands.json"
+#: fixtures/device-payloads/results/<RequestType the server sent>/<device>-<case>.plist; Idle/ holds Idle reports.
+RESULTS = sorted((PAYLOADS / "results").glob("*/*.plist"))
+#: Every kind of result the sample set must keep (the device's answer to each command the simulator sends).
+KINDS = {
+    "DeviceInformation",
+    "SecurityInfo",
+    "ProfileList",
+    "CertificateList",
+    "InstalledApplicationList",
+    "ManagedApplicationList",
+    "AvailableOSUpdates",
+    "DeviceLock",
+    "InstallApplication",
+    "InstallProfile",
+    "RemoveProfile",
+    "RemoveApplication",
+    "EraseDevice",
+    "ClearPasscode",
+    "RestartDevice",
+    "ShutDownDevice",
+    "Settings",
+    "DeviceConfigured",
+    "ActivationLockBypassCode",
+    "ProvisioningProfileList",
+}
 
 
-def test_found_the_real_results():
-    assert len(RESULTS) >= 30
+def test_found_the_sample_results():
+    assert len(RESULTS) >= 45
+    folders = {p.parent.name for p in RESULTS}
+    assert KINDS <= folders
+    assert folders - {"Idle"} <= set(C.COMMAND_SCHEMAS)
+    statuses = [C.parse_result(p.read_bytes()).status for p in RESULTS]
+    assert set(statuses) == C.STATUSES  # Idle, Acknowledged, Error, CommandFormatError and NotNow all occur
+    assert statuses.count("Error") >= 5
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_real_results_accepted(path):
+def test_sample_results_accepted(path):
     r = C.parse_result(path.read_bytes())
-    assert r.status in C.STATUSES and r.udid and r.command_uuid
+    assert r.status in C.STATUSES and r.udid
+    if path.parent.name == "Idle":
+        assert r.status == "Idle" and r.command_uuid is None
+    else:
+        assert r.status != "Idle" and r.command_uuid
+        assert r.request_type in (None, path.parent.name)
     if r.status == "Error":
         assert r.error_chain and all(isinstance(e.error_code, int) for e in r.error_chain)
+        assert all(e.error_domain and e.localized_description for e in r.error_chain)
     assert C.parse_result(r.to_plist()) == r
 
 
 def test_result_details():
-    di = C.parse_result((PAYLOADS / "nanomdm/DeviceInformation.1.plist").read_bytes())
+    di = C.parse_result((PAYLOADS / "results/DeviceInformation/imac-macos10-12-host-names.plist").read_bytes())
     assert di.status == "Acknowledged" and di.request_type == "DeviceInformation"
-    assert di.raw["QueryResponses"]["HostName"] == "fruit.example.com"
-    err = C.parse_result((PAYLOADS / "commandment/Errors/error_invalid_request_type.plist").read_bytes())
+    assert di.raw["QueryResponses"]["HostName"] == "reception-imac.example.org"
+    assert di.raw["QueryResponses"]["UDID"] == di.udid
+    err = C.parse_result((PAYLOADS / "results/SetRecoveryLock/ipad-ios17-invalid-request-type-error.plist").read_bytes())
     assert err.error_chain[0].error_code == 12021
     assert err.error_chain[0].error_domain == "MCMDMErrorDomain"
-    nn = C.parse_result((PAYLOADS / "commandment/NotNow/iOS-11.3.1.xml").read_bytes())
+    nn = C.parse_result((PAYLOADS / "results/InstallProfile/iphone-ios17-locked-notnow.plist").read_bytes())
     assert nn.status == "NotNow"
+    two = C.parse_result((PAYLOADS / "results/AvailableOSUpdates/ipad-ios17-none-available-error.plist").read_bytes())
+    assert [e.error_code for e in two.error_chain] == [2213, 3]
+    user = C.parse_result((PAYLOADS / "results/ProfileList/mac-macos14-user-channel.plist").read_bytes())
+    assert user.is_user_channel and user.user_id == "8C1E4A7B-3F26-4D90-A5E1-72B9C0D4F318"
+    certs = C.parse_result((PAYLOADS / "results/CertificateList/iphone-ios17-identity-and-cas.plist").read_bytes())
+    [identity] = [c for c in certs.raw["CertificateList"] if c["IsIdentity"]]
+    assert identity["CommonName"] == certs.udid and identity["Data"][:1] == b"\x30"
 
 
 def test_idle_and_user_channel_results():
@@ -73,10 +115,14 @@ def test_bad_results_rejected(d, reason):
 
 
 def test_schema_covers_every_documented_command():
-    import yaml
-
-    documented = {yaml.safe_load(p.read_text())["payload"]["requesttype"] for p in COMMANDS.glob("*.yaml")}
-    assert documented == set(C.COMMAND_SCHEMAS)
+    documented = json.loads(COMMANDS_JSON.read_text(encoding="utf-8"))
+    names = [c["request_type"] for c in documented]
+    assert len(names) == len(set(names)) >= 60
+    assert set(names) == set(C.COMMAND_SCHEMAS)
+    for c in documented:
+        assert c["description"].strip(), c["request_type"]
+        schema = C.COMMAND_SCHEMAS[c["request_type"]]
+        assert sorted(c["required_keys"]) == sorted(k for k, (_, required) in schema.items() if required), c
 
 
 def test_builders_produce_valid_commands():

@@ -18,20 +18,23 @@ from mdm.protocol.mobileconfig import (
 from mdm.protocol.plist import PlistError, loads
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
-NANOMDM = Path("/work/shared/reference/device-payloads/nanomdm/enroll.mobileconfig")
+#: A sample enrollment profile in the shape NanoMDM/MicroMDM serve (fixtures/device-payloads/README.md).
+ENROLL = Path(__file__).resolve().parents[2] / "fixtures" / "device-payloads" / "enroll.mobileconfig"
 
 
-def test_parses_nanomdm_enroll_profile():
-    parsed = mobileconfig.parse(NANOMDM.read_bytes())
+def test_parses_sample_enroll_profile():
+    parsed = mobileconfig.parse(ENROLL.read_bytes())
     assert not parsed.signed and parsed.signer is None and not parsed.verified
     p = parsed.profile
-    assert p.payload_identifier == "com.github.micromdm.nanomdm"
+    assert p.payload_identifier == "org.example.mdm.enrollment"
+    assert [q.payload_type for q in p.payloads] == ["com.apple.security.scep", "com.apple.mdm"]
     mdm = p.payload_of(MDMPayload)
     scep = p.payload_of(SCEPPayload)
     assert mdm is not None and scep is not None
     assert mdm.access_rights == 8191 and mdm.sign_message is True and mdm.check_out_when_removed is True
     assert mdm.server_url == "https://mdm.example.org/mdm"
     assert "com.apple.mdm.bootstraptoken" in (mdm.server_capabilities or [])
+    assert mdm.topic.startswith("com.apple.mgmt.External.")
     assert p.by_uuid(mdm.identity_certificate_uuid) is scep
     assert scep.url == "https://mdm.example.org/scep"
     assert (scep.key_type, scep.key_usage, scep.keysize, scep.challenge) == (
@@ -40,6 +43,7 @@ def test_parses_nanomdm_enroll_profile():
         2048,
         "SCEP-CHALLENGE-HERE",
     )
+    assert scep.subject == [[["O", "Example Org"]], [["CN", "MDM Identity"]]]
     # rebuilding gives back the same dictionary
     assert loads(mobileconfig.build(p)) == parsed.data
 
@@ -147,7 +151,7 @@ def test_unknown_payloads_kept_and_rebuilt():
 def test_invalid_profiles_rejected(mutate, reason):
     from mdm.protocol.plist import dumps
 
-    d = loads(NANOMDM.read_bytes())
+    d = loads(ENROLL.read_bytes())
     mutate(d)
     with pytest.raises(PlistError, match=reason):
         mobileconfig.parse(dumps(d))
