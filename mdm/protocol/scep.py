@@ -1,0 +1,505 @@
+"""SCEP (RFC 8894) messages: what a device and an MDM server's certificate authority say to each other.
+
+A ``com.apple.security.scep`` payload sends a device to a SCEP server for its identity. The exchange:
+
+* ``GetCACaps`` → a text list of capabilities (``POSTPKIOperation``, ``AES``, ``SHA-256``, …);
+* ``GetCACert`` → the CA certificate (DER), or an RA and the CA as a certs-only PKCS#7;
+* ``PKIOperation`` → a *pkiMessage*: a CMS SignedData, signed by the requester (a self-signed
+  certificate for a first request, its current identity for a renewal), whose signed attributes
+  carry the SCEP fields (messageType, transactionID, senderNonce, …) and whose content is an
+  EnvelopedData, encrypted to the CA (or RA), holding the CSR (PKCSReq, RenewalReq) or the
+  issuer-and-subject of a pending request (CertPoll, "GetCertInitial");
+* the answer, a CertRep pkiMessage signed by the CA (or RA): pkiStatus SUCCESS with the issued
+  certificate in a certs-only PKCS#7 enveloped to the requester's certificate, PENDING, or FAILURE
+  with a failInfo.
+
+``cryptography`` cannot put attributes of our own into a signature nor open DES-enveloped data
+(micromdm's ``scepclient`` and ``scepserver`` envelope with single DES by default), so the structures
+are built and read with ``asn1crypto`` and every signature, key transport and cipher is
+``cryptography``'s. Every input comes from the network: every failure is a :class:`SCEPError` carrying
+the failInfo a server should answer with.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from asn1crypto import algos as asn1_algos
+from asn1crypto import cms as asn1_cms
+from asn1crypto import core as asn1_core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.x509.oid import AttributeOID
+
+from .cms import CMSError, _check_signature, _digest, _find_signer, _load_certs
+from .x509 import PrivateKey
+
+__all__ = [
+    "MessageType",
+    "PKIStatus",
+    "FailInfo",
+    "SCEPError",
+    "PKIMessage",
+    "DEFAULT_CAPS",
+    "MAX_MESSAGE",
+    "sign_pki_message",
+    "parse_pki_message",
+    "envelope",
+    "open_envelope",
+    "certs_only",
+    "parse_certs_only",
+    "parse_caps",
+    "challenge_password",
+    "issuer_and_subject",
+    "parse_issuer_and_subject",
+    "new_nonce",
+    "transaction_id",
+]
+
+#: A pkiMessage is a CSR and a certificate or two: a few KB. Anything near this is not one.
+MAX_MESSAGE = 256 * 1024
+
+#: What our SCEP service offers (RFC 8894 §3.5.2): POST for PKIOperation, AES and DES3 envelopes,
+#: SHA-1/256/512 digests, renewal, and RFC 8894 itself.
+DEFAULT_CAPS = ("POSTPKIOperation", "Renewal", "AES", "DES3", "SHA-1", "SHA-256", "SHA-512", "SCEPStandard")
+
+
+class MessageType(StrEnum):
+    """``messageType`` (a PrintableString of a decimal number)."""
+
+    CERT_REP = "3"
+    RENEWAL_REQ = "17"
+    PKCS_REQ = "19"
+    CERT_POLL = "20"  # "GetCertInitial" in the drafts Apple's documentation follows
+    GET_CERT = "21"
+    GET_CRL = "22"
+
+
+class PKIStatus(StrEnum):
+    SUCCESS = "0"
+    FAILURE = "2"
+    PENDING = "3"
+
+
+class FailInfo(StrEnum):
+    BAD_ALG = "0"
+    BAD_MESSAGE_CHECK = "1"
+    BAD_REQUEST = "2"
+    BAD_TIME = "3"
+    BAD_CERT_ID = "4"
+
+    @property
+    def label(self) -> str:
+        """RFC 8894's name (``badRequest``), as devices and logs show it."""
+        return {"0": "badAlg", "1": "badMessageCheck", "2": "badRequest", "3": "badTime", "4": "badCertId"}[self.value]
+
+
+class SCEPError(ValueError):
+    """A message that cannot be accepted; ``fail_info`` is what a CertRep FAILURE should say."""
+
+    def __init__(self, reason: str, fail_info: FailInfo = FailInfo.BAD_REQUEST) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fail_info = fail_info
+
+
+# -- the SCEP attributes, registered with asn1crypto so signed attributes parse into typed values ----
+
+_OIDS = {
+    "2.16.840.1.113733.1.9.2": "scep_message_type",
+    "2.16.840.1.113733.1.9.3": "scep_pki_status",
+    "2.16.840.1.113733.1.9.4": "scep_fail_info",
+    "2.16.840.1.113733.1.9.5": "scep_sender_nonce",
+    "2.16.840.1.113733.1.9.6": "scep_recipient_nonce",
+    "2.16.840.1.113733.1.9.7": "scep_transaction_id",
+}
+
+
+class _SetOfPrintable(asn1_core.SetOf):
+    _child_spec = asn1_core.PrintableString
+
+
+# asn1crypto's documented way to teach it attribute types: extend the OID map and the value specs.
+asn1_cms.CMSAttributeType._map.update(_OIDS)
+asn1_cms.CMSAttributeType._reverse_map = None  # rebuilt from _map on next use
+for _name in ("scep_message_type", "scep_pki_status", "scep_fail_info", "scep_transaction_id"):
+    asn1_cms.CMSAttribute._oid_specs[_name] = _SetOfPrintable
+for _name in ("scep_sender_nonce", "scep_recipient_nonce"):
+    asn1_cms.CMSAttribute._oid_specs[_name] = asn1_cms.SetOfOctetString
+
+
+@dataclass
+class PKIMessage:
+    """A parsed and signature-checked pkiMessage. ``content`` is the encapsulated bytes (an
+    EnvelopedData for requests and successful CertReps; empty for PENDING and FAILURE)."""
+
+    message_type: MessageType
+    transaction_id: str
+    sender_nonce: bytes | None
+    signer: x509.Certificate
+    content: bytes = b""
+    recipient_nonce: bytes | None = None
+    pki_status: PKIStatus | None = None
+    fail_info: FailInfo | None = None
+    digest_algorithm: str = "sha256"
+    #: every certificate the message carried (the requester's, or the CA/RA chain of a CertRep)
+    certificates: list[x509.Certificate] = field(default_factory=list)
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def new_nonce() -> bytes:
+    """A senderNonce: 16 random bytes (RFC 8894 §3.2.1.5)."""
+    return os.urandom(16)
+
+
+def transaction_id(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
+    """The transactionID a requester derives from its key (hex SHA-256 of the public key's DER)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    h = hashes.Hash(hashes.SHA256())
+    h.update(der)
+    return h.finalize().hex().upper()
+
+
+def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+
+
+def _issuer_serial(cert: asn1_x509.Certificate) -> asn1_cms.IssuerAndSerialNumber:
+    return asn1_cms.IssuerAndSerialNumber({"issuer": cert.issuer, "serial_number": cert.serial_number})
+
+
+def parse_caps(text: str) -> set[str]:
+    """GetCACaps' answer: one capability a line (case-insensitive names kept as sent)."""
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+# -- certs-only PKCS#7 (GetCACert with an RA, the issued certificate in a CertRep) -------------------
+
+
+def certs_only(certs: Sequence[x509.Certificate]) -> bytes:
+    """A "degenerate" SignedData carrying only certificates (no content, no signers)."""
+    signed = asn1_cms.SignedData({
+        "version": "v1",
+        "digest_algorithms": [],
+        "encap_content_info": {"content_type": "data"},
+        "certificates": [_asn1_cert(c) for c in certs],
+        "signer_infos": [],
+    })
+    return asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+
+
+def parse_certs_only(der: bytes) -> list[x509.Certificate]:
+    """The certificates of a certs-only SignedData; SCEPError if it is not one."""
+    try:
+        info = asn1_cms.ContentInfo.load(bytes(der))
+        if info["content_type"].native != "signed_data":
+            raise SCEPError("not a PKCS#7 SignedData")
+        return [cert for cert, _ in _load_certs(info["content"])]
+    except SCEPError:
+        raise
+    except Exception as exc:  # asn1crypto parses lazily: malformed input surfaces as many types
+        raise SCEPError(f"malformed certs-only PKCS#7 ({type(exc).__name__})") from None
+
+
+# -- EnvelopedData ---------------------------------------------------------------------------------------
+
+_CIPHERS = {
+    # name: (asn1crypto algorithm name, key bytes, block cipher)
+    "aes128": ("aes128_cbc", 16, algorithms.AES),
+    "aes256": ("aes256_cbc", 32, algorithms.AES),
+    "des3": ("tripledes_3key", 24, TripleDES),
+}
+
+
+def envelope(data: bytes, recipients: Iterable[x509.Certificate], cipher: str = "aes128") -> bytes:
+    """EnvelopedData of ``data`` for RSA ``recipients`` (key transport with PKCS#1 v1.5, as SCEP uses),
+    with ``cipher`` one of ``aes128``, ``aes256``, ``des3`` in CBC mode."""
+    try:
+        algo_name, key_len, block = _CIPHERS[cipher]
+    except KeyError:
+        raise SCEPError(f"unknown content cipher {cipher}", FailInfo.BAD_ALG) from None
+    cek, iv = os.urandom(key_len), os.urandom(block.block_size // 8)
+    padder = sym_padding.PKCS7(block.block_size).padder()
+    encryptor = Cipher(block(cek), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(data) + padder.finalize()) + encryptor.finalize()
+    infos = []
+    for cert in recipients:
+        public = cert.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise SCEPError("SCEP envelopes need an RSA recipient certificate", FailInfo.BAD_ALG)
+        infos.append(asn1_cms.RecipientInfo(name="ktri", value=asn1_cms.KeyTransRecipientInfo({
+            "version": "v0",
+            "rid": asn1_cms.RecipientIdentifier(
+                name="issuer_and_serial_number", value=_issuer_serial(_asn1_cert(cert))
+            ),
+            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
+            "encrypted_key": public.encrypt(cek, padding.PKCS1v15()),
+        })))
+    if not infos:
+        raise SCEPError("no recipient for the envelope")
+    enveloped = asn1_cms.EnvelopedData({
+        "version": "v0",
+        "recipient_infos": infos,
+        "encrypted_content_info": {
+            "content_type": "data",
+            "content_encryption_algorithm": {"algorithm": algo_name, "parameters": asn1_core.OctetString(iv)},
+            "encrypted_content": ciphertext,
+        },
+    })
+    return asn1_cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+
+
+def open_envelope(der: bytes, cert: x509.Certificate, key: PrivateKey) -> bytes:
+    """Decrypt EnvelopedData addressed to ``cert``: AES-128/192/256-CBC, DES-EDE3-CBC or DES-CBC (what
+    micromdm's SCEP tools send by default). A message not for us, or that will not decrypt, is a
+    SCEPError with badMessageCheck; an algorithm we do not know, badAlg."""
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SCEPError("SCEP decryption needs an RSA key", FailInfo.BAD_ALG)
+    try:
+        info = asn1_cms.ContentInfo.load(bytes(der))
+        if info["content_type"].native != "enveloped_data":
+            raise SCEPError("the pkiMessage content is not an EnvelopedData")
+        enveloped = info["content"]
+        mine = _issuer_serial(_asn1_cert(cert)).dump()
+        encrypted_key = None
+        for recipient in enveloped["recipient_infos"]:
+            if recipient.name != "ktri":
+                continue
+            rid = recipient.chosen["rid"]
+            if rid.name == "issuer_and_serial_number" and rid.chosen.dump() == mine:
+                encrypted_key = recipient.chosen["encrypted_key"].native
+        if encrypted_key is None:
+            raise SCEPError("the envelope is not addressed to this certificate", FailInfo.BAD_MESSAGE_CHECK)
+        content_info = enveloped["encrypted_content_info"]
+        algorithm = content_info["content_encryption_algorithm"]
+        name = algorithm["algorithm"].native
+        ciphertext = content_info["encrypted_content"].native or b""
+    except SCEPError:
+        raise
+    except Exception as exc:
+        raise SCEPError(f"malformed EnvelopedData ({type(exc).__name__})") from None
+    if name in ("aes128_cbc", "aes192_cbc", "aes256_cbc"):
+        block, key_len = algorithms.AES, {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32}[name]
+    elif name == "tripledes_3key":
+        block, key_len = TripleDES, 24
+    elif name == "des":
+        block, key_len = TripleDES, 8  # single DES is 3DES with one key three times
+    else:
+        raise SCEPError(f"unsupported content encryption {name}", FailInfo.BAD_ALG)
+    try:
+        iv = algorithm["parameters"].native
+        cek = key.decrypt(encrypted_key, padding.PKCS1v15())
+        if len(cek) != key_len or not isinstance(iv, bytes) or len(iv) != block.block_size // 8:
+            raise ValueError("key or IV length")
+        if name == "des":
+            cek = cek * 3  # DES-EDE with K1 = K2 = K3 is single DES
+        decryptor = Cipher(block(cek), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(ciphertext) + decryptor.finalize()
+        unpadder = sym_padding.PKCS7(block.block_size).unpadder()
+        return unpadder.update(padded) + unpadder.finalize()
+    except Exception:  # wrong key (implicit rejection gives a random key), bad padding, bad IV
+        raise SCEPError("the envelope could not be decrypted", FailInfo.BAD_MESSAGE_CHECK) from None
+
+
+# -- pkiMessage ----------------------------------------------------------------------------------------------
+
+_DIGESTS = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
+
+
+def _attribute(name: str, value: object) -> asn1_cms.CMSAttribute:
+    return asn1_cms.CMSAttribute({"type": name, "values": [value]})
+
+
+def sign_pki_message(
+    *,
+    message_type: MessageType,
+    transaction_id: str,
+    signer_cert: x509.Certificate,
+    signer_key: PrivateKey,
+    content: bytes = b"",
+    sender_nonce: bytes | None = None,
+    recipient_nonce: bytes | None = None,
+    pki_status: PKIStatus | None = None,
+    fail_info: FailInfo | None = None,
+    digest: str = "sha256",
+    extra_certs: Sequence[x509.Certificate] = (),
+) -> bytes:
+    """A pkiMessage: SignedData over ``content`` (an EnvelopedData, or nothing) with the SCEP attributes
+    signed, the signer's certificate (and ``extra_certs``) included."""
+    if digest not in _DIGESTS:
+        raise SCEPError(f"unsupported digest {digest}", FailInfo.BAD_ALG)
+    signer_asn1 = _asn1_cert(signer_cert)
+    attrs = [
+        _attribute("content_type", "data"),
+        _attribute("message_digest", _digest(digest, content)),
+        _attribute("scep_message_type", asn1_core.PrintableString(MessageType(message_type).value)),
+        _attribute("scep_transaction_id", asn1_core.PrintableString(transaction_id)),
+    ]
+    if sender_nonce is not None:
+        attrs.append(_attribute("scep_sender_nonce", asn1_core.OctetString(sender_nonce)))
+    if recipient_nonce is not None:
+        attrs.append(_attribute("scep_recipient_nonce", asn1_core.OctetString(recipient_nonce)))
+    if pki_status is not None:
+        attrs.append(_attribute("scep_pki_status", asn1_core.PrintableString(PKIStatus(pki_status).value)))
+    if fail_info is not None:
+        attrs.append(_attribute("scep_fail_info", asn1_core.PrintableString(FailInfo(fail_info).value)))
+    signed_attrs = asn1_cms.CMSAttributes(attrs)
+    to_sign = signed_attrs.dump()  # a SET OF: the DER that is signed (RFC 5652 §5.4)
+    if isinstance(signer_key, rsa.RSAPrivateKey):
+        signature = signer_key.sign(to_sign, padding.PKCS1v15(), _DIGESTS[digest]())
+        sig_algo = "rsassa_pkcs1v15"
+    else:
+        signature = signer_key.sign(to_sign, ec.ECDSA(_DIGESTS[digest]()))
+        sig_algo = "ecdsa"
+    signer_info = asn1_cms.SignerInfo({
+        "version": "v1",
+        "sid": asn1_cms.SignerIdentifier(name="issuer_and_serial_number", value=_issuer_serial(signer_asn1)),
+        "digest_algorithm": {"algorithm": digest},
+        "signed_attrs": signed_attrs,
+        "signature_algorithm": {"algorithm": sig_algo},
+        "signature": signature,
+    })
+    signed = asn1_cms.SignedData({
+        "version": "v1",
+        "digest_algorithms": [asn1_algos.DigestAlgorithm({"algorithm": digest})],
+        "encap_content_info": {"content_type": "data", "content": content if content else None},
+        "certificates": [signer_asn1, *(_asn1_cert(c) for c in extra_certs)],
+        "signer_infos": [signer_info],
+    })
+    return asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+
+
+def _one(attrs: dict[str, object], name: str) -> object | None:
+    values = attrs.get(name)
+    return values[0] if values else None
+
+
+def parse_pki_message(der: bytes, *, max_size: int = MAX_MESSAGE) -> PKIMessage:
+    """Parse a pkiMessage and check its signature against the certificate it names as signer.
+
+    Whether that signer may ask (a self-signed requester, a current identity renewing, the CA or RA
+    answering) is the caller's rule; this checks that the message is intact and well-formed.
+    """
+    if not isinstance(der, bytes | bytearray) or not der:
+        raise SCEPError("empty pkiMessage")
+    if len(der) > max_size:
+        raise SCEPError(f"pkiMessage larger than {max_size} bytes")
+    try:
+        info = asn1_cms.ContentInfo.load(bytes(der))
+        if info["content_type"].native != "signed_data":
+            raise SCEPError("a pkiMessage is a CMS SignedData")
+        signed = info["content"]
+        certs = _load_certs(signed)
+        signer_infos = list(signed["signer_infos"])
+        if len(signer_infos) != 1:
+            raise SCEPError("a pkiMessage has exactly one signer", FailInfo.BAD_MESSAGE_CHECK)
+        signer_info = signer_infos[0]
+        signer = _find_signer(signer_info["sid"], certs)
+        digest_name = signer_info["digest_algorithm"]["algorithm"].native
+        if digest_name not in ("sha1", "sha224", "sha256", "sha384", "sha512"):
+            raise SCEPError(f"unsupported digest {digest_name}", FailInfo.BAD_ALG)
+        encap = signed["encap_content_info"]
+        content = encap["content"].native if encap["content"].native is not None else b""
+        if not isinstance(content, bytes):
+            content = encap["content"].parsed.dump() if hasattr(encap["content"], "parsed") else b""
+        signed_attrs = signer_info["signed_attrs"]
+        if isinstance(signed_attrs, asn1_core.Void):
+            raise SCEPError("a pkiMessage signs its attributes", FailInfo.BAD_MESSAGE_CHECK)
+        attrs: dict[str, object] = {}
+        for attr in signed_attrs:
+            attrs[attr["type"].native] = [v.native if hasattr(v, "native") else v for v in attr["values"]]
+        message_digest = _one(attrs, "message_digest")
+        if not isinstance(message_digest, bytes) or not hmac.compare_digest(
+            message_digest, _digest(digest_name, content)
+        ):
+            raise SCEPError("the message digest does not match the content", FailInfo.BAD_MESSAGE_CHECK)
+        to_verify = signed_attrs.untag().dump(force=True)
+        _check_signature(signer, signer_info["signature"].native, to_verify, signer_info["signature_algorithm"], digest_name)
+        message_type = _one(attrs, "scep_message_type")
+        transaction = _one(attrs, "scep_transaction_id")
+        if not isinstance(message_type, str) or not isinstance(transaction, str):
+            raise SCEPError("messageType and transactionID are required")
+        try:
+            kind = MessageType(message_type)
+        except ValueError:
+            raise SCEPError(f"unknown messageType {message_type[:10]}") from None
+        status = _one(attrs, "scep_pki_status")
+        fail = _one(attrs, "scep_fail_info")
+        sender_nonce = _one(attrs, "scep_sender_nonce")
+        recipient_nonce = _one(attrs, "scep_recipient_nonce")
+        return PKIMessage(
+            message_type=kind,
+            transaction_id=transaction,
+            sender_nonce=sender_nonce if isinstance(sender_nonce, bytes) else None,
+            recipient_nonce=recipient_nonce if isinstance(recipient_nonce, bytes) else None,
+            pki_status=PKIStatus(status) if isinstance(status, str) else None,
+            fail_info=FailInfo(fail) if isinstance(fail, str) else None,
+            signer=signer,
+            content=content,
+            digest_algorithm=digest_name,
+            certificates=[cert for cert, _ in certs],
+        )
+    except SCEPError:
+        raise
+    except CMSError as exc:
+        raise SCEPError(exc.reason, FailInfo.BAD_MESSAGE_CHECK) from None
+    except Exception as exc:  # asn1crypto parses lazily: malformed input surfaces as many types
+        raise SCEPError(f"malformed pkiMessage ({type(exc).__name__})") from None
+
+
+# -- CSR and CertPoll contents ------------------------------------------------------------------------------
+
+
+def challenge_password(csr: x509.CertificateRequest) -> str | None:
+    """The CSR's challengePassword attribute (how SCEP carries the one-time challenge), if any."""
+    try:
+        value = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
+    except x509.AttributeNotFound:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class _IssuerAndSubject(asn1_core.Sequence):
+    _fields = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]
+
+
+def issuer_and_subject(issuer: x509.Name, subject: x509.Name) -> bytes:
+    """CertPoll's content: the CA's name and the subject asked for (RFC 8894 §3.3.3)."""
+    return _IssuerAndSubject({
+        "issuer": asn1_x509.Name.load(issuer.public_bytes()),
+        "subject": asn1_x509.Name.load(subject.public_bytes()),
+    }).dump()
+
+
+def parse_issuer_and_subject(der: bytes) -> tuple[x509.Name, x509.Name]:
+    """The names of a CertPoll, as ``cryptography`` Names (compared with ``==``)."""
+    try:
+        parsed = _IssuerAndSubject.load(bytes(der))
+        return _name(parsed["issuer"]), _name(parsed["subject"])
+    except Exception as exc:
+        raise SCEPError(f"malformed IssuerAndSubject ({type(exc).__name__})") from None
+
+
+def _name(name: asn1_x509.Name) -> x509.Name:
+    rdns = []
+    for rdn in name.chosen:
+        attrs = [
+            x509.NameAttribute(x509.ObjectIdentifier(tv["type"].dotted), str(tv["value"].native)) for tv in rdn
+        ]
+        rdns.append(x509.RelativeDistinguishedName(attrs))
+    return x509.Name(rdns)
