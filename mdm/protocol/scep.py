@@ -55,6 +55,7 @@ __all__ = [
     "parse_pki_message",
     "envelope",
     "open_envelope",
+    "content_cipher",
     "certs_only",
     "parse_certs_only",
     "parse_caps",
@@ -262,6 +263,17 @@ def envelope(data: bytes, recipients: Iterable[x509.Certificate], cipher: str = 
         },
     })
     return asn1_cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+
+
+def content_cipher(der: bytes) -> str:
+    """The cipher an EnvelopedData was made with, as :func:`envelope` names it, so an answer can use
+    what the asker evidently supports (single DES is answered with DES3; anything unknown with AES)."""
+    try:
+        info = asn1_cms.ContentInfo.load(bytes(der))
+        name = info["content"]["encrypted_content_info"]["content_encryption_algorithm"]["algorithm"].native
+    except Exception:
+        return "aes128"
+    return {"aes256_cbc": "aes256", "tripledes_3key": "des3", "des": "des3"}.get(name, "aes128")
 
 
 def open_envelope(der: bytes, cert: x509.Certificate, key: PrivateKey) -> bytes:
