@@ -31,6 +31,7 @@ from enum import StrEnum
 from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core as asn1_core
+from asn1crypto import parser as asn1_parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -62,6 +63,7 @@ __all__ = [
     "challenge_password",
     "issuer_and_subject",
     "parse_issuer_and_subject",
+    "name_from_der",
     "new_nonce",
     "transaction_id",
 ]
@@ -276,6 +278,30 @@ def content_cipher(der: bytes) -> str:
     return {"aes256_cbc": "aes256", "tripledes_3key": "des3", "des": "des3"}.get(name, "aes128")
 
 
+def _elements(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """The TLVs one after another in ``data``: (class, constructed, tag, contents)."""
+    out, offset = [], 0
+    while offset < len(data):
+        class_, constructed, tag, header, body, trailer = asn1_parser.parse(data[offset:], strict=False)
+        out.append((class_, constructed, tag, body))
+        offset += len(header) + len(body) + len(trailer)
+    return out
+
+
+def _constructed_content(contents: bytes) -> bytes:
+    """The encryptedContent of an EncryptedContentInfo whose ``[0]`` is constructed: the
+    concatenation of the OCTET STRING segments inside it (X.690 §8.7.3)."""
+    for class_, constructed, tag, body in _elements(contents):
+        if class_ == 2 and tag == 0:  # context-specific [0]
+            if not constructed:
+                return body
+            segments = _elements(body)
+            if any(segment_tag != 4 for _, _, segment_tag, _ in segments):
+                raise ValueError("encryptedContent segments must be OCTET STRINGs")
+            return b"".join(segment for _, _, _, segment in segments)
+    return b""
+
+
 def open_envelope(der: bytes, cert: x509.Certificate, key: PrivateKey) -> bytes:
     """Decrypt EnvelopedData addressed to ``cert``: AES-128/192/256-CBC, DES-EDE3-CBC or DES-CBC (what
     micromdm's SCEP tools send by default). A message not for us, or that will not decrypt, is a
@@ -300,7 +326,10 @@ def open_envelope(der: bytes, cert: x509.Certificate, key: PrivateKey) -> bytes:
         content_info = enveloped["encrypted_content_info"]
         algorithm = content_info["content_encryption_algorithm"]
         name = algorithm["algorithm"].native
-        ciphertext = content_info["encrypted_content"].native or b""
+        try:
+            ciphertext = content_info["encrypted_content"].native or b""
+        except ValueError:  # a constructed [0] (BER), as go.mozilla.org/pkcs7 writes it: micromdm's tools
+            ciphertext = _constructed_content(content_info.contents)
     except SCEPError:
         raise
     except Exception as exc:
@@ -505,6 +534,14 @@ def parse_issuer_and_subject(der: bytes) -> tuple[x509.Name, x509.Name]:
         return _name(parsed["issuer"]), _name(parsed["subject"])
     except Exception as exc:
         raise SCEPError(f"malformed IssuerAndSubject ({type(exc).__name__})") from None
+
+
+def name_from_der(der: bytes) -> x509.Name:
+    """A DER Name (as ``x509.Name.public_bytes()`` writes one) read back as a ``cryptography`` Name."""
+    try:
+        return _name(asn1_x509.Name.load(bytes(der)))
+    except Exception as exc:
+        raise SCEPError(f"malformed Name ({type(exc).__name__})") from None
 
 
 def _name(name: asn1_x509.Name) -> x509.Name:
