@@ -17,8 +17,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_body, read_json
+from mdm.protocol import wstrust
 
-from . import wstrust
 from .service import IdentityProvider, UserError, UserExists
 
 __all__ = ["MAX_BODY", "USERNAME_MIXED_PATH", "create_app"]

@@ -33,9 +33,9 @@ from faker import Faker
 
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
+from mdm.protocol.wstrust import SamlToken
 
 from . import store as idp_store
-from .wstrust import SamlToken
 
 __all__ = ["DEPARTMENTS", "TOKEN_LIFETIME", "IdentityProvider", "UserError", "UserExists"]
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
+from mdm.protocol import wstrust
 from simulator.idp import service as idp_service
-from simulator.idp import wstrust
 from simulator.idp.http import USERNAME_MIXED_PATH, create_app
 from simulator.idp.service import IdentityProvider, UserError, UserExists
 from simulator.idp.store import open_idp_store
