@@ -1,13 +1,18 @@
 """WS-Trust 1.3 over SOAP 1.2, as ADFS's ``/adfs/services/trust/13/UsernameMixed`` speaks it.
 
-Pure protocol code (DESIGN.md rule 2): builds and parses the request (RST), the answer (an RSTR
-collection holding a SAML 1.1 assertion) and SOAP faults; no I/O, no Flask, no clock. The same
-functions serve the IdP's HTTP layer and any client (tests, a device, a demo) that needs to ask for
-a token, so the two sides can never drift apart.
+The one codec of this wire format, for both of its ends: the customer's IdP (``simulator.idp``)
+parses the request (RST) and writes the answer (an RSTR collection holding a SAML 1.1 assertion) or a
+SOAP fault; the MDM server (``mdm.server.idp``) writes the request and reads the answer when it checks
+a user's password during Setup Assistant. Before, each end had its own copy, and the MDM server's read
+answers without the guard below; one codec means the two can neither drift apart nor differ in safety.
 
-XML from the network is parsed by :func:`parse_xml`, which refuses DTDs outright (no entity can be
-declared, so none can be expanded or fetched) and bounds the size: a SOAP message never needs a DTD,
-and SOAP 1.2 forbids one.
+Pure protocol code (DESIGN.md rule 2): no I/O, no Flask, no clock (callers pass ``now``).
+
+Every parse of XML from the network goes through :func:`parse_xml`, which refuses DTDs outright (no
+entity can be declared, so none can be expanded or fetched; SOAP 1.2 forbids a DTD anyway), and bounds
+the size and the nesting depth. Answers are read two ways: :func:`parse_rstr` reads every fact of an
+ADFS-shaped SAML 1.1 answer (for tests and simulated clients), :func:`read_token` reads only what a
+relying client needs (the user) from any IdP's answer, SAML 1.1 or 2.0.
 
 Messages are written from templates rather than with ElementTree so they carry the prefixes ADFS
 uses (``s:``, ``a:``, ``u:``, ``trust:``, ``saml:``): clients that match on prefixed names, wrongly
@@ -27,25 +32,11 @@ from xml.sax.saxutils import escape, quoteattr
 from mdm.protocol.isotime import IsoTimeError, parse_iso
 
 __all__ = [
-    "ACTION_ISSUE",
-    "ACTION_ISSUE_FINAL",
-    "AUTHN_METHOD_PASSWORD",
-    "BEARER",
-    "MAX_XML_BYTES",
-    "REQUEST_TYPE_ISSUE",
-    "SAML11_TOKEN_TYPE",
-    "RequestSecurityToken",
-    "SamlToken",
-    "WSTrustFault",
-    "build_fault",
-    "build_rst",
-    "build_rstr",
-    "failed_authentication",
-    "invalid_request",
-    "parse_fault",
-    "parse_rst",
-    "parse_rstr",
-    "parse_xml",
+    "ACTION_ISSUE", "ACTION_ISSUE_FINAL", "AUTHN_METHOD_PASSWORD", "BEARER", "MAX_ANSWER_BYTES", "MAX_XML_BYTES",
+    "MAX_XML_DEPTH", "REQUEST_TYPE_ISSUE", "SAML11_TOKEN_TYPE", "SOAP_CONTENT_TYPE",
+    "IssuedToken", "NoTokenError", "RequestSecurityToken", "SamlToken", "WSTrustFault",
+    "build_fault", "build_rst", "build_rstr", "failed_authentication", "invalid_request",
+    "parse_fault", "parse_rst", "parse_rstr", "parse_xml", "read_token",
 ]
 
 # -- namespaces ----------------------------------------------------------------------------------
@@ -59,6 +50,10 @@ WST_2005 = "http://schemas.xmlsoap.org/ws/2005/02/trust"
 WSP = "http://schemas.xmlsoap.org/ws/2004/09/policy"
 WSP_15 = "http://www.w3.org/ns/ws-policy"
 SAML1 = "urn:oasis:names:tc:SAML:1.0:assertion"
+SAML2 = "urn:oasis:names:tc:SAML:2.0:assertion"
+
+#: SOAP 1.2's media type (its HTTP binding); ADFS refuses a SOAP 1.1 ``text/xml`` request.
+SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 
 ACTION_ISSUE = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/RST/Issue"
 ACTION_ISSUE_FINAL = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/RSTRC/IssueFinal"
@@ -77,11 +72,16 @@ ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 UPN_CLAIM_NAMESPACE = "http://schemas.xmlsoap.org/claims"
 IMMUTABLE_ID_NAMESPACE = "http://schemas.microsoft.com/LiveID/Federation/2008/05"
 
+#: A request (RST) is a few kilobytes; an answer carries an assertion, maybe signed with a certificate chain.
 MAX_XML_BYTES = 65_536
+MAX_ANSWER_BYTES = 1_048_576
+#: An ADFS answer nests about a dozen levels (a signed assertion's KeyInfo is the deepest); the bound
+#: is the plist codec's, and protects every later consumer (``ET.tostring`` recurses) from a deep tree.
+MAX_XML_DEPTH = 64
 MAX_FIELD_CHARS = 1024
 _DTD = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
-# XML 1.0 cannot carry these characters at all, escaped or not.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# XML 1.0 cannot carry these characters at all, escaped or not (lone surrogates cannot even be encoded).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 # -- faults --------------------------------------------------------------------------------------
@@ -117,12 +117,13 @@ def invalid_request(reason: str) -> WSTrustFault:
 
 
 # -- safe parsing --------------------------------------------------------------------------------
-def parse_xml(data: bytes | str, *, limit: int = MAX_XML_BYTES) -> ET.Element:
-    """Parse untrusted XML, refusing DTDs (entity bombs, external entities) and oversized input.
+def parse_xml(data: bytes | str, *, limit: int = MAX_XML_BYTES, max_depth: int = MAX_XML_DEPTH) -> ET.Element:
+    """Parse untrusted XML, refusing DTDs (entity bombs, external entities), oversized and too deep input.
 
     The text is decoded here and handed to expat as ``str``, which makes expat read it as UTF-8
     whatever the XML declaration claims: the text searched for ``<!DOCTYPE`` is exactly the text
-    parsed. Raises :class:`WSTrustFault` (``InvalidRequest``) for anything unacceptable.
+    parsed. Raises :class:`WSTrustFault` (``InvalidRequest``) for anything unacceptable; the readers
+    of answers turn that into ``ValueError`` (an answer that cannot be read is not the IdP's fault).
     """
     if isinstance(data, bytes):
         if len(data) > limit:
@@ -139,10 +140,24 @@ def parse_xml(data: bytes | str, *, limit: int = MAX_XML_BYTES) -> ET.Element:
         raise invalid_request("a SOAP message must not contain a document type declaration (DTD)")
     if not text.strip():
         raise invalid_request("the message is empty; expected a SOAP 1.2 envelope")
+    parser = ET.XMLPullParser(("start", "end"))
     try:
-        return ET.fromstring(text)
+        parser.feed(text)
+        parser.close()
     except (ET.ParseError, ValueError) as exc:
         raise invalid_request(f"the message is not well-formed XML: {exc}") from None
+    depth, root = 0, None
+    for event, element in parser.read_events():
+        if event == "start":
+            depth += 1
+            if depth > max_depth:
+                raise invalid_request(f"the message nests elements deeper than {max_depth} levels")
+        else:
+            depth -= 1
+            root = element
+    if root is None:  # expat refuses a document without an element; this is a second lock on that door
+        raise invalid_request("the message holds no element")
+    return root
 
 
 def _q(namespace: str, local: str) -> str:
@@ -187,29 +202,35 @@ def build_rst(
     *,
     to: str = "https://sts.contoso.com/adfs/services/trust/13/usernamemixed",
     message_id: str | None = None,
+    token_id: str | None = None,
 ) -> bytes:
     """The RST a client sends (the shape MSAL/ADAL send): UsernameToken in the header, Issue in the body.
 
-    ``now`` stamps the WS-Security timestamp (valid ten minutes); pass the world clock's time.
-    Raises ValueError for a credential XML cannot carry (control characters).
+    ``now`` stamps the WS-Security timestamp (valid ten minutes); pass the world clock's time. ``to``
+    is the endpoint's URL. ``message_id`` (echoed back as ``RelatesTo``) and ``token_id`` (the
+    UsernameToken's ``wsu:Id``) are fresh UUIDs unless given: a seeded caller passes its own.
+    Raises ValueError for a value XML cannot carry (control characters, lone surrogates).
     """
-    for name, value in (("username", username), ("password", password), ("applies_to", applies_to)):
+    message_id = message_id or f"urn:uuid:{uuid.uuid4()}"
+    token_id = token_id or f"uuid-{uuid.uuid4()}"
+    values = {"username": username, "password": password, "applies_to": applies_to, "to": to,
+              "message_id": message_id, "token_id": token_id}
+    for name, value in values.items():
         if _NOT_XML.search(value):
             raise ValueError(f"{name} contains a character XML cannot carry")
     created = _instant(now)
     expires = _instant(datetime.fromtimestamp(now.timestamp() + 600, UTC))
-    message_id = message_id or f"urn:uuid:{uuid.uuid4()}"
     return (
         f'<s:Envelope xmlns:s="{SOAP12}" xmlns:wsa="{WSA}" xmlns:wsu="{WSU}">'
         "<s:Header>"
         f'<wsa:Action s:mustUnderstand="1">{ACTION_ISSUE}</wsa:Action>'
-        f"<wsa:messageID>{_x(message_id)}</wsa:messageID>"
+        f"<wsa:MessageID>{_x(message_id)}</wsa:MessageID>"
         f"<wsa:ReplyTo><wsa:Address>{ANONYMOUS}</wsa:Address></wsa:ReplyTo>"
         f'<wsa:To s:mustUnderstand="1">{_x(to)}</wsa:To>'
         f'<wsse:Security s:mustUnderstand="1" xmlns:wsse="{WSSE}">'
         f'<wsu:Timestamp wsu:Id="_0"><wsu:Created>{created}</wsu:Created>'
         f"<wsu:Expires>{expires}</wsu:Expires></wsu:Timestamp>"
-        f'<wsse:UsernameToken wsu:Id="uuid-{uuid.uuid4()}">'
+        f"<wsse:UsernameToken wsu:Id={quoteattr(token_id)}>"
         f"<wsse:Username>{_x(username)}</wsse:Username>"
         f'<wsse:Password Type="{PASSWORD_TEXT}">{_x(password)}</wsse:Password>'
         "</wsse:UsernameToken></wsse:Security>"
@@ -252,6 +273,7 @@ def parse_rst(data: bytes | str) -> RequestSecurityToken:
             f"The message with Action '{action}' cannot be processed at the receiver, due to a "
             "ContractFilter mismatch at the EndpointDispatcher.",
         )
+    # WS-Addressing spells it MessageID; MSAL's WS-Trust client writes messageID, and ADFS copes.
     message_id = _text(header.find(_q(WSA, "MessageID"))) or _text(header.find(_q(WSA, "messageID")))
 
     token = header.find(f"{_q(WSSE, 'Security')}/{_q(WSSE, 'UsernameToken')}")
@@ -377,38 +399,32 @@ def build_rstr(token: SamlToken, *, relates_to: str | None = None) -> bytes:
 
 
 def parse_rstr(data: bytes | str) -> dict[str, Any]:
-    """Read a token answer, as a client would.
+    """Read every fact of an ADFS-shaped answer (a SAML 1.1 assertion), as a simulated client checks it.
 
     Returns ``upn``, ``immutable_id``, ``issuer``, ``assertion_id``, ``issue_instant``,
     ``not_before``, ``not_on_or_after``, ``audience``, ``authentication_method``, ``token_type``,
     ``lifetime_created``, ``lifetime_expires`` (datetimes in UTC) and ``assertion`` (the SAML
     assertion re-serialised). Raises :class:`WSTrustFault` when the answer is a fault, ValueError
-    when it is neither.
+    when it is neither (or not safe to read).
     """
-    root = _envelope_body(data)
-    fault = root.find(_q(SOAP12, "Fault"))
-    if fault is not None:
-        raise _fault_from(fault)
-    rstr = _q(WST, "RequestSecurityTokenResponse")
-    response = root.find(f"{_q(WST, 'RequestSecurityTokenResponseCollection')}/{rstr}")
-    if response is None:
-        response = root.find(rstr)
-    if response is None:
-        raise ValueError("the answer holds no wst:RequestSecurityTokenResponse")
-    assertion = response.find(f"{_q(WST, 'RequestedSecurityToken')}/{_q(SAML1, 'Assertion')}")
-    if assertion is None:
+    body = _envelope_body(data)
+    _raise_fault(body)
+    found = _find_assertion(body, (SAML1,))
+    if found is None:
         raise ValueError("the answer holds no SAML 1.1 assertion")
+    response, assertion = found
     attributes: dict[str, str] = {}
     for attribute in assertion.iter(_q(SAML1, "Attribute")):
         value = _text(attribute.find(_q(SAML1, "AttributeValue")))
         attributes[attribute.get("AttributeName", "")] = value or ""
+    upn = _upn_claim(assertion)
     conditions = assertion.find(_q(SAML1, "Conditions"))
     statement = assertion.find(_q(SAML1, "AuthenticationStatement"))
     lifetime = response.find(_q(WST, "Lifetime"))
-    if conditions is None or statement is None or lifetime is None or "UPN" not in attributes:
+    if conditions is None or statement is None or lifetime is None or upn is None:
         raise ValueError("the assertion lacks Conditions, an AuthenticationStatement, a UPN or a Lifetime")
     return {
-        "upn": attributes["UPN"],
+        "upn": upn,
         "immutable_id": attributes.get("ImmutableID"),
         "issuer": assertion.get("Issuer"),
         "assertion_id": assertion.get("AssertionID"),
@@ -422,6 +438,77 @@ def parse_rstr(data: bytes | str) -> dict[str, Any]:
         "lifetime_expires": _time(_text(lifetime.find(_q(WSU, "Expires")))),
         "assertion": ET.tostring(assertion, encoding="unicode"),
     }
+
+
+class NoTokenError(ValueError):
+    """A well-formed SOAP answer that holds neither a token nor a fault: the IdP did not answer the question."""
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """What a relying client needs from any IdP's token answer: who the user is.
+
+    ADFS issues SAML 1.1 to ``urn:federation:MicrosoftOnline``; other IdPs (and ADFS for other relying
+    parties) issue SAML 2.0. The UPN is the attribute named ``UPN`` (any case) or a claim URI ending
+    in ``/upn``; ``name_id`` is the subject's NameIdentifier (1.1) or NameID (2.0), for IdPs that
+    send no UPN claim.
+    """
+
+    saml_version: str
+    upn: str | None
+    name_id: str | None
+
+
+def read_token(data: bytes | str) -> IssuedToken:
+    """Read a token answer as the MDM server does: a SAML assertion means the password was right.
+
+    Raises :class:`WSTrustFault` when the answer is a SOAP fault (the IdP said no),
+    :class:`NoTokenError` when it is a SOAP envelope with neither, ValueError when it is not a SOAP
+    1.2 envelope or not safe to read (too large, too deep, a DTD, not XML).
+    """
+    body = _envelope_body(data)
+    _raise_fault(body)
+    found = _find_assertion(body, (SAML1, SAML2))
+    if found is None:
+        raise NoTokenError("the answer holds neither a SAML assertion nor a SOAP Fault")
+    assertion = found[1]
+    name_id = None
+    for node in assertion.iter():
+        if _local(node.tag) in ("NameIdentifier", "NameID") and node.text:
+            name_id = node.text.strip()
+            break
+    version = "2.0" if assertion.tag == _q(SAML2, "Assertion") else "1.1"
+    return IssuedToken(version, _upn_claim(assertion), name_id)
+
+
+def _find_assertion(body: ET.Element, versions: tuple[str, ...]) -> tuple[ET.Element, ET.Element] | None:
+    """The first RSTR in the Body holding an assertion of one of ``versions`` (earlier ones preferred).
+
+    WS-Trust 1.3 wraps the final answer in an RSTR collection, a non-final one stands alone; searching
+    the whole Body reads both. Raises :class:`NoTokenError` when the Body holds no RSTR at all.
+    """
+    responses = list(body.iter(_q(WST, "RequestSecurityTokenResponse")))
+    if not responses:
+        raise NoTokenError("the answer holds no wst:RequestSecurityTokenResponse")
+    for response in responses:
+        for namespace in versions:
+            assertion = response.find(f".//{_q(namespace, 'Assertion')}")
+            if assertion is not None:
+                return response, assertion
+    return None
+
+
+def _upn_claim(assertion: ET.Element) -> str | None:
+    """The UPN claim: SAML 1.1 ``AttributeName="UPN"`` (ADFS), or SAML 2.0 ``Name="…/claims/upn"``."""
+    for attribute in assertion.iter():
+        if _local(attribute.tag) != "Attribute":
+            continue
+        name = (attribute.get("AttributeName") or attribute.get("Name") or "").lower()
+        if name == "upn" or name.endswith("/upn"):
+            for value in attribute:
+                if _local(value.tag) == "AttributeValue" and value.text:
+                    return value.text.strip()
+    return None
 
 
 # -- faults on the wire --------------------------------------------------------------------------
@@ -455,6 +542,13 @@ def parse_fault(data: bytes | str) -> dict[str, str]:
     return {"code": parsed.code, "subcode": parsed.subcode[1], "reason": parsed.reason}
 
 
+def _raise_fault(body: ET.Element) -> None:
+    """A fault in the Body is the IdP's answer (a wrong password, say): raise it before looking for a token."""
+    fault = body.find(_q(SOAP12, "Fault"))
+    if fault is not None:
+        raise _fault_from(fault)
+
+
 def _fault_from(fault: ET.Element) -> WSTrustFault:
     code = _text(fault.find(f"{_q(SOAP12, 'Code')}/{_q(SOAP12, 'Value')}")) or ""
     subcode = _text(fault.find(f"{_q(SOAP12, 'Code')}/{_q(SOAP12, 'Subcode')}/{_q(SOAP12, 'Value')}")) or ""
@@ -464,7 +558,7 @@ def _fault_from(fault: ET.Element) -> WSTrustFault:
 
 def _envelope_body(data: bytes | str) -> ET.Element:
     try:
-        root = parse_xml(data, limit=1_048_576)
+        root = parse_xml(data, limit=MAX_ANSWER_BYTES)
     except WSTrustFault as exc:
         raise ValueError(exc.reason) from None
     body = root.find(_q(SOAP12, "Body"))

@@ -1,5 +1,8 @@
 """``/idp/``: the WS-Trust 1.3 UsernameMixed endpoint and a small JSON directory API.
 
+Messages are read and written by :mod:`mdm.protocol.wstrust` (the MDM server's client uses the same
+codec); who gets a token is :class:`~simulator.idp.service.IdentityProvider`'s decision.
+
 Fault status codes. Real ADFS (WCF) answers every SOAP fault, a wrong password included, with
 HTTP 500; MSAL's WS-Trust client carries the comment "ADFS uses 5xx status code even with
 client-side incorrect password error" and parses the body regardless. This project's rule is "no 500
@@ -25,7 +28,7 @@ __all__ = ["MAX_BODY", "USERNAME_MIXED_PATH", "create_app"]
 
 USERNAME_MIXED_PATH = "/adfs/services/trust/13/UsernameMixed"
 MAX_BODY = wstrust.MAX_XML_BYTES
-SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+SOAP_CONTENT_TYPE = wstrust.SOAP_CONTENT_TYPE
 _USER_KEYS = {"upn", "password", "display_name", "mfa_required", "department"}
 
 
