@@ -11,6 +11,13 @@ exists so sign-in follows the path a real directory follows (salted hash, consta
 unknown users hashed too, so timing tells nothing), not to protect anything; a thousand seeded users
 must take well under half a second. The clear password is stored as well, on purpose: see
 :mod:`simulator.idp.store`.
+
+Every random value (Faker's names and passwords, salts, object GUIDs, assertion IDs) comes from the
+world's :class:`~mdm.protocol.randomness.Randomness`, under a label naming what it is for, so a seeded
+directory and its tokens are the same in every run and every process.
+
+The wire format (RST in, RSTR or fault out) is :mod:`mdm.protocol.wstrust`; this module only decides
+what a token says.
 """
 
 from __future__ import annotations
@@ -19,9 +26,7 @@ import base64
 import functools
 import hashlib
 import hmac
-import random
 import re
-import secrets
 import sqlite3
 import threading
 import unicodedata
@@ -33,6 +38,7 @@ from faker import Faker
 
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
+from mdm.protocol.randomness import Randomness
 from mdm.protocol.wstrust import SamlToken
 
 from . import store as idp_store
@@ -87,6 +93,7 @@ class IdentityProvider:
         self.clock = clock
         self.domain = domain
         self.seed = seed
+        self._random = Randomness(seed)
         # ADFS's default federation service identifier, on the conventional sts.<domain> host.
         self.issuer = issuer or f"http://sts.{domain}/adfs/services/trust"
         self.netbios_name = domain.split(".")[0].upper()[:15]
@@ -95,19 +102,18 @@ class IdentityProvider:
     def seed_users(self, n: int) -> list[dict[str, Any]]:
         """Add ``n`` Faker users and return them.
 
-        With a seed the batch is a function of (seed, users already present), not of this object's
-        history, so every process and every rebuilt world seeds the same directory.
+        With a seed the batch is a function of (seed, domain, users already present), not of this
+        object's history, so every process and every rebuilt world seeds the same directory.
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError("n must be a non-negative number of users")
         with self._store.transaction() as db:
             start = idp_store.count_users(db)
             taken = idp_store.upns(db)
-            batch = f"{self.seed}:{start}" if self.seed is not None else secrets.token_hex(16)
+            rng = self._random.stream(f"idp:{self.domain}:users-from:{start}")
             with _FAKER_LOCK:
                 fake = _faker()
-                fake.seed_instance(batch)
-                rng = random.Random(batch)
+                fake.seed_instance(rng.getrandbits(128))
                 now = self.clock.timestamp()
                 rows = []
                 for _ in range(n):
@@ -143,9 +149,10 @@ class IdentityProvider:
         if department is not None and (not isinstance(department, str) or len(department) > _MAX_TEXT
                                        or _CONTROL.search(department)):
             raise UserError(f"department must be text of at most {_MAX_TEXT} characters")
-        salt = secrets.token_bytes(16)
+        label = f"idp:{self.domain}:user:{upn.lower()}"
+        salt = self._random.bytes(16, f"{label}:salt")
         row = (upn, display_name.strip(), password, salt, _hash_password(password, salt), int(mfa_required),
-               department, str(uuid.uuid4()), self.clock.timestamp())
+               department, self._random.uuid(f"{label}:object-guid"), self.clock.timestamp())
         try:
             with self._store.transaction() as db:
                 idp_store.insert_users(db, [row])
@@ -189,18 +196,22 @@ class IdentityProvider:
     def issue(self, username: str, password: str, applies_to: str) -> SamlToken | None:
         """A SAML 1.1 bearer token for ``applies_to`` valid one hour from world time, or None.
 
-        MFA is deliberately not demanded (FACTS.md §4: the legacy Setup Assistant flow cannot).
+        MFA is deliberately not demanded (FACTS.md §4: the legacy Setup Assistant flow cannot). The
+        assertion ID is the user's n-th (counted in the store), so seeded runs repeat it and two tokens
+        issued in one instant still differ.
         """
         user = self.authenticate(username, password)
         if user is None:
             return None
+        with self._store.transaction() as db:
+            number = idp_store.next_assertion_number(db, user["upn"])
         now = self.clock.now()
         return SamlToken(
             upn=user["upn"],
             immutable_id=user["immutable_id"],
             issuer=self.issuer,
             audience=applies_to,
-            assertion_id=f"_{uuid.uuid4()}",
+            assertion_id="_" + self._random.uuid(f"idp:{self.domain}:user:{user['upn'].lower()}:assertion:{number}"),
             issue_instant=now,
             not_on_or_after=now + TOKEN_LIFETIME,
         )

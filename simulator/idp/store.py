@@ -16,7 +16,7 @@ from typing import Any
 from mdm.platform.storage import Store
 
 __all__ = ["MIGRATIONS", "USER_COLUMNS", "count_users", "find_user", "insert_users", "list_users",
-           "open_idp_store", "upns"]
+           "next_assertion_number", "open_idp_store", "upns"]
 
 MIGRATIONS = [
     """
@@ -32,7 +32,12 @@ MIGRATIONS = [
         object_guid TEXT NOT NULL UNIQUE,
         created_at REAL NOT NULL
     );
+    """,
+    # How many tokens each user has been issued: the n-th names the seeded value of the n-th assertion ID,
+    # so a seeded run reproduces assertion IDs and two tokens in one (frozen) instant still differ.
     """
+    ALTER TABLE users ADD COLUMN assertions_issued INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 USER_COLUMNS: Sequence[str] = (
@@ -69,3 +74,13 @@ def count_users(db: sqlite3.Connection) -> int:
 def upns(db: sqlite3.Connection) -> set[str]:
     """Every UPN, lower-cased: what a new seeded name must not collide with."""
     return {row[0].lower() for row in db.execute("SELECT upn FROM users")}
+
+
+def next_assertion_number(db: sqlite3.Connection, upn: str) -> int:
+    """Count one more token issued to ``upn`` and return the new count (1 for the first)."""
+    row = db.execute(
+        "UPDATE users SET assertions_issued = assertions_issued + 1 WHERE upn = ? RETURNING assertions_issued", (upn,)
+    ).fetchone()
+    if row is None:
+        raise KeyError(upn)
+    return int(row[0])
