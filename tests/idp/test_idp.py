@@ -17,6 +17,7 @@ from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol import wstrust
 from simulator.idp import service as idp_service
+from simulator.idp import store as idp_store
 from simulator.idp.http import USERNAME_MIXED_PATH, create_app
 from simulator.idp.service import IdentityProvider, UserError, UserExists
 from simulator.idp.store import open_idp_store
@@ -336,3 +337,40 @@ def test_add_user_errors_in_the_service(idp: IdentityProvider) -> None:
         idp.add_user("X@Contoso.com", "pw")
     with pytest.raises(UserError):
         idp.add_user("x@contoso.com", "pw\x00")
+
+
+# -- seeds ---------------------------------------------------------------------------------------------
+def _assertion_ids(clock: Clock, seed: int | None) -> list[str]:
+    idp = IdentityProvider(open_idp_store(), clock, seed=seed)
+    idp.add_user("adele.vance@contoso.com", "pw")
+    idp.add_user("megan.bowen@contoso.com", "pw")
+    tokens = [idp.issue(upn, "pw", RP) for upn in ("adele.vance@contoso.com", "ADELE.VANCE@contoso.com",
+                                                     "megan.bowen@contoso.com")]
+    return [token.assertion_id for token in tokens if token is not None]
+
+
+def test_seeded_assertion_ids_repeat_per_run_and_differ_per_token(clock: Clock) -> None:
+    first, again = _assertion_ids(clock, 3), _assertion_ids(clock, 3)
+    assert first == again  # the clock is frozen: only the per-user count tells the tokens apart
+    assert len(set(first)) == 3 and all(i.startswith("_") for i in first)
+    assert _assertion_ids(clock, 4) != first
+    unseeded = _assertion_ids(clock, None)
+    assert len(set(unseeded)) == 3 and unseeded != _assertion_ids(clock, None)
+
+
+def test_seeded_users_added_by_hand_keep_their_guid(clock: Clock) -> None:
+    def guid(seed: int | None) -> str:
+        idp = IdentityProvider(open_idp_store(), clock, seed=seed)
+        return idp.add_user("lee.gu@contoso.com", "pw")["object_guid"]
+
+    assert guid(9) == guid(9) != guid(10)
+    assert guid(None) != guid(None)
+
+
+def test_the_idp_store_counts_tokens_per_user(idp: IdentityProvider) -> None:
+    idp.add_user("a@contoso.com", "pw")
+    assert idp.issue("a@contoso.com", "wrong", RP) is None
+    for _ in range(2):
+        assert idp.issue("A@contoso.com", "pw", RP) is not None
+    with idp._store.read() as db:
+        assert idp_store.find_user(db, "a@contoso.com")["assertions_issued"] == 2
