@@ -196,15 +196,18 @@ class IdentityProvider:
     def issue(self, username: str, password: str, applies_to: str) -> SamlToken | None:
         """A SAML 1.1 bearer token for ``applies_to`` valid one hour from world time, or None.
 
-        MFA is deliberately not demanded (FACTS.md §4: the legacy Setup Assistant flow cannot). The
-        assertion ID is the user's n-th (counted in the store), so seeded runs repeat it and two tokens
-        issued in one instant still differ.
+        MFA is deliberately not demanded (FACTS.md §4: the legacy Setup Assistant flow cannot). A seeded
+        assertion ID is named by the user's n-th token (counted in the store), so seeded runs repeat it
+        and two tokens issued in one instant still differ; unseeded, it is random and nothing is counted
+        (sign-in stays a read).
         """
         user = self.authenticate(username, password)
         if user is None:
             return None
-        with self._store.transaction() as db:
-            number = idp_store.next_assertion_number(db, user["upn"])
+        number = 0
+        if self._random.seeded:
+            with self._store.transaction() as db:
+                number = idp_store.next_assertion_number(db, user["upn"])
         now = self.clock.now()
         return SamlToken(
             upn=user["upn"],

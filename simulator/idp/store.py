@@ -33,8 +33,9 @@ MIGRATIONS = [
         created_at REAL NOT NULL
     );
     """,
-    # How many tokens each user has been issued: the n-th names the seeded value of the n-th assertion ID,
-    # so a seeded run reproduces assertion IDs and two tokens in one (frozen) instant still differ.
+    # How many tokens each user has been issued in a seeded world: the n-th names the seeded value of the
+    # n-th assertion ID, so a seeded run repeats assertion IDs and two tokens in one (frozen) instant differ.
+    # Unseeded worlds draw assertion IDs from the OS and leave it at 0.
     """
     ALTER TABLE users ADD COLUMN assertions_issued INTEGER NOT NULL DEFAULT 0;
     """,

@@ -259,6 +259,17 @@ def test_deep_nesting_is_refused(path: str) -> None:
     assert wstrust.parse_xml(ok) is not None
 
 
+def test_the_depth_bound_is_exact_whether_the_message_is_small_or_large() -> None:
+    def nested(depth: int, padding: int = 0) -> str:
+        return "<a>" * (depth - 1) + "<!---->" * padding + "<a/>" + "</a>" * (depth - 1)
+
+    limit = wstrust.MAX_XML_DEPTH
+    for padding in (0, 200):  # few tags (parsed at once) and many (counted while parsing)
+        assert wstrust.parse_xml(nested(limit, padding)).tag == "a"
+        with pytest.raises(wstrust.WSTrustFault, match=f"deeper than {limit} levels"):
+            wstrust.parse_xml(nested(limit + 1, padding))
+
+
 def test_size_is_bounded_for_requests_and_answers() -> None:
     padding = "<!--" + "x" * wstrust.MAX_XML_BYTES + "-->"
     assert "larger than 65536 bytes" in _refused("parse_rst", wstrust.build_rst("a@b.c", "p", RP, START) + padding.encode())
