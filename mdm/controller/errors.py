@@ -1,8 +1,10 @@
-"""The controller's one error type, shared by its rule modules (``service``, ``pushcert``)."""
+"""The controller's one error type, shared by its rule modules, and the few ways they build one."""
 
 from __future__ import annotations
 
-__all__ = ["GraphError"]
+import math
+
+__all__ = ["GraphError", "not_found", "retry_after_seconds"]
 
 
 class GraphError(Exception):
@@ -14,3 +16,13 @@ class GraphError(Exception):
         self.code = code
         self.message = message
         self.retry_after = retry_after
+
+
+def not_found(what: str, ident: str) -> GraphError:
+    """404 for a Graph entity (``depOnboardingSetting``, ``enrollmentProfile``, ...) that does not exist."""
+    return GraphError(404, "notFound", f"{what} {ident!r} was not found"[:300])
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """A ``Retry-After`` for a wait of ``seconds``: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds - 1e-9))

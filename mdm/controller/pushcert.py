@@ -20,8 +20,6 @@ topic no one can push to.
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +34,8 @@ from mdm.protocol import x509 as mx509
 from mdm.protocol.isotime import iso_from_timestamp, isoformat
 
 from .errors import GraphError
+from .store import devices as device_table
+from .store import push_certificate as push_table
 
 __all__ = ["PushCertificates", "EXPIRY_WARNING_DAYS", "MISSING_MESSAGE"]
 
@@ -48,7 +48,6 @@ MISSING_MESSAGE = (
     f"{GRAPH_PATH}/downloadApplePushNotificationCertificateSigningRequest, create the certificate at "
     f"Apple's Push Certificates Portal and upload it to {GRAPH_PATH}"
 )
-
 
 
 
@@ -76,7 +75,7 @@ class PushCertificates:
     def signing_request(self) -> str:
         """The CSR waiting for Apple's certificate; made (with a new key) when none is waiting."""
         with self.store.read() as db:
-            row = self._row(db)
+            row = push_table.get(db)
         if row is not None and row["pending_csr_pem"]:
             return str(row["pending_csr_pem"])
         return self.new_signing_request(replace=False)
@@ -103,13 +102,10 @@ class PushCertificates:
         csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
         key_pem = mx509.key_to_pem(key).decode()
         with self.store.transaction() as db:
-            row = self._ensure_row(db)
+            row = push_table.ensure(db)
             if not replace and row["pending_csr_pem"]:
                 return str(row["pending_csr_pem"])
-            db.execute(
-                "UPDATE push_certificate SET pending_key_pem = ?, pending_csr_pem = ? WHERE id = 1",
-                (key_pem, csr_pem),
-            )
+            push_table.set_pending(db, key_pem, csr_pem)
         return csr_pem
 
     # == upload ===================================================================================
@@ -129,35 +125,20 @@ class PushCertificates:
             raise
         now = self.clock.timestamp()
         with self.store.transaction() as db:
-            row = self._ensure_row(db)
-            old_topic = row["topic"]
+            old_topic = push_table.ensure(db)["topic"]
             changed = old_topic is not None and old_topic != topic
-            affected = self._count_stale(db, topic) if changed else 0
-            db.execute(
-                """UPDATE push_certificate SET cert_pem = ?, key_pem = ?, apple_identifier = ?, topic = ?,
-                   serial = ?, not_after = ?, modified_at = ?, upload_status = 'success',
-                   failure_reason = NULL,
-                   pending_key_pem = CASE WHEN ? THEN NULL ELSE pending_key_pem END,
-                   pending_csr_pem = CASE WHEN ? THEN NULL ELSE pending_csr_pem END,
-                   previous_topic = CASE WHEN ? THEN ? ELSE previous_topic END,
-                   topic_changed_at = CASE WHEN ? THEN ? ELSE topic_changed_at END
-                   WHERE id = 1""",
-                (
-                    cert_pem,
-                    key_pem,
-                    apple_id,
-                    topic,
-                    format(cert.serial_number, "x"),
-                    cert.not_valid_after_utc.timestamp(),
-                    now,
-                    int(used_pending),
-                    int(used_pending),
-                    int(changed),
-                    old_topic,
-                    int(changed),
-                    now,
-                ),
+            affected = device_table.count_unreachable(db, topic) if changed else 0
+            upload = push_table.Upload(
+                cert_pem=cert_pem,
+                key_pem=key_pem,
+                apple_identifier=apple_id,
+                topic=topic,
+                serial=format(cert.serial_number, "x"),
+                not_after=cert.not_valid_after_utc.timestamp(),
+                used_pending=used_pending,
+                previous_topic=old_topic if changed else None,
             )
+            push_table.record_upload(db, upload, now)
         out = self.get()
         out["topicChanged"] = changed
         if changed:
@@ -200,7 +181,7 @@ class PushCertificates:
                 "Push Certificates Portal and upload the new one",
             )
         with self.store.read() as db:
-            row = self._row(db)
+            row = push_table.get(db)
         numbers = cert.public_key().public_numbers()
         for column, pending in (("pending_key_pem", True), ("key_pem", False)):
             pem = row[column] if row is not None else None
@@ -234,17 +215,14 @@ class PushCertificates:
 
     def _record_failure(self, reason: str) -> None:
         with self.store.transaction() as db:
-            self._ensure_row(db)
-            db.execute(
-                "UPDATE push_certificate SET upload_status = 'failed', failure_reason = ?, modified_at = ? WHERE id = 1",
-                (reason[:500], self.clock.timestamp()),
-            )
+            push_table.ensure(db)
+            push_table.record_failure(db, reason[:500], self.clock.timestamp())
 
     # == reading ==================================================================================
     def topic(self) -> str | None:
         """The topic of the certificate in use (None before the first upload)."""
         with self.store.read() as db:
-            row = self._row(db)
+            row = push_table.get(db)
         return row["topic"] if row is not None and row["cert_pem"] else None
 
     def require(self) -> None:
@@ -256,9 +234,9 @@ class PushCertificates:
         """Graph's ``applePushNotificationCertificate`` plus the warnings an admin must see."""
         now = self.clock.timestamp()
         with self.store.read() as db:
-            row = self._row(db)
+            row = push_table.get(db)
             topic = row["topic"] if row is not None and row["cert_pem"] else None
-            stale = self._count_stale(db, topic) if topic is not None else 0
+            stale = device_table.count_unreachable(db, topic) if topic is not None else 0
         not_after = row["not_after"] if topic is not None and row is not None else None
         expired = not_after is not None and not_after <= now
         days_left = int((not_after - now) // 86400) if not_after is not None and not expired else None
@@ -300,25 +278,3 @@ class PushCertificates:
             "devicesRequiringReenrollmentCount": stale,
             "warnings": warnings,
         }
-
-    # == helpers ==================================================================================
-    @staticmethod
-    def _count_stale(db: sqlite3.Connection, topic: str) -> int:
-        """Enrolled devices whose enrollment topic is not ``topic``: unreachable by push."""
-        return int(
-            db.execute(
-                "SELECT count(*) FROM devices WHERE is_deleted = 0 AND enrollment_state = 'enrolled' "
-                "AND mdm_topic IS NOT NULL AND mdm_topic != ?",
-                (topic,),
-            ).fetchone()[0]
-        )
-
-    @staticmethod
-    def _row(db: sqlite3.Connection) -> sqlite3.Row | None:
-        return db.execute("SELECT * FROM push_certificate WHERE id = 1").fetchone()
-
-    def _ensure_row(self, db: sqlite3.Connection) -> sqlite3.Row:
-        db.execute("INSERT OR IGNORE INTO push_certificate (id, graph_id) VALUES (1, ?)", (str(uuid.uuid4()),))
-        row = self._row(db)
-        assert row is not None
-        return row

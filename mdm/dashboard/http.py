@@ -2,257 +2,38 @@
 
 Every action is one Graph call made with the client the composition root hands in; a Graph error is
 shown next to the form that caused it, with the admin's input kept, because the API is the one place
-that decides what is valid (the forms only mirror its limits in ``maxlength``/``required``). Browser
-scripts never call the Graph API themselves: they poll two small JSON routes of this blueprint, so
-the API can stay behind its bearer token while the pages stay usable.
+that decides what is valid (the forms only mirror its limits in ``maxlength``/``required``), and
+whether a sync may start (``syncAvailability``). Browser scripts never call the Graph API themselves:
+they poll two small JSON routes of this blueprint, so the API can stay behind its bearer token while
+the pages stay usable.
+
+:mod:`.graph` makes the calls; :mod:`.views` computes what the pages show from the replies.
 """
 
 from __future__ import annotations
 
-import base64
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
-from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException
 
-__all__ = ["create_blueprint", "SKIP_OPTIONS", "sync_state"]
-
-# The ten Setup Assistant screens Intune's profile form offers, in its order, with its labels.
-SKIP_OPTIONS: tuple[tuple[str, str], ...] = (
-    ("passCodeDisabled", "Passcode"),
-    ("locationDisabled", "Location Services"),
-    ("restoreBlocked", "Restore"),
-    ("appleIdDisabled", "Apple ID"),
-    ("termsAndConditionsDisabled", "Terms and conditions"),
-    ("touchIdDisabled", "Touch ID and Face ID"),
-    ("applePayDisabled", "Apple Pay"),
-    ("zoomDisabled", "Zoom"),
-    ("siriDisabled", "Siri"),
-    ("diagnosticsDisabled", "Diagnostics Data"),
+from .graph import Graph, GraphCallError
+from .views import (
+    MAX_CERT_FILE,
+    NOTICES,
+    PAGE_SIZE,
+    PAIRING_LABELS,
+    SKIP_OPTIONS,
+    format_time,
+    profile_body,
+    skiptoken_of,
+    sync_state,
 )
-PAIRING_LABELS = {
-    "allow": "Allow all",
-    "disallow": "Deny all",
-    "requiresCertificate": "Allow Apple Configurator by certificate",
-}
-# Redirect-after-POST notices are codes, so a link cannot make the page say arbitrary things.
-NOTICES = {
-    "token-created": "Token created. Next: download the public key and upload it to Apple Business Manager.",
-    "key-generated": "New public key generated. Upload it to Apple Business Manager before the next token.",
-    "token-uploaded": "Token uploaded. Apple accepted it; you can sync devices now.",
-    "profile-created": "Profile created and sent to Apple.",
-    "push-uploaded": "Apple MDM push certificate uploaded. Devices can be woken for MDM commands.",
-    "sync-requested": "Sync requested.",
-}
-MAX_CERT_FILE = 64 * 1024
-PAGE_SIZE = 100
-_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
-
-class GraphCallError(Exception):
-    """A Graph call that did not succeed: the status and the message to put next to the form."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Graph:
-    """The Graph API as the pages need it: one call, JSON back, errors as :class:`GraphCallError`."""
-
-    client: httpx.Client
-    base: str
-
-    def call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None) -> Any:
-        segments = path.split("/")[1:]
-        if not (path.isascii() and path.isprintable()) or "%" in path or any(s in ("", ".", "..") for s in segments):
-            # Graph ids are GUIDs; an id from a link with control, non-ASCII, '%' or '/' characters names
-            # nothing and would not survive the trip as a URL (fuzz findings: a 500, then a 502).
-            raise GraphCallError(404, "notFound", "no such item: the id is not a Graph id")
-        try:
-            reply = self.client.request(method, f"{self.base}{path}", json=json, params=params)
-        except httpx.InvalidURL:
-            raise GraphCallError(404, "notFound", "no such item: the address is not a valid URL") from None
-        except httpx.HTTPError as exc:
-            raise GraphCallError(502, "unreachable", f"the Graph API could not be reached ({type(exc).__name__})") from None
-        if reply.status_code >= 400:
-            code, message = _graph_error(reply)
-            raise GraphCallError(reply.status_code, code, message, reply.headers.get("Retry-After"))
-        if reply.status_code == 204 or not reply.content:
-            return None
-        try:
-            return reply.json()
-        except ValueError:
-            raise GraphCallError(502, "badResponse", "the Graph API answered something that is not JSON") from None
-
-    def get(self, path: str, **params: str) -> Any:
-        return self.call("GET", path, params=params or None)
-
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.call("POST", path, json=body)
-
-
-def _graph_error(reply: httpx.Response) -> tuple[str, str]:
-    """``{"error": {"code", "message"}}``, or whatever else a proxy or the auth layer sent, as a sentence."""
-    try:
-        body = reply.json()
-    except ValueError:
-        return "error", f"the Graph API answered {reply.status_code}: {reply.text[:200]}"
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("code") or "error"), str(error.get("message") or reply.status_code)
-    if isinstance(error, str):
-        return "error", error
-    return "error", f"the Graph API answered {reply.status_code}"
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _format_time(text: str | None) -> str:
-    value = parse_time(text)
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
-
-
-def format_wait(seconds: float) -> str:
-    """``9 min 58 s``: read aloud well, and what Intune's banner says in words."""
-    total = max(0, int(round(seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s"
-    return f"{secs} s"
-
-
-def sync_state(setting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """Whether Sync may be pressed now, how long until it may, and what to tell the admin.
-
-    The controller owns the rules; this only reads ``syncStatus`` and ``nextSyncAvailableDateTime``
-    against the world's ``now`` (not the browser's clock, which a simulation may be far from).
-    """
-    status = setting.get("syncStatus") or "idle"
-    available = parse_time(setting.get("nextSyncAvailableDateTime"))
-    triggered = parse_time(setting.get("lastSyncTriggeredDateTime"))
-    remaining = max(0.0, (available - now).total_seconds()) if available else 0.0
-    has_token = setting.get("tokenType") == "dep"
-    running = status == "running"
-    can_sync = has_token and not running and remaining <= 0
-    fraction = 1.0
-    if remaining > 0 and triggered is not None and available is not None and available > triggered:
-        total = (available - triggered).total_seconds()
-        fraction = min(1.0, max(0.0, 1 - remaining / total))
-    progress = setting.get("syncProgress") or {}
-    count = setting.get("syncedDeviceCount") or 0
-    if not has_token:
-        message = "Upload a token from Apple Business Manager before syncing."
-    elif running:
-        message = (
-            f"Sync in progress: {progress.get('devices', 0)} devices so far. "
-            f"Sync is available again when it finishes, or in {format_wait(remaining)} at the latest."
-        )
-    elif remaining > 0 and status == "failed":
-        reason = setting.get("lastSyncErrorMessage") or setting.get("lastSyncErrorCode")
-        message = f"The last sync failed: {reason}. You can sync again in {format_wait(remaining)}."
-    elif remaining > 0:
-        message = f"You can sync again in {format_wait(remaining)}."
-    elif setting.get("lastSuccessfulSyncDateTime"):
-        kind = setting.get("lastSyncKind") or "sync"
-        message = f"Last sync ({kind}) {_format_time(setting.get('lastSuccessfulSyncDateTime'))}: {count} devices."
-        if status == "failed":
-            message += f" The latest attempt failed: {setting.get('lastSyncErrorMessage')}"
-    else:
-        message = "Not synced yet. Press Sync to fetch the devices Apple lists for this token."
-    return {
-        "syncStatus": status,
-        "canSync": can_sync,
-        "remainingSeconds": int(round(remaining)),
-        "remainingText": format_wait(remaining) if remaining > 0 else "",
-        "waitFraction": round(fraction, 4),
-        "message": message,
-        "syncedDeviceCount": count,
-        "nextFullSyncAvailableDateTime": setting.get("nextFullSyncAvailableDateTime"),
-        "lastSyncErrorCode": setting.get("lastSyncErrorCode"),
-    }
-
-
-def _yes(form: Mapping[str, str], name: str, default: bool = False) -> bool:
-    value = form.get(name)
-    return default if value is None else value == "yes"
-
-
-def _certificates(text: str, uploads: list[FileStorage]) -> tuple[list[dict[str, str]], str]:
-    """``managementCertificates`` from pasted PEM and uploaded files (PEM or DER), and the text to keep.
-
-    Uploaded files are folded into the paste box, so a form shown again after an error keeps them
-    (a browser never refills a file input).
-    """
-    pieces = [text.strip()] if text.strip() else []
-    for upload in uploads:
-        if not upload or not upload.filename:
-            continue
-        data = upload.read(MAX_CERT_FILE + 1)[:MAX_CERT_FILE]
-        if b"-----BEGIN" in data:
-            pieces.append(data.decode("ascii", "replace").strip())
-        elif data:
-            body = base64.encodebytes(data).decode("ascii").strip()
-            pieces.append(f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----")
-    combined = "\n".join(pieces)
-    found = _PEM_CERT.findall(combined)
-    if found:
-        return [{"certificate": pem} for pem in found], combined
-    # Not PEM: maybe base64 DER pasted as is; the API says whether it is a certificate.
-    blob = "".join(combined.split())
-    return ([{"certificate": blob}] if blob else []), combined
-
-
-def profile_body(form: Mapping[str, str], uploads: list[FileStorage]) -> tuple[dict[str, Any], str]:
-    """The Graph ``depIOSEnrollmentProfile`` body for the submitted form, and the certificate text."""
-    pairing = form.get("iTunesPairingMode", "allow")
-    certificates, cert_text = _certificates(form.get("managementCertificates", ""), uploads)
-    body: dict[str, Any] = {
-        "@odata.type": "#microsoft.graph.depIOSEnrollmentProfile",
-        "displayName": form.get("displayName", "").strip(),
-        "description": form.get("description", "").strip() or None,
-        "requiresUserAuthentication": _yes(form, "requiresUserAuthentication"),
-        "supervisedModeEnabled": _yes(form, "supervisedModeEnabled", True),
-        "profileRemovalDisabled": _yes(form, "profileRemovalDisabled"),
-        "awaitDeviceConfiguredConfirmation": _yes(form, "awaitDeviceConfiguredConfirmation"),
-        "iTunesPairingMode": pairing,
-        "managementCertificates": certificates if pairing == "requiresCertificate" else [],
-        "supportDepartment": form.get("supportDepartment", "").strip() or None,
-        "supportPhoneNumber": form.get("supportPhoneNumber", "").strip() or None,
-        "isDefault": form.get("isDefault") == "yes",
-    }
-    for name, _label in SKIP_OPTIONS:
-        body[name] = form.get(name) == "hide"
-    return body, cert_text
-
-
-def _skiptoken(next_link: str | None) -> str | None:
-    if not next_link:
-        return None
-    values = parse_qs(urlsplit(next_link).query).get("$skiptoken")
-    return values[0] if values else None
+__all__ = ["create_blueprint", "SKIP_OPTIONS", "sync_state"]
 
 
 def create_blueprint(
@@ -304,7 +85,7 @@ def create_blueprint(
 
     @bp.app_template_filter("when")
     def _when(text: str | None) -> str:
-        return _format_time(text)
+        return format_time(text)
 
     @bp.errorhandler(GraphCallError)
     def _graph_failed(error: GraphCallError) -> tuple[str, int]:
@@ -525,7 +306,7 @@ def create_blueprint(
             profiles=profiles,
             names={p["id"]: p.get("displayName") for p in profiles},
             devices=listing.get("value") or [],
-            next_skiptoken=_skiptoken(listing.get("@odata.nextLink")),
+            next_skiptoken=skiptoken_of(listing.get("@odata.nextLink")),
             state=sync_state(token, clock()),
             nav="serials",
             **context,

@@ -1,19 +1,12 @@
-"""The controller's tables: DEP tokens (``depOnboardingSettings``), enrollment profiles, imported devices.
+"""The controller's tables: DEP tokens (``depOnboardingSettings``), enrollment profiles, imported devices,
+the UDID → serial map of MDM events, and the tenant's push certificate.
 
-Everything the controller knows lives here (DESIGN rule 3), including the one-sync-in-flight claim:
-the columns ``sync_*`` of a token row are read and written in a single ``BEGIN IMMEDIATE``
-transaction, so two threads or two worker processes can never both start a sync.
-
-Times are stored as world-clock epoch seconds (REAL) and rendered as ISO 8601 only at the edge.
+Migration *n* runs once (``PRAGMA user_version``); never edit one that has shipped, add another.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mdm.platform.storage import Store
-
-__all__ = ["MIGRATIONS", "open_controller_store"]
+__all__ = ["MIGRATIONS"]
 
 MIGRATIONS = [
     """
@@ -123,7 +116,3 @@ MIGRATIONS = [
     """,
 ]
 
-
-def open_controller_store(path: str | Path | None = None) -> Store:
-    """The controller's store: ``None`` in memory (tests), a file for ``mdmsim serve``."""
-    return Store(path, MIGRATIONS)

@@ -1,0 +1,198 @@
+"""Enrollment profiles (Graph ``enrollmentProfiles`` of a token): each one defined at Apple, kept with its uuid.
+
+Graph's settings become Apple's profile JSON by the pure rules of :mod:`mdm.controller.profiles`;
+this module stores both and talks to Apple. Apple profiles cannot change: an edit defines a new one
+and moves the profile's devices to it. Apple has no call to delete a profile either: a deleted
+profile stays on its devices at Apple until another one is assigned. A token's default profile is
+what a sync assigns to serials that have none.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
+from mdm.protocol.isotime import iso_from_timestamp
+
+from . import profiles as profile_rules
+from .apple import Apple, graph_from_apple
+from .depclient import DEPError
+from .errors import GraphError, not_found
+from .pushcert import PushCertificates
+from .store import devices as device_table
+from .store import profiles as profile_table
+from .tokens import dep_token_row, token_row
+
+if TYPE_CHECKING:
+    from .assignments import Assignments
+
+__all__ = ["MAX_PROFILES_PER_TOKEN", "EnrollmentProfiles", "profile_row"]
+
+MAX_PROFILES_PER_TOKEN = 1000
+
+
+def profile_row(db: sqlite3.Connection, token_id: str, profile_id: str) -> sqlite3.Row:
+    """The token's profile row, or 404."""
+    row = profile_table.get(db, token_id, profile_id)
+    if row is None:
+        raise not_found("enrollmentProfile", profile_id)
+    return row
+
+
+class EnrollmentProfiles:
+    """The enrollment-profile rules over the controller's store.
+
+    ``mdm_enroll_url()`` is the MDM server's enrollment URL every profile carries; ``anchor_certs()``
+    the base64 DER certificates its TLS certificate chains to, so devices trust exactly these.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        apple: Apple,
+        assignments: Assignments,
+        push_certificates: PushCertificates,
+        *,
+        mdm_enroll_url: Callable[[], str],
+        anchor_certs: Callable[[], list[str]] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.apple = apple
+        self.assignments = assignments
+        self.push_certificates = push_certificates
+        self.mdm_enroll_url = mdm_enroll_url
+        self.anchor_certs = anchor_certs
+
+    # == reading ==================================================================================
+    def list_all(self, token_id: str) -> list[dict[str, Any]]:
+        with self.store.read() as db:
+            token_row(db, token_id)
+            return [_render(r) for r in profile_table.for_token(db, token_id)]
+
+    def get(self, token_id: str, profile_id: str) -> dict[str, Any]:
+        with self.store.read() as db:
+            return _render(profile_row(db, token_id, profile_id))
+
+    def get_apple_profile(self, token_id: str, profile_id: str) -> dict[str, Any]:
+        """The exact JSON sent to Apple's ``POST /profile`` for this profile, and Apple's uuid."""
+        with self.store.read() as db:
+            row = profile_row(db, token_id, profile_id)
+        return {"profile_uuid": row["profile_uuid"], "profile": json.loads(row["apple_json"])}
+
+    # == writing ==================================================================================
+    def create(self, token_id: str, body: Any) -> dict[str, Any]:
+        settings = _settings(None, body)
+        with self.store.read() as db:
+            token = dep_token_row(db, token_id)
+            count = profile_table.count(db, token_id)
+        # A device enrolled now would get a topic no certificate can push to (Intune refuses likewise).
+        self.push_certificates.require()
+        if count >= MAX_PROFILES_PER_TOKEN:
+            raise GraphError(400, "profileLimitReached", f"a token holds at most {MAX_PROFILES_PER_TOKEN} profiles")
+        apple, profile_uuid = self._define(token, settings)
+        now = self.clock.timestamp()
+        profile_id = str(uuid.uuid4())
+        with self.store.transaction() as db:
+            token_row(db, token_id)
+            if settings["isDefault"]:
+                _clear_default(db, token_id)
+            profile_table.insert(
+                db,
+                profile_id,
+                token_id,
+                settings=json.dumps(settings),
+                apple_json=apple,
+                profile_uuid=profile_uuid,
+                is_default=settings["isDefault"],
+                now=now,
+            )
+        return self.get(token_id, profile_id)
+
+    def update(self, token_id: str, profile_id: str, body: Any) -> dict[str, Any]:
+        """PATCH: Apple profiles cannot change, so a new one is defined and the profile's devices move to it."""
+        with self.store.read() as db:
+            token = dep_token_row(db, token_id)
+            current = profile_row(db, token_id, profile_id)
+        settings = _settings(json.loads(current["settings"]), body)
+        apple, profile_uuid = self._define(token, settings)
+        with self.store.transaction() as db:
+            profile_row(db, token_id, profile_id)
+            if settings["isDefault"]:
+                _clear_default(db, token_id)
+            profile_table.update(
+                db,
+                profile_id,
+                settings=json.dumps(settings),
+                apple_json=apple,
+                profile_uuid=profile_uuid,
+                is_default=settings["isDefault"],
+                now=self.clock.timestamp(),
+            )
+            serials = device_table.serials_with_profile(db, token_id, profile_id)
+        if serials and profile_uuid != current["profile_uuid"]:
+            try:
+                self.assignments.assign(token_id, profile_id, serials)
+            except GraphError:
+                pass  # recorded per device; the profile itself was saved
+        return self.get(token_id, profile_id)
+
+    def delete(self, token_id: str, profile_id: str) -> None:
+        """Apple has no call to delete a profile; devices keep it at Apple until assigned another."""
+        with self.store.transaction() as db:
+            profile_row(db, token_id, profile_id)
+            device_table.forget_profile(db, token_id, profile_id)
+            profile_table.delete(db, profile_id)
+
+    def _define(self, token: sqlite3.Row, settings: dict[str, Any]) -> tuple[str, str]:
+        """``POST /profile`` → (the JSON sent, Apple's profile_uuid); Apple's refusals become 400s."""
+        try:
+            apple = profile_rules.apple_profile(settings, self.mdm_enroll_url())
+        except profile_rules.ProfileError as exc:
+            raise GraphError(400, "badRequest", str(exc)) from None
+        anchors = self.anchor_certs() if self.anchor_certs is not None else []
+        if anchors:
+            apple["anchor_certs"] = list(anchors)
+        try:
+            reply = self.apple.client_for(token).define_profile(apple)
+        except (DEPError, httpx.HTTPError) as exc:
+            raise graph_from_apple(exc, "enrollment profile") from None
+        profile_uuid = reply.get("profile_uuid")
+        if not isinstance(profile_uuid, str) or not profile_uuid:
+            raise GraphError(400, "appleRejected", "Apple did not return a profile_uuid")
+        return json.dumps(apple), profile_uuid
+
+
+def _settings(current: dict[str, Any] | None, body: Any) -> dict[str, Any]:
+    try:
+        return profile_rules.merge_settings(current, body)
+    except profile_rules.ProfileError as exc:
+        raise GraphError(400, "badRequest", str(exc)) from None
+
+
+def _clear_default(db: sqlite3.Connection, token_id: str) -> None:
+    """The token's default profile (if any) stops being it: a new one is about to be."""
+    for row in profile_table.defaults(db, token_id):
+        settings = json.loads(row["settings"])
+        settings["isDefault"] = False
+        profile_table.unset_default(db, row["id"], json.dumps(settings))
+
+
+def _render(row: sqlite3.Row) -> dict[str, Any]:
+    settings = json.loads(row["settings"])
+    return {
+        "@odata.type": profile_rules.ODATA_TYPE,
+        "id": row["id"],
+        **settings,
+        "createdDateTime": iso_from_timestamp(row["created_at"]),
+        "lastModifiedDateTime": iso_from_timestamp(row["modified_at"]),
+        "appleProfileUuid": row["profile_uuid"],
+    }
