@@ -17,11 +17,15 @@ device registers (``POST /devices/<token>/register`` ``{"topic": …}``) or, for
 register, from the first accepted push (trust on first use). A push for another topic then gets 400
 ``DeviceTokenNotForTopic``: how devices enrolled under an old topic become unreachable.
 
-Simulated devices collect their notifications with :meth:`APNsService.take` (in process) or
-``GET /events`` (over HTTP, as Fleet's APNs mock does).
+**Delivery.** Simulated devices collect their notifications with :meth:`APNsService.take` (in
+process) or ``GET /events`` (over HTTP, as Fleet's APNs mock does), which waits with
+:meth:`APNsService.wait_for_notifications` ("the next notification for token T, up to N seconds") or
+streams with :meth:`APNsService.watch`. Waiting polls the store every 50 ms against a deadline and
+holds no store transaction or lock meanwhile, so one slow device never blocks pushes to others.
 
-State lives in its own small SQLite store so several worker processes agree on what is pending; waits
-never hold a transaction (see :mod:`simulator.apple.apns.http`).
+State lives in a SQLite store (its own, or Apple's; tables and SQL in :mod:`.store`) so several worker
+processes agree on what is pending. With a ``seed``, an ``apns-id`` the provider did not send is
+derived from the token and the push's number (``apns:<token>:notification:<n>``).
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import sqlite3
-import uuid
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -42,17 +47,27 @@ from cryptography import x509
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol.isotime import isoformat
+from mdm.protocol.randomness import Randomness
 from mdm.protocol.x509 import push_topic
+
+from . import store as apns_store
+from .store import MIGRATIONS, open_apns_store
 
 __all__ = [
     "MIGRATIONS",
     "open_apns_store",
+    "APNsError",
     "APNsService",
     "PushResult",
     "valid_token",
     "MAX_PAYLOAD",
+    "MAX_TOPIC",
     "CLIENT_CERT_HEADER",
     "CertificateCheck",
+    "POLL_INTERVAL_S",
+    "MAX_LONG_POLL_S",
+    "DEFAULT_STREAM_S",
+    "MAX_STREAM_S",
 ]
 
 #: The simulation's stand-in for the TLS client certificate: base64 of the push certificate's DER.
@@ -60,42 +75,11 @@ CLIENT_CERT_HEADER = "X-Mdmsim-Client-Cert"
 #: ``(ok, "<code>: <sentence>")`` for a provider certificate; code ``expired`` → ExpiredProviderToken.
 CertificateCheck = Callable[[x509.Certificate], tuple[bool, str]]
 MAX_TOPIC = 255
-
-MIGRATIONS = [
-    """
-    -- Newest-only: one pending notification per device token.
-    CREATE TABLE pending (
-        token TEXT PRIMARY KEY,
-        apns_id TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        push_type TEXT,
-        priority INTEGER NOT NULL,
-        payload TEXT NOT NULL,
-        received_at REAL NOT NULL
-    );
-    CREATE TABLE unregistered (
-        token TEXT PRIMARY KEY,
-        at REAL NOT NULL
-    );
-    CREATE TABLE stats (
-        token TEXT PRIMARY KEY,
-        accepted INTEGER NOT NULL DEFAULT 0,
-        coalesced INTEGER NOT NULL DEFAULT 0,
-        rejected INTEGER NOT NULL DEFAULT 0,
-        delivered INTEGER NOT NULL DEFAULT 0
-    );
-    """,
-    """
-    -- Which topic each device token was made for (registered by the device, or learnt from the first
-    -- accepted push); ``source`` says which.
-    CREATE TABLE token_topics (
-        token TEXT PRIMARY KEY,
-        topic TEXT NOT NULL,
-        source TEXT NOT NULL,
-        bound_at REAL NOT NULL
-    );
-    """,
-]
+#: How often a waiting device's store row is looked at, and the longest waits a device may ask for.
+POLL_INTERVAL_S = 0.05
+MAX_LONG_POLL_S = 30.0
+DEFAULT_STREAM_S = 300.0
+MAX_STREAM_S = 3600.0
 
 #: Apple's limit for a notification payload (4 KB; VoIP 5 KB does not apply to MDM).
 MAX_PAYLOAD = 4096
@@ -118,13 +102,18 @@ _TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-def open_apns_store(path: str | Path | None = None) -> Store:
-    return Store(path, MIGRATIONS)
-
-
 def valid_token(token: str) -> bool:
     """Device tokens are 32 bytes, written as 64 hex digits in the path."""
     return bool(_TOKEN.match(token or ""))
+
+
+class APNsError(Exception):
+    """A device-side request APNs refuses: ``status`` and Apple-style ``reason`` (``BadDeviceToken``…)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -153,10 +142,22 @@ class APNsService:
     topic, as before provider certificates existed (tests of the gateway alone, external MDMs).
     """
 
-    def __init__(self, store: Store, clock: Clock, *, certificate_check: CertificateCheck | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        certificate_check: CertificateCheck | None = None,
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.certificate_check = certificate_check
+        self.random = Randomness(seed)
+        self._sleep = sleep
+        self._monotonic = monotonic
 
     # -- provider side ------------------------------------------------------------------------------
     def authenticate(self, headers: Mapping[str, str]) -> str | PushResult:
@@ -217,66 +218,99 @@ class APNsService:
         if payload is None:
             # Apple documents no reason for a malformed body; BadPayload names what is wrong.
             return self._reject(token, 400, "BadPayload")
-        apns_id = (apns_id or str(uuid.uuid4())).upper()
         now = self.clock.timestamp()
         with self.store.transaction() as db:
-            row = db.execute("SELECT at FROM unregistered WHERE token = ?", (token,)).fetchone()
-            if row is not None:
-                _count(db, token, "rejected")
-                return PushResult(410, reason="Unregistered", timestamp_ms=int(row[0] * 1000))
-            bound = db.execute("SELECT topic FROM token_topics WHERE token = ?", (token,)).fetchone()
-            if bound is not None and bound[0] != topic:
-                _count(db, token, "rejected")
+            unregistered = apns_store.unregistered_at(db, token)
+            if unregistered is not None:
+                apns_store.count(db, token, "rejected")
+                return PushResult(410, reason="Unregistered", timestamp_ms=int(unregistered * 1000))
+            bound = apns_store.token_topic(db, token)
+            if bound is not None and bound != topic:
+                apns_store.count(db, token, "rejected")
                 return PushResult(400, reason="DeviceTokenNotForTopic")
             if bound is None:
-                db.execute(
-                    "INSERT INTO token_topics (token, topic, source, bound_at) VALUES (?, ?, 'first-push', ?)",
-                    (token, topic, now),
-                )
-            replaced = db.execute("SELECT 1 FROM pending WHERE token = ?", (token,)).fetchone() is not None
-            db.execute(
-                "INSERT OR REPLACE INTO pending "
-                "(token, apns_id, topic, push_type, priority, payload, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (token, apns_id, topic, push_type, int(priority_text), json.dumps(payload), now),
-            )
-            _count(db, token, "accepted")
+                apns_store.bind_topic(db, token, topic, "first-push", now)
+            if apns_id is None:
+                number = apns_store.accepted(db, token) + 1
+                apns_id = self.random.uuid(f"apns:{token}:notification:{number}")
+            apns_id = apns_id.upper()
+            replaced = apns_store.has_pending(db, token)
+            apns_store.put_pending(db, token, apns_id, topic, push_type, int(priority_text), json.dumps(payload), now)
+            apns_store.count(db, token, "accepted")
             if replaced:
-                _count(db, token, "coalesced")
+                apns_store.count(db, token, "coalesced")
         return PushResult(200, apns_id=apns_id)
 
     def _reject(self, token: str, status: int, reason: str) -> PushResult:
         if valid_token(token):
             with self.store.transaction() as db:
-                _count(db, token.lower(), "rejected")
+                apns_store.count(db, token.lower(), "rejected")
         return PushResult(status, reason=reason)
 
     # -- device side --------------------------------------------------------------------------------
     def pending(self, token: str) -> list[dict[str, Any]]:
         """The notification waiting for this device, without delivering it (a list of at most one)."""
         with self.store.read() as db:
-            rows = db.execute("SELECT * FROM pending WHERE token = ?", (token.lower(),)).fetchall()
+            rows = apns_store.pending(db, token.lower())
         return [_notification(r) for r in rows]
 
     def take(self, token: str) -> list[dict[str, Any]]:
         """Deliver: return and remove what is pending, atomically (two pollers never both get it)."""
         token = token.lower()
         with self.store.transaction() as db:
-            rows = db.execute("DELETE FROM pending WHERE token = ? RETURNING *", (token,)).fetchall()
+            rows = apns_store.take_pending(db, token)
             if rows:
-                _count(db, token, "delivered", len(rows))
+                apns_store.count(db, token, "delivered", len(rows))
         return [_notification(r) for r in rows]
 
-    # -- simulation control -------------------------------------------------------------------------
+    def wait_for_notifications(self, token: str, timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """Deliver what is pending for ``token``, waiting up to ``timeout_s`` seconds (default 0, at most
+        :data:`MAX_LONG_POLL_S`) for the next notification; ``[]`` when none came in time.
+
+        ``BadDeviceToken`` for a malformed token, ``BadWait`` for a negative or unreadable (NaN) wait.
+        The wait holds no transaction: each look is one :meth:`take`.
+        """
+        deadline = self._monotonic() + self._wait_time(token, timeout_s, 0.0, MAX_LONG_POLL_S)
+        while True:
+            notifications = self.take(token)
+            if notifications or self._monotonic() >= deadline:
+                return notifications
+            self._sleep(min(POLL_INTERVAL_S, max(deadline - self._monotonic(), 0)))
+
+    def stream_duration(self, token: str, duration_s: float | None = None) -> float:
+        """How long a notification stream for ``token`` stays open (default :data:`DEFAULT_STREAM_S`,
+        at most :data:`MAX_STREAM_S`); refused like :meth:`wait_for_notifications`."""
+        return self._wait_time(token, duration_s, DEFAULT_STREAM_S, MAX_STREAM_S)
+
+    def watch(self, token: str, duration_s: float, *, idle_s: float) -> Iterator[list[dict[str, Any]]]:
+        """A stream of deliveries for ``token`` for ``duration_s`` seconds: each batch as it is taken,
+        and an empty batch whenever ``idle_s`` pass without one (a stream's keep-alive). The last look
+        happens at the deadline, so a zero duration still delivers what is pending."""
+        deadline = self._monotonic() + duration_s
+        while True:
+            left = max(deadline - self._monotonic(), 0.0)
+            batch = self.wait_for_notifications(token, min(left, idle_s, MAX_LONG_POLL_S))
+            if batch:
+                yield batch
+            if self._monotonic() >= deadline:
+                return
+            if not batch:
+                yield []
+
+    @staticmethod
+    def _wait_time(token: str, wait: float | None, default: float, maximum: float) -> float:
+        if not valid_token(token):
+            raise APNsError(400, "BadDeviceToken")
+        wait = default if wait is None else wait
+        if math.isnan(wait) or wait < 0:
+            raise APNsError(400, "BadWait")
+        return min(wait, maximum)
+
+    # -- devices (un)registering --------------------------------------------------------------------
     def unregister(self, token: str) -> None:
         """From now on pushes to ``token`` get 410 Unregistered (the app was deleted, the device wiped)."""
-        token = token.lower()
         with self.store.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO unregistered (token, at) VALUES (?, ?)",
-                (token, self.clock.timestamp()),
-            )
-            db.execute("DELETE FROM pending WHERE token = ?", (token,))
+            apns_store.mark_unregistered(db, token.lower(), self.clock.timestamp())
 
     def register(self, token: str, topic: str | None = None) -> None:
         """The device (again) accepts pushes on ``token``; with ``topic``, the token is bound to it.
@@ -286,47 +320,49 @@ class APNsService:
         """
         token = token.lower()
         with self.store.transaction() as db:
-            db.execute("DELETE FROM unregistered WHERE token = ?", (token,))
+            apns_store.clear_unregistered(db, token)
             if topic:
-                db.execute(
-                    "INSERT OR REPLACE INTO token_topics (token, topic, source, bound_at) "
-                    "VALUES (?, ?, 'registered', ?)",
-                    (token, topic[:MAX_TOPIC], self.clock.timestamp()),
-                )
+                apns_store.bind_topic(db, token, topic[:MAX_TOPIC], "registered", self.clock.timestamp())
+
+    def unregister_device(self, token: str) -> dict[str, Any]:
+        """``POST /devices/<token>/unregister``: :meth:`unregister`, after checking the token."""
+        if not valid_token(token):
+            raise APNsError(400, "BadDeviceToken")
+        self.unregister(token)
+        return {"token": token.lower(), "unregistered": True}
+
+    def register_device(self, token: str, body: bytes = b"") -> dict[str, Any]:
+        """``POST /devices/<token>/register``: an optional JSON ``{"topic": …}`` binds the token to the
+        topic it was made for (without it, APNs learns the topic from the first accepted push).
+
+        ``BadDeviceToken``, ``BadPayload`` (not JSON) and ``BadTopic`` (not a string of 1 to
+        :data:`MAX_TOPIC` characters), in that order.
+        """
+        if not valid_token(token):
+            raise APNsError(400, "BadDeviceToken")
+        topic = None
+        if body.strip():
+            try:
+                value = json.loads(body)
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                raise APNsError(400, "BadPayload") from None
+            topic = value.get("topic") if isinstance(value, dict) else None
+            if topic is not None and (not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC):
+                raise APNsError(400, "BadTopic")
+        self.register(token, topic)
+        return {"token": token.lower(), "unregistered": False, "topic": self.token_topic(token)}
 
     def token_topic(self, token: str) -> str | None:
         """The topic a token belongs to, once APNs has learnt it."""
         with self.store.read() as db:
-            row = db.execute("SELECT topic FROM token_topics WHERE token = ?", (token.lower(),)).fetchone()
-        return str(row[0]) if row is not None else None
+            return apns_store.token_topic(db, token.lower())
 
     def stats(self, token: str | None = None) -> dict[str, Any]:
         """Counters per token (or summed): accepted, coalesced, rejected, delivered."""
         with self.store.read() as db:
             if token is not None:
-                row = db.execute("SELECT * FROM stats WHERE token = ?", (token.lower(),)).fetchone()
-                keys = ("accepted", "coalesced", "rejected", "delivered")
-                return {k: (row[k] if row is not None else 0) for k in keys}
-            row = db.execute(
-                "SELECT COALESCE(SUM(accepted),0) a, COALESCE(SUM(coalesced),0) c, "
-                "COALESCE(SUM(rejected),0) r, "
-                "COALESCE(SUM(delivered),0) d, (SELECT COUNT(*) FROM pending) p FROM stats"
-            ).fetchone()
-        return {
-            "accepted": row["a"],
-            "coalesced": row["c"],
-            "rejected": row["r"],
-            "delivered": row["d"],
-            "pending": row["p"],
-        }
-
-
-def _count(db: sqlite3.Connection, token: str, column: str, n: int = 1) -> None:
-    db.execute(
-        f"INSERT INTO stats (token, {column}) VALUES (?, ?) "  # column is one of four literals
-        f"ON CONFLICT (token) DO UPDATE SET {column} = {column} + excluded.{column}",
-        (token, n),
-    )
+                return apns_store.token_stats(db, token.lower())
+            return apns_store.total_stats(db)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -346,8 +382,6 @@ def _mdm_payload(body: bytes) -> dict[str, Any] | None:
 
 
 def _notification(row: sqlite3.Row) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     return {
         "apns_id": row["apns_id"],
         "token": row["token"],
