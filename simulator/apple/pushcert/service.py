@@ -12,18 +12,18 @@ The rules that matter to everyone downstream:
 * :meth:`PushCertificateService.is_current` is what APNs asks before accepting a push: issued by our
   CA, known, not revoked, not expired, and the latest certificate of its topic.
 
-All state lives in the store (DESIGN rule 3); the CA is created on first use and kept there, so every
-process and every restart trusts the same one.
+All state lives in the store (DESIGN rule 3; tables and SQL in :mod:`.store`); the CA is created on
+first use and kept there, so every process and every restart trusts the same one. With a ``seed`` the
+CA key (``apple-push-ca``), each new topic (``push-topic:<n>``, the labels seeded worlds have always
+used) and each certificate's id and serial number (``pushcert:<topic>:generation:<g>:…``) are derived.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol.isotime import iso_from_timestamp
+from mdm.protocol.randomness import Randomness
 from mdm.protocol.x509 import (
     UID_OID,
     CertificateAuthority,
@@ -40,10 +41,11 @@ from mdm.protocol.x509 import (
     cert_to_pem,
     fingerprint_sha256,
     push_topic,
-    seeded_key,
-    seeded_uuid,
     verify_issued_by,
 )
+
+from . import store as pushcert_store
+from .store import MIGRATIONS, open_pushcert_store
 
 __all__ = [
     "MIGRATIONS",
@@ -57,31 +59,6 @@ __all__ = [
     "VALIDITY_DAYS",
 ]
 
-MIGRATIONS = [
-    """
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-    -- One row per issued certificate. A topic's certificates are numbered by generation (1 = the new
-    -- certificate, +1 per renewal); the highest generation is the topic's current certificate, and the
-    -- UNIQUE constraint makes two concurrent renewals of one topic impossible.
-    CREATE TABLE certificates (
-        id TEXT PRIMARY KEY,
-        apple_id TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        generation INTEGER NOT NULL,
-        serial TEXT NOT NULL UNIQUE,
-        fingerprint TEXT NOT NULL UNIQUE,
-        pem TEXT NOT NULL,
-        not_before REAL NOT NULL,
-        not_after REAL NOT NULL,
-        issued_at REAL NOT NULL,
-        renewed_from TEXT,
-        revoked_at REAL,
-        UNIQUE (topic, generation)
-    );
-    CREATE INDEX certificates_by_apple_id ON certificates (apple_id, issued_at);
-    """
-]
-
 #: Apple issues MDM push certificates from "Apple Application Integration 2 Certification Authority";
 #: the suffix keeps anyone from mistaking ours for Apple's.
 CA_NAME = "Apple Application Integration 2 Certification Authority (mdmsim)"
@@ -90,11 +67,6 @@ TOPIC_PREFIX = "com.apple.mgmt.External."
 MAX_CSR_BYTES = 65_536
 MIN_RSA_BITS = 2048
 _APPLE_ID = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}$")
-
-
-def open_pushcert_store(path: str | Path | None = None) -> Store:
-    """The portal's own store: ``None`` in memory (tests), a file for ``mdmsim serve``."""
-    return Store(path, MIGRATIONS)
 
 
 class PushCertError(Exception):
@@ -168,6 +140,7 @@ class PushCertificateService:
         self.store = store
         self.clock = clock
         self.seed = seed
+        self.random = Randomness(seed)
         self._ca_cache: tuple[bytes, CertificateAuthority] | None = None
         # CA signature checks by fingerprint: immutable facts, so caching them is always correct.
         self._signed_by_ca: dict[str, bool] = {}
@@ -176,26 +149,26 @@ class PushCertificateService:
     def certificate_authority(self) -> CertificateAuthority:
         """Apple's push CA, made on first use and kept in the store (first writer wins)."""
         with self.store.read() as db:
-            cert_pem = _setting(db, "ca_cert")
+            cert_pem = pushcert_store.setting(db, "ca_cert")
         if cert_pem is None:
             ca = CertificateAuthority.create(
                 CA_NAME,
                 self.clock.now(),
-                key=seeded_key(self.seed, "apple-push-ca"),
+                key=self.random.ec_key("apple-push-ca"),
                 days=3650,
                 organization="Apple Inc.",
             )
             new_cert, new_key = ca.to_pem()
             with self.store.transaction() as db:
-                db.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('ca_cert', ?)", (new_cert,))
-                db.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('ca_key', ?)", (new_key,))
-                cert_pem = _setting(db, "ca_cert")
+                pushcert_store.put_setting_once(db, "ca_cert", new_cert)
+                pushcert_store.put_setting_once(db, "ca_key", new_key)
+                cert_pem = pushcert_store.setting(db, "ca_cert")
         cert_pem = bytes(cert_pem)
         cached = self._ca_cache
         if cached is not None and cached[0] == cert_pem:
             return cached[1]
         with self.store.read() as db:
-            key_pem = bytes(_setting(db, "ca_key"))
+            key_pem = bytes(pushcert_store.setting(db, "ca_key"))
         ca = CertificateAuthority.from_pem(cert_pem, key_pem)
         self._ca_cache = (cert_pem, ca)
         return ca
@@ -208,11 +181,10 @@ class PushCertificateService:
         """A new push certificate with a **new topic**; the record plus ``certificate`` (PEM)."""
         apple_id = _check_apple_id(apple_id)
         csr = parse_csr(_check_text(csr_pem))
-        cert_id = str(uuid.uuid4())
         with self.store.transaction() as db:
-            issued = db.execute("SELECT count(*) FROM certificates").fetchone()[0]
-            topic_uuid = seeded_uuid(self.seed, f"push-topic:{issued}").upper()
-            self._issue(db, cert_id, apple_id, csr, topic_uuid, generation=1, renewed_from=None)
+            issued = pushcert_store.certificate_count(db)
+            topic_uuid = self.random.uuid(f"push-topic:{issued}").upper()
+            cert_id = self._issue(db, apple_id, csr, topic_uuid, generation=1, renewed_from=None)
         return self.get(cert_id, with_pem=True)
 
     def renew(self, cert_id: str, apple_id: Any, csr_pem: Any) -> dict[str, Any]:
@@ -223,7 +195,6 @@ class PushCertificateService:
         """
         apple_id = _check_apple_id(apple_id)
         csr = parse_csr(_check_text(csr_pem))
-        new_id = str(uuid.uuid4())
         with self.store.transaction() as db:
             row = _row(db, cert_id)
             if row["apple_id"].lower() != apple_id.lower():
@@ -233,7 +204,7 @@ class PushCertificateService:
                     "it to renew it (renewing with another Apple ID is not possible; a new certificate "
                     "would change the push topic)",
                 )
-            latest = _latest(db, row["topic"])
+            latest = pushcert_store.latest(db, row["topic"])
             if latest["revoked_at"] is not None:
                 raise PushCertError(
                     409,
@@ -241,9 +212,8 @@ class PushCertificateService:
                     "(devices will have to enroll again under its new topic)",
                 )
             topic_uuid = row["topic"][len(TOPIC_PREFIX) :]
-            self._issue(
+            new_id = self._issue(
                 db,
-                new_id,
                 row["apple_id"],
                 csr,
                 topic_uuid,
@@ -256,25 +226,23 @@ class PushCertificateService:
         """Revoke one certificate; APNs refuses it from now on (idempotent)."""
         with self.store.transaction() as db:
             _row(db, cert_id)
-            db.execute(
-                "UPDATE certificates SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
-                (self.clock.timestamp(), cert_id),
-            )
+            pushcert_store.revoke(db, cert_id, self.clock.timestamp())
             self._forget_checks(db)
         return self.get(cert_id)
 
     def _issue(
         self,
         db: sqlite3.Connection,
-        cert_id: str,
         apple_id: str,
         csr: x509.CertificateSigningRequest,
         topic_uuid: str,
         *,
         generation: int,
         renewed_from: str | None,
-    ) -> None:
+    ) -> str:
+        """Issue and record the ``generation``-th certificate of a topic for a checked CSR; its id."""
         topic = TOPIC_PREFIX + topic_uuid
+        label = f"pushcert:{topic}:generation:{generation}"
         subject = x509.Name(
             [
                 x509.NameAttribute(UID_OID, topic),
@@ -283,44 +251,48 @@ class PushCertificateService:
             ]
         )
         now = self.clock.now()
-        cert = self.certificate_authority().issue_for_csr(csr, now, VALIDITY_DAYS, subject=subject, client_auth=True)
-        self._forget_checks(db)
-        db.execute(
-            "INSERT INTO certificates (id, apple_id, topic, generation, serial, fingerprint, pem, not_before, "
-            "not_after, issued_at, renewed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cert_id,
-                apple_id,
-                topic,
-                generation,
-                format(cert.serial_number, "x"),
-                fingerprint_sha256(cert),
-                cert_to_pem(cert).decode(),
-                cert.not_valid_before_utc.timestamp(),
-                cert.not_valid_after_utc.timestamp(),
-                now.timestamp(),
-                renewed_from,
-            ),
+        # parse_csr checked the self-signature and the RSA key, as issue_for_csr would; issue() also
+        # takes the serial number, derived in a seeded world (as x509.random_serial_number otherwise).
+        cert = self.certificate_authority().issue(
+            csr.public_key(),
+            subject=subject,
+            now=now,
+            days=VALIDITY_DAYS,
+            client_auth=True,
+            serial=int.from_bytes(self.random.bytes(20, f"{label}:serial"), "big") >> 1,
         )
+        self._forget_checks(db)
+        cert_id = self.random.uuid(f"{label}:id")
+        pushcert_store.insert_certificate(
+            db,
+            {
+                "id": cert_id,
+                "apple_id": apple_id,
+                "topic": topic,
+                "generation": generation,
+                "serial": format(cert.serial_number, "x"),
+                "fingerprint": fingerprint_sha256(cert),
+                "pem": cert_to_pem(cert).decode(),
+                "not_before": cert.not_valid_before_utc.timestamp(),
+                "not_after": cert.not_valid_after_utc.timestamp(),
+                "issued_at": now.timestamp(),
+                "renewed_from": renewed_from,
+            },
+        )
+        return cert_id
 
     # == reading ==================================================================================
     def list(self, apple_id: str | None = None) -> list[dict[str, Any]]:
         """Every certificate (or one Apple ID's), newest first."""
         with self.store.read() as db:
-            if apple_id:
-                rows = db.execute(
-                    "SELECT * FROM certificates WHERE lower(apple_id) = lower(?) ORDER BY issued_at DESC, generation DESC",
-                    (apple_id,),
-                ).fetchall()
-            else:
-                rows = db.execute("SELECT * FROM certificates ORDER BY issued_at DESC, generation DESC").fetchall()
-            latest = _latest_generations(db)
+            rows = pushcert_store.certificates(db, apple_id)
+            latest = pushcert_store.latest_generations(db)
         return [self._render(r, latest) for r in rows]
 
     def get(self, cert_id: str, *, with_pem: bool = False) -> dict[str, Any]:
         with self.store.read() as db:
             row = _row(db, cert_id)
-            latest = _latest_generations(db, row["topic"])
+            latest = pushcert_store.latest_generations(db, row["topic"])
         out = self._render(row, latest)
         if with_pem:
             out["certificate"] = row["pem"]
@@ -385,13 +357,13 @@ class PushCertificateService:
 
     def _record_and_latest(self, fingerprint: str) -> tuple[sqlite3.Row, sqlite3.Row] | None:
         with self.store.read() as db:
-            row = db.execute("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,)).fetchone()
-            return None if row is None else (row, _latest(db, row["topic"]))
+            row = pushcert_store.certificate_by_fingerprint(db, fingerprint)
+            return None if row is None else (row, pushcert_store.latest(db, row["topic"]))
 
     def _forget_checks(self, db: sqlite3.Connection) -> None:
         """Inside a transaction that issues or revokes: every memoised check may now answer otherwise
         (a renewal replaces its predecessor), and there are only a handful of certificates."""
-        for (fingerprint,) in db.execute("SELECT fingerprint FROM certificates"):
+        for fingerprint in pushcert_store.fingerprints(db):
             self.store.forget(f"{_CHECK_MEMO}{fingerprint}")
 
     def is_current(self, cert: x509.Certificate) -> tuple[bool, str]:
@@ -411,33 +383,14 @@ class PushCertificateService:
         return cert_from_pem(self.pem(cert_id))
 
 
-# -- store helpers ---------------------------------------------------------------------------------
-def _setting(db: sqlite3.Connection, key: str) -> Any:
-    row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-    return row[0] if row is not None else None
-
-
 def _row(db: sqlite3.Connection, cert_id: str) -> sqlite3.Row:
-    row = db.execute("SELECT * FROM certificates WHERE id = ?", (cert_id,)).fetchone()
+    row = pushcert_store.certificate(db, cert_id)
     if row is None:
         raise PushCertError(404, f"no push certificate {cert_id!r}"[:200])
     return row
 
 
 _CHECK_MEMO = "pushcert-check:"  # + fingerprint: (record, latest of its topic), or None when unknown
-
-
-def _latest(db: sqlite3.Connection, topic: str) -> sqlite3.Row:
-    return db.execute("SELECT * FROM certificates WHERE topic = ? ORDER BY generation DESC LIMIT 1", (topic,)).fetchone()
-
-
-def _latest_generations(db: sqlite3.Connection, topic: str | None = None) -> dict[str, tuple[int, str]]:
-    sql = (
-        "SELECT topic, generation, id FROM certificates c WHERE generation = "
-        "(SELECT max(generation) FROM certificates WHERE topic = c.topic)"
-    )
-    rows = db.execute(sql + " AND topic = ?", (topic,)).fetchall() if topic is not None else db.execute(sql).fetchall()
-    return {r["topic"]: (r["generation"], r["id"]) for r in rows}
 
 
 def _check_apple_id(value: Any) -> str:
