@@ -15,7 +15,13 @@ the DEP profile.
 
 The device CA. Real devices carry an identity certificate Apple issued at manufacture, and MDM
 servers check that MachineInfo is signed by it. This service owns that CA: one EC P-256 key pair,
-persisted in the store so every worker process of one world issues and trusts the same CA.
+kept in Apple's store (:mod:`.store`) so every worker process of one world issues and trusts the same
+CA. With a ``seed`` its key derives from the label ``apple-device-ca`` (the label the world has always
+used), and each device identity's serial number from the device it is for.
+
+State: Apple's one store, the same the DEP service and the portal use; the cloud-configuration query
+is :mod:`.store`'s and marking a profile pushed is :func:`simulator.apple.devices.mark_pushed`, the
+device write DEP and the portal share.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from cryptography import x509
 
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
+from mdm.protocol.isotime import iso_from_timestamp
+from mdm.protocol.randomness import Randomness
 from mdm.protocol.x509 import CertificateAuthority, PublicKey, cert_to_pem
+
+from .. import devices
+from ..store import open_apple_store
+from . import store as activation_store
 
 __all__ = [
     "ActivationError",
@@ -44,14 +56,6 @@ DEVICE_IDENTITY_DAYS = 3650 * 2
 #: The MDM protocol version Macs report in their cloud configuration; iOS does not publish one.
 MDM_PROTOCOL_VERSION = 1
 
-_MIGRATION = """
-CREATE TABLE IF NOT EXISTS activation_device_ca (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    cert_pem BLOB NOT NULL,
-    key_pem BLOB NOT NULL
-)
-"""
-
 
 class ActivationError(ValueError):
     """A request the activation service refuses; ``reason`` is the short 400 body."""
@@ -62,7 +66,8 @@ class ActivationError(ValueError):
 
 
 class CloudConfigurationSource(Protocol):
-    """What activation needs from the DEP service (``simulator.apple.dep.service.DEPService``)."""
+    """The DEP service as activation's constructor accepts it (``simulator.apple.dep.service.DEPService``);
+    activation reads the cloud configuration from Apple's store itself, the DEP service's ``store``."""
 
     def cloud_configuration_for(self, serial: str) -> dict[str, Any] | None: ...
 
@@ -72,9 +77,10 @@ class CloudConfigurationSource(Protocol):
 class ActivationService:
     """Cloud configurations by serial, and the device CA.
 
-    ``store`` may be Apple's store (the CA lives in its own table, created if missing) or ``None`` for a
-    private in-memory one. ``device_ca`` pins the CA (a world that builds it from a seed); otherwise the
-    stored one is used, or a new one is made and stored on first use.
+    ``store`` is Apple's store (:func:`simulator.apple.store.open_apple_store`); ``None`` means the
+    store of ``dep`` (the DEP service's, which is Apple's), or without one a fresh in-memory Apple
+    store. ``device_ca`` pins the CA (a world that builds it from a seed); otherwise the stored one is
+    used, or a new one is made and stored on first use.
     """
 
     def __init__(
@@ -84,30 +90,25 @@ class ActivationService:
         *,
         dep: CloudConfigurationSource | None = None,
         device_ca: CertificateAuthority | None = None,
+        seed: int | None = None,
     ) -> None:
-        self.store = store if store is not None else Store(None, [])
+        if store is None:
+            store = getattr(dep, "store", None) or open_apple_store(None)
+        self.store: Store = store
         self.clock = clock
         self.dep = dep
+        self.random = Randomness(seed)
         with self.store.transaction() as db:
-            db.execute(_MIGRATION)
-            row = db.execute("SELECT cert_pem, key_pem FROM activation_device_ca WHERE id = 1").fetchone()
+            stored = activation_store.device_ca(db)
             if device_ca is not None:
-                cert_pem, key_pem = device_ca.to_pem()
-                db.execute(
-                    "INSERT OR REPLACE INTO activation_device_ca (id, cert_pem, key_pem) VALUES (1, ?, ?)",
-                    (cert_pem, key_pem),
-                )
-            elif row is None:
+                activation_store.save_device_ca(db, *device_ca.to_pem())
+            elif stored is None:
                 device_ca = CertificateAuthority.create(
-                    DEVICE_CA_NAME, clock.now(), organization="Apple Inc."
+                    DEVICE_CA_NAME, clock.now(), key=self.random.ec_key("apple-device-ca"), organization="Apple Inc."
                 )
-                cert_pem, key_pem = device_ca.to_pem()
-                db.execute(
-                    "INSERT INTO activation_device_ca (id, cert_pem, key_pem) VALUES (1, ?, ?)",
-                    (cert_pem, key_pem),
-                )
+                activation_store.save_device_ca(db, *device_ca.to_pem())
             else:
-                device_ca = CertificateAuthority.from_pem(bytes(row["cert_pem"]), bytes(row["key_pem"]))
+                device_ca = CertificateAuthority.from_pem(*stored)
         self.device_ca: CertificateAuthority = device_ca
 
     # -- cloud configuration ---------------------------------------------------------------------------
@@ -124,12 +125,12 @@ class ActivationService:
 
     def profile_for(self, serial: str) -> dict[str, Any]:
         """The cloud configuration for ``serial`` (and mark it pushed), or ``{}`` for "no configuration"."""
-        if self.dep is None:
-            return {}
-        found = self.dep.cloud_configuration_for(serial)
+        with self.store.read() as db:
+            found = activation_store.cloud_configuration(db, serial)
         if not found or not found.get("profile"):
             return {}
-        self.dep.mark_pushed(serial, self.clock.now())
+        with self.store.transaction() as db:
+            devices.mark_pushed(db, serial, iso_from_timestamp(self.clock.timestamp()))
         return cloud_configuration_record(found)
 
     # -- device identities -----------------------------------------------------------------------------
@@ -155,7 +156,14 @@ class ActivationService:
             ]
         )
         issued_at = (now or self.clock.now()) - _dt.timedelta(days=1)  # manufactured before it is sold
-        return self.device_ca.issue(public_key, subject=subject, now=issued_at, days=DEVICE_IDENTITY_DAYS)
+        label = f"activation:device-identity:{udid}:{serial}:{issued_at.timestamp()!r}:serial"
+        return self.device_ca.issue(
+            public_key,
+            subject=subject,
+            now=issued_at,
+            days=DEVICE_IDENTITY_DAYS,
+            serial=int.from_bytes(self.random.bytes(20, label), "big") >> 1,  # as x509.random_serial_number
+        )
 
 
 def cloud_configuration_record(found: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import csv
 import io
 import re
 
-from .service import SERIAL_PATTERN, PortalError
+from .catalog import SERIAL_PATTERN
+from .errors import PortalError
 
 __all__ = ["serials_from_csv", "serials_from_text"]
 

@@ -1,0 +1,426 @@
+"""Apple's device records: the ``devices`` and ``events`` tables that the portal, DEP and activation share.
+
+In Apple's world one database holds the organisation's devices: the portal buys, assigns and releases
+them, the DEP web service sets their profiles and disowns them, activation marks a profile pushed.
+Every write to a device row goes through this module, for two reasons:
+
+* **The pre-rendered document stays true.** A full fetch of 100,000 devices must run at tens of
+  thousands of devices a second, so each row carries its DEP ``Device`` JSON object *without the
+  closing brace* (``doc``); a fetch page is then one SQL statement that appends the protocol-version
+  dependent ``os``/``device_family`` (and for sync ``op_type``/``op_date``), closes the brace and
+  joins the page with ``group_concat`` (:mod:`simulator.apple.dep.store`), so Python never touches a
+  row. Every UPDATE here runs through :func:`_write`, which re-renders the rows it changed in the
+  same transaction; an INSERT renders the document from the very values it inserts.
+* **Each rule about a device's state is written once**: leaving a server (or the organisation)
+  detaches the device and clears its profile (:func:`detach`); moving to a server clears the profile
+  (:func:`move_to_server`); and every change a server should hear about appends its event.
+
+Events are ordered by their integer id, which is also a device's ``seq`` (its position in a fetch:
+the id of the ``added`` event that assigned it to its current server). Fetch pages by ``seq`` and sync
+pages by event id are keyset pages on indexed integers, never ``OFFSET``. Writers hold ``BEGIN
+IMMEDIATE`` (the store's transactions), so numbering events in Python is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+__all__ = [
+    "MIGRATIONS",
+    "DOC_COLUMNS",
+    "EDITABLE_FIELDS",
+    "DeviceRecord",
+    "render_doc",
+    "refresh_docs",
+    "chunked",
+    "next_event_id",
+    "add_events",
+    "serial_states",
+    "devices_by_serial",
+    "active_devices_in_order",
+    "active_device",
+    "device_owner",
+    "last_device_id",
+    "add_devices",
+    "move_to_server",
+    "detach",
+    "assign_profile",
+    "remove_profile",
+    "mark_pushed",
+    "edit_device",
+]
+
+#: The device tables, part of the Apple store's first migration (see :mod:`simulator.apple.store`).
+MIGRATIONS = [
+    """
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        serial TEXT NOT NULL UNIQUE,
+        model TEXT NOT NULL,
+        description TEXT NOT NULL,
+        color TEXT NOT NULL,
+        asset_tag TEXT,
+        os TEXT NOT NULL,
+        device_family TEXT NOT NULL,
+        order_number TEXT,
+        released INTEGER NOT NULL DEFAULT 0,
+        server_id INTEGER REFERENCES servers (id),
+        seq INTEGER,
+        assigned_date TEXT,
+        assigned_by TEXT,
+        profile_id INTEGER REFERENCES profiles (id),
+        profile_uuid TEXT,
+        profile_status TEXT NOT NULL DEFAULT 'empty',
+        profile_assign_time TEXT,
+        profile_push_time TEXT,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX devices_by_server ON devices (server_id, seq);
+    CREATE INDEX devices_by_order ON devices (order_number) WHERE order_number IS NOT NULL;
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        server_id INTEGER NOT NULL,
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        op_type TEXT NOT NULL,
+        op_date TEXT NOT NULL,
+        doc TEXT
+    );
+    CREATE INDEX events_by_server ON events (server_id, id);
+    """
+]
+
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+#: The columns the document is rendered from, in :func:`render_doc`'s argument order.
+DOC_COLUMNS = (
+    "serial, model, description, color, asset_tag, profile_status, profile_uuid, "
+    "profile_assign_time, profile_push_time, assigned_date, assigned_by"
+)
+#: What an admin may edit on a device in the portal (each one is in the document).
+EDITABLE_FIELDS = frozenset({"asset_tag", "description", "color"})
+
+# A device without a profile: where every move between servers, and every departure, leaves it.
+_NO_PROFILE = (
+    "profile_id = NULL, profile_uuid = NULL, profile_status = 'empty', "
+    "profile_assign_time = NULL, profile_push_time = NULL"
+)
+# A device that belongs to no server (unassigned, released or disowned).
+_DETACHED = "server_id = NULL, seq = NULL, assigned_date = NULL, assigned_by = NULL, " + _NO_PROFILE
+
+_DEVICE_COLUMNS = "id, serial, server_id, doc, os, device_family, profile_id, profile_status"
+
+#: ``(server_id, device_id, op_type, op_date, doc snapshot or None)``
+Event = tuple[int, int, str, str, str | None]
+
+
+class DeviceRecord(NamedTuple):
+    """A device as the organisation bought it (the portal's normalised form of an order line)."""
+
+    serial: str
+    model: str
+    description: str
+    color: str
+    asset_tag: str | None
+    os: str
+    device_family: str
+    order_number: str | None
+
+
+# -- the document -----------------------------------------------------------------------------------
+
+
+def render_doc(
+    serial: str,
+    model: str,
+    description: str,
+    color: str,
+    asset_tag: str | None,
+    profile_status: str,
+    profile_uuid: str | None,
+    profile_assign_time: str | None,
+    profile_push_time: str | None,
+    assigned_date: str | None,
+    assigned_by: str | None,
+) -> str:
+    """A device's DEP JSON object without its closing ``}`` (the arguments are :data:`DOC_COLUMNS`).
+
+    Absent values are left out rather than sent as ``null``: Apple omits them, and the JSON Schema
+    types them as strings.
+    """
+    fields: dict[str, Any] = {
+        "serial_number": serial,
+        "model": model,
+        "description": description,
+        "color": color,
+    }
+    if asset_tag:
+        fields["asset_tag"] = asset_tag
+    fields["profile_status"] = profile_status
+    if profile_uuid:
+        fields["profile_uuid"] = profile_uuid
+    if profile_assign_time:
+        fields["profile_assign_time"] = profile_assign_time
+    if profile_push_time:
+        fields["profile_push_time"] = profile_push_time
+    if assigned_date:
+        fields["device_assigned_date"] = assigned_date
+    if assigned_by:
+        fields["device_assigned_by"] = assigned_by
+    return _ENCODE(fields)[:-1]
+
+
+def chunked(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    """Slices small enough for SQLite's bound-parameter limit."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def refresh_docs(db: sqlite3.Connection, device_ids: Sequence[int]) -> None:
+    """Re-render the documents of devices whose fields changed (inside the changing transaction)."""
+    updates: list[tuple[str, int]] = []
+    for part in chunked(list(device_ids)):
+        marks = ",".join("?" * len(part))
+        for row in db.execute(f"SELECT id, {DOC_COLUMNS} FROM devices WHERE id IN ({marks})", tuple(part)):
+            updates.append((render_doc(*tuple(row)[1:]), row[0]))
+    db.executemany("UPDATE devices SET doc = ? WHERE id = ?", updates)
+
+
+def _write(db: sqlite3.Connection, assignments: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``UPDATE devices SET <assignments> WHERE id = ?`` once per parameter row (the id last), then
+    re-render those rows: the only way this module changes a device row, so no write forgets the doc."""
+    if not rows:
+        return
+    db.executemany(f"UPDATE devices SET {assignments} WHERE id = ?", rows)
+    refresh_docs(db, [row[-1] for row in rows])
+
+
+# -- events -----------------------------------------------------------------------------------------
+
+
+def next_event_id(db: sqlite3.Connection) -> int:
+    """The id the next event gets; safe because writers hold ``BEGIN IMMEDIATE``."""
+    return int(db.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0])
+
+
+def add_events(db: sqlite3.Connection, events: Sequence[Event], first: int | None = None) -> int:
+    """Append ``(server_id, device_id, op_type, op_date, doc_snapshot)`` events; returns the first id.
+
+    ``first`` (from :func:`next_event_id` in the same transaction) lets a caller that needs the ids in
+    advance, to set a device's ``seq`` to its ``added`` event, number the events itself.
+    The snapshot is only kept for ``deleted`` events (the device as the server last knew it, since the
+    device row moves on); other events show the device as it is now.
+    """
+    if first is None:
+        first = next_event_id(db)
+    db.executemany(
+        "INSERT INTO events (id, server_id, device_id, op_type, op_date, doc) VALUES (?, ?, ?, ?, ?, ?)",
+        [(first + i, *event) for i, event in enumerate(events)],
+    )
+    return first
+
+
+def _modified(db: sqlite3.Connection, server_id: int, device_ids: Iterable[int], stamp: str) -> None:
+    add_events(db, [(server_id, device_id, "modified", stamp, None) for device_id in device_ids])
+
+
+# -- reads ------------------------------------------------------------------------------------------
+
+
+def serial_states(db: sqlite3.Connection, serials: Sequence[str]) -> dict[str, tuple[int, bool]]:
+    """``serial → (device id, released)`` for the serials Apple has ever known."""
+    known: dict[str, tuple[int, bool]] = {}
+    for part in chunked(list(serials)):
+        marks = ",".join("?" * len(part))
+        for row in db.execute(f"SELECT serial, id, released FROM devices WHERE serial IN ({marks})", tuple(part)):
+            known[row[0]] = (row[1], bool(row[2]))
+    return known
+
+
+def devices_by_serial(
+    db: sqlite3.Connection, serials: Sequence[str], *, active_only: bool = False
+) -> dict[str, sqlite3.Row]:
+    """``serial → row`` (id, serial, server_id, doc, os, device_family, profile_id, profile_status);
+    ``active_only`` leaves out devices released from the organisation."""
+    where = "released = 0 AND " if active_only else ""
+    found: dict[str, sqlite3.Row] = {}
+    for part in chunked(list(serials)):
+        marks = ",".join("?" * len(part))
+        for row in db.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {where}serial IN ({marks})", tuple(part)
+        ):
+            found[row["serial"]] = row
+    return found
+
+
+def active_devices_in_order(db: sqlite3.Connection, order_number: str) -> list[sqlite3.Row]:
+    """The organisation's devices of one order, oldest first."""
+    return db.execute(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE released = 0 AND order_number = ? ORDER BY id",
+        (order_number,),
+    ).fetchall()
+
+
+def active_device(db: sqlite3.Connection, serial: str) -> sqlite3.Row | None:
+    """A device of the organisation (not released) by serial."""
+    return db.execute(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE serial = ? AND released = 0", (serial,)
+    ).fetchone()
+
+
+def last_device_id(db: sqlite3.Connection) -> int:
+    """The highest device id so far (0 in an empty organisation)."""
+    return int(db.execute("SELECT coalesce(max(id), 0) FROM devices").fetchone()[0])
+
+
+def device_owner(db: sqlite3.Connection, serial: str) -> sqlite3.Row | None:
+    """``(id, server_id)`` of a serial Apple knows, released or not."""
+    return db.execute("SELECT id, server_id FROM devices WHERE serial = ?", (serial,)).fetchone()
+
+
+# -- writes -----------------------------------------------------------------------------------------
+
+
+def add_devices(
+    db: sqlite3.Connection,
+    purchases: Sequence[tuple[int | None, DeviceRecord]],
+    *,
+    server_id: int | None,
+    stamp: str,
+    assigned_by: str | None,
+) -> None:
+    """Devices the organisation bought: ``(None, record)`` is a new serial, ``(id, record)`` one
+    released earlier and bought again (the row comes back as new: no profile, the new record's fields).
+
+    With ``server_id`` each device is assigned at once and the server hears ``added``; ids, events and
+    ``seq`` are numbered here in one pass, and each document rendered from the values written, so a
+    world of 100,000 devices is built in about a second.
+    """
+    next_id = last_device_id(db) + 1
+    first_event = next_event_id(db)
+    assigned_date = stamp if server_id is not None else None
+    assigned_by = assigned_by if server_id is not None else None
+    inserts: list[tuple[Any, ...]] = []
+    revivals: list[tuple[Any, ...]] = []
+    events: list[Event] = []
+    for prior_id, record in purchases:
+        device_id = prior_id if prior_id is not None else next_id
+        if prior_id is None:
+            next_id += 1
+        seq = None
+        if server_id is not None:
+            seq = first_event + len(events)
+            events.append((server_id, device_id, "added", stamp, None))
+        serial, model, description, color, asset_tag, os_name, family, order = record
+        values = (model, description, color, asset_tag, os_name, family, order, server_id, seq, assigned_date, assigned_by)
+        if prior_id is None:
+            doc = render_doc(
+                serial, model, description, color, asset_tag, "empty", None, None, None, assigned_date, assigned_by
+            )
+            inserts.append((device_id, serial, *values, doc))
+        else:
+            revivals.append((*values, device_id))
+    db.executemany(
+        "INSERT INTO devices (id, serial, model, description, color, asset_tag, os, device_family, "
+        "order_number, server_id, seq, assigned_date, assigned_by, doc) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        inserts,
+    )
+    _write(
+        db,
+        "model = ?, description = ?, color = ?, asset_tag = ?, os = ?, device_family = ?, order_number = ?, "
+        "server_id = ?, seq = ?, assigned_date = ?, assigned_by = ?, released = 0, " + _NO_PROFILE,
+        revivals,
+    )
+    if events:
+        add_events(db, events, first=first_event)
+
+
+def move_to_server(
+    db: sqlite3.Connection, rows: Sequence[sqlite3.Row], server_id: int, stamp: str, assigned_by: str
+) -> None:
+    """Assign devices (rows of :func:`devices_by_serial`) to ``server_id``: the server they leave hears
+    ``deleted`` (with the device as it knew it), the new one ``added``; the profile is cleared."""
+    first = next_event_id(db)
+    events: list[Event] = []
+    updates: list[tuple[Any, ...]] = []
+    for row in rows:
+        if row["server_id"] is not None:
+            events.append((row["server_id"], row["id"], "deleted", stamp, row["doc"]))
+        seq = first + len(events)
+        events.append((server_id, row["id"], "added", stamp, None))
+        updates.append((server_id, seq, stamp, assigned_by, row["id"]))
+    _write(db, "server_id = ?, seq = ?, assigned_date = ?, assigned_by = ?, " + _NO_PROFILE, updates)
+    if events:
+        add_events(db, events, first=first)
+
+
+def detach(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], stamp: str, *, release: bool) -> None:
+    """Devices leave their server (unassigned), or with ``release`` the organisation for good (released
+    in the portal, disowned over DEP): no server, no profile, and the server they left hears ``deleted``
+    with the device as it last knew it."""
+    events: list[Event] = [
+        (row["server_id"], row["id"], "deleted", stamp, row["doc"]) for row in rows if row["server_id"] is not None
+    ]
+    _write(db, "released = ?, " + _DETACHED, [(1 if release else 0, row["id"]) for row in rows])
+    if events:
+        add_events(db, events)
+
+
+def assign_profile(
+    db: sqlite3.Connection, device_ids: Sequence[int], *, server_id: int, profile_id: int, profile_uuid: str, stamp: str
+) -> None:
+    """A DEP profile assigned: status ``assigned``, not pushed yet; the server hears ``modified``."""
+    _write(
+        db,
+        "profile_id = ?, profile_uuid = ?, profile_status = 'assigned', profile_assign_time = ?, "
+        "profile_push_time = NULL",
+        [(profile_id, profile_uuid, stamp, device_id) for device_id in device_ids],
+    )
+    if device_ids:
+        _modified(db, server_id, device_ids, stamp)
+
+
+def remove_profile(db: sqlite3.Connection, device_ids: Sequence[int], *, server_id: int, stamp: str) -> None:
+    """A DEP profile removed: status ``removed`` (the assign time stays); the server hears ``modified``."""
+    _write(
+        db,
+        "profile_id = NULL, profile_uuid = NULL, profile_status = 'removed', profile_push_time = NULL",
+        [(device_id,) for device_id in device_ids],
+    )
+    if device_ids:
+        _modified(db, server_id, device_ids, stamp)
+
+
+def mark_pushed(db: sqlite3.Connection, serial: str, stamp: str) -> bool:
+    """The device fetched its cloud configuration: ``assigned`` → ``pushed``, and its server hears
+    ``modified``. False when the serial has no profile on a server."""
+    row = db.execute(
+        "SELECT id, server_id FROM devices WHERE serial = ? AND profile_id IS NOT NULL AND server_id IS NOT NULL",
+        (serial,),
+    ).fetchone()
+    if row is None:
+        return False
+    _write(db, "profile_status = 'pushed', profile_push_time = ?", [(stamp, row["id"])])
+    _modified(db, row["server_id"], [row["id"]], stamp)
+    return True
+
+
+def edit_device(
+    db: sqlite3.Connection, row: sqlite3.Row, changes: Mapping[str, str | None], stamp: str
+) -> None:
+    """An admin's edit of :data:`EDITABLE_FIELDS` (``None`` or ``""`` clears an asset tag; ``None``
+    empties a description or colour); the device's server, if any, hears ``modified``."""
+    unknown = set(changes) - EDITABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    columns = list(changes)
+    if not columns:
+        return
+    values = [(changes[c] or None) if c == "asset_tag" else (changes[c] if changes[c] is not None else "") for c in columns]
+    _write(db, ", ".join(f"{c} = ?" for c in columns), [(*values, row["id"])])
+    if row["server_id"] is not None:
+        _modified(db, row["server_id"], [row["id"]], stamp)

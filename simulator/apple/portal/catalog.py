@@ -1,0 +1,116 @@
+"""What the portal accepts as a device: serial numbers, OS names and families, and a small model catalog.
+
+Pure code (no store): an order line as an admin or a script sends it becomes a
+:class:`~simulator.apple.devices.DeviceRecord`, with Apple's OS name for the family filled in and
+plausible model data for a bare serial, so a serial-only import still looks real in every listing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..devices import DeviceRecord
+from .errors import PortalError
+
+__all__ = [
+    "SERIAL_PATTERN",
+    "SERIAL_ALPHABET",
+    "OS_NAMES",
+    "FAMILIES",
+    "MAX_FIELD",
+    "plausible_device",
+    "normalize_device",
+    "check_serial",
+]
+
+SERIAL_PATTERN = re.compile(r"^[A-Z0-9]{4,32}$")
+#: The characters of Apple's 12-character serials (no vowels, no O/I/S/Z look-alikes).
+SERIAL_ALPHABET = "0123456789CDFGHJKLMNPQRTVWXY"
+MAX_FIELD = 256
+
+OS_NAMES = ("iOS", "iPadOS", "OSX", "tvOS", "visionOS")
+FAMILIES = {
+    "iPad": "iPadOS",
+    "iPhone": "iOS",
+    "iPod": "iOS",
+    "Mac": "OSX",
+    "AppleTV": "tvOS",
+    "Vision": "visionOS",
+}
+
+# A few models with their colours and capacities, enough to make a serial-only import look real.
+_CATALOG: tuple[tuple[str, str, tuple[str, ...], tuple[int, ...]], ...] = (
+    ("iPhone 15", "iPhone", ("BLACK", "BLUE", "GREEN", "PINK"), (128, 256)),
+    ("iPhone 15 Pro", "iPhone", ("NATURAL TITANIUM", "BLUE TITANIUM", "BLACK TITANIUM"), (128, 256, 512)),
+    ("iPhone 14", "iPhone", ("MIDNIGHT", "STARLIGHT", "PURPLE"), (128, 256)),
+    ("iPhone SE (3rd generation)", "iPhone", ("MIDNIGHT", "STARLIGHT", "RED"), (64, 128)),
+    ("iPad (10th generation)", "iPad", ("BLUE", "SILVER", "PINK"), (64, 256)),
+    ("iPad Air (5th generation)", "iPad", ("SPACE GRAY", "BLUE", "STARLIGHT"), (64, 256)),
+    ("iPad Pro (12.9-inch) (6th generation)", "iPad", ("SPACE GRAY", "SILVER"), (128, 512)),
+)
+
+
+def check_serial(serial: Any) -> str:
+    """``serial`` if it is a serial number, else the :class:`PortalError` a person can act on."""
+    if not isinstance(serial, str) or not SERIAL_PATTERN.match(serial):
+        raise PortalError(400, f"not a serial number (4-32 capital letters and digits): {serial!r}"[:300])
+    return serial
+
+
+def plausible_device(serial: str) -> dict[str, str]:
+    """A device record for a bare serial number, picked deterministically from a small catalog."""
+    digest = hashlib.sha256(serial.encode()).digest()
+    model, family, colors, capacities = _CATALOG[digest[0] % len(_CATALOG)]
+    color = colors[digest[1] % len(colors)]
+    capacity = capacities[digest[2] % len(capacities)]
+    return {
+        "serial_number": serial,
+        "model": model,
+        "description": f"{model.upper()} {color} {capacity}GB",
+        "color": color,
+        "os": FAMILIES[family],
+        "device_family": family,
+    }
+
+
+def _text(record: Mapping[str, Any], key: str, default: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or len(value) > MAX_FIELD:
+        raise PortalError(400, f"{key} must be a string of at most {MAX_FIELD} characters")
+    return value
+
+
+def normalize_device(record: Any, order_number: str | None) -> DeviceRecord:
+    """One order line as the portal stores it.
+
+    The family comes from the record or the model's name (iPhone when neither says); the OS from the
+    record or the family. iPads are stored with the modern ``iPadOS`` (DEP protocol versions before 7
+    show them ``iOS``).
+    """
+    if not isinstance(record, Mapping):
+        raise PortalError(400, "each device must be an object with a serial_number")
+    serial = check_serial(record.get("serial_number"))
+    model = _text(record, "model", "")
+    family = record.get("device_family")
+    if family not in FAMILIES:
+        lowered = model.lower()
+        family = next((f for f in FAMILIES if lowered.startswith(f.lower())), "iPhone")
+    os_name = record.get("os")
+    if os_name not in OS_NAMES:
+        os_name = FAMILIES[family]
+    if family == "iPad" and os_name == "iOS":
+        os_name = "iPadOS"
+    if not model:
+        model = plausible_device(serial)["model"] if family in ("iPhone", "iPad") else family
+    description = _text(record, "description", model.upper())
+    color = _text(record, "color", "")
+    asset_tag = _text(record, "asset_tag", "") or None
+    order = record.get("order_number", order_number)
+    if order is not None and (not isinstance(order, str) or len(order) > MAX_FIELD):
+        raise PortalError(400, "order_number must be a string")
+    return DeviceRecord(serial, model, description, color, asset_tag, os_name, family, order)

@@ -1,0 +1,214 @@
+"""The portal's tables (the organisation and its MDM servers) and the SQL the portal runs.
+
+Devices belong to :mod:`simulator.apple.devices` (DEP and activation write them too); this module only
+reads them for the portal's own listings. Every function takes an open connection, so the service
+decides the transaction boundaries.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "MIGRATIONS",
+    "organization",
+    "insert_organization",
+    "update_organization",
+    "set_terms_required",
+    "terms_required",
+    "server_id",
+    "server_by_keys",
+    "server_name_taken",
+    "insert_server",
+    "server",
+    "servers",
+    "server_credentials",
+    "set_public_key",
+    "public_key_pem",
+    "device",
+    "device_page",
+    "device_count",
+    "serials",
+]
+
+#: The portal's tables, part of the Apple store's first migration (see :mod:`simulator.apple.store`).
+MIGRATIONS = [
+    """
+    CREATE TABLE organization (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        name TEXT NOT NULL, email TEXT NOT NULL, phone TEXT NOT NULL, address TEXT NOT NULL,
+        org_id TEXT NOT NULL, org_type TEXT NOT NULL, org_version TEXT NOT NULL, admin_id TEXT NOT NULL,
+        require_terms INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE servers (
+        id INTEGER PRIMARY KEY,
+        server_uuid TEXT NOT NULL UNIQUE,
+        server_name TEXT NOT NULL,
+        consumer_key TEXT NOT NULL UNIQUE,
+        consumer_secret TEXT NOT NULL,
+        access_token TEXT NOT NULL UNIQUE,
+        access_secret TEXT NOT NULL,
+        token_issued_at REAL NOT NULL,
+        access_token_expiry REAL NOT NULL,
+        public_key_pem TEXT,
+        created_at REAL NOT NULL
+    );
+    """
+]
+
+_ORGANIZATION_FIELDS = ("name", "email", "phone", "address", "org_id", "org_type", "org_version", "admin_id")
+_CREDENTIALS = ("consumer_key", "consumer_secret", "access_token", "access_secret")
+
+
+def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None
+
+
+# -- the organisation --------------------------------------------------------------------------------
+
+
+def organization(db: sqlite3.Connection) -> dict[str, Any] | None:
+    """The world's one organisation, or ``None`` before the portal made it."""
+    return _dict(db.execute("SELECT * FROM organization WHERE id = 1").fetchone())
+
+
+def insert_organization(db: sqlite3.Connection, fields: Mapping[str, str]) -> None:
+    """Create the one organisation from every field of :data:`_ORGANIZATION_FIELDS`."""
+    db.execute(
+        f"INSERT INTO organization (id, {', '.join(_ORGANIZATION_FIELDS)}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+        tuple(fields[name] for name in _ORGANIZATION_FIELDS),
+    )
+
+
+def update_organization(db: sqlite3.Connection, changes: Mapping[str, str]) -> None:
+    """Set the given organisation fields (names from a fixed list, never from a request)."""
+    for column, value in changes.items():
+        if column not in _ORGANIZATION_FIELDS:
+            raise ValueError(f"not an organisation field: {column}")
+        db.execute(f"UPDATE organization SET {column} = ? WHERE id = 1", (value,))
+
+
+def set_terms_required(db: sqlite3.Connection, required: bool) -> None:
+    db.execute("UPDATE organization SET require_terms = ? WHERE id = 1", (1 if required else 0,))
+
+
+def terms_required(db: sqlite3.Connection) -> bool:
+    """Whether new terms wait for the admin (no organisation yet: no terms)."""
+    row = db.execute("SELECT require_terms FROM organization WHERE id = 1").fetchone()
+    return row is not None and bool(row[0])
+
+
+# -- MDM servers -------------------------------------------------------------------------------------
+
+
+def server_id(db: sqlite3.Connection, server_uuid: str) -> int | None:
+    row = db.execute("SELECT id FROM servers WHERE server_uuid = ?", (server_uuid,)).fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def server_by_keys(db: sqlite3.Connection, consumer_key: str, access_token: str) -> str | None:
+    """The UUID of a server holding either key (depsim's well-known credentials are unique per world)."""
+    row = db.execute(
+        "SELECT server_uuid FROM servers WHERE consumer_key = ? OR access_token = ?", (consumer_key, access_token)
+    ).fetchone()
+    return str(row[0]) if row is not None else None
+
+
+def server_name_taken(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM servers WHERE server_name = ?", (name,)).fetchone() is not None
+
+
+def insert_server(
+    db: sqlite3.Connection, server_uuid: str, name: str, keys: Mapping[str, str], now: float, expiry: float
+) -> None:
+    db.execute(
+        "INSERT INTO servers (server_uuid, server_name, consumer_key, consumer_secret, access_token, "
+        "access_secret, token_issued_at, access_token_expiry, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (server_uuid, name, *(keys[k] for k in _CREDENTIALS), now, expiry, now),
+    )
+
+
+def server(db: sqlite3.Connection, server_uuid: str) -> sqlite3.Row | None:
+    """A server's row with ``device_count`` (devices assigned to it now)."""
+    return db.execute(
+        "SELECT s.*, (SELECT count(*) FROM devices d WHERE d.server_id = s.id) AS device_count "
+        "FROM servers s WHERE s.server_uuid = ?",
+        (server_uuid,),
+    ).fetchone()
+
+
+def servers(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """``[{server_uuid, server_name, device_count}]`` in creation order."""
+    rows = db.execute(
+        "SELECT s.server_uuid, s.server_name, "
+        "(SELECT count(*) FROM devices d WHERE d.server_id = s.id) AS device_count "
+        "FROM servers s ORDER BY s.id"
+    ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def server_credentials(db: sqlite3.Connection, server_uuid: str) -> dict[str, Any] | None:
+    """The OAuth keys of a server token, with ``access_token_expiry`` as a world timestamp."""
+    return _dict(
+        db.execute(
+            "SELECT consumer_key, consumer_secret, access_token, access_secret, access_token_expiry "
+            "FROM servers WHERE server_uuid = ?",
+            (server_uuid,),
+        ).fetchone()
+    )
+
+
+def set_public_key(db: sqlite3.Connection, server_uuid: str, pem: str) -> bool:
+    """Store the vendor's certificate; False when there is no such server."""
+    return db.execute("UPDATE servers SET public_key_pem = ? WHERE server_uuid = ?", (pem, server_uuid)).rowcount > 0
+
+
+def public_key_pem(db: sqlite3.Connection, server_uuid: str) -> str | None:
+    row = db.execute("SELECT public_key_pem FROM servers WHERE server_uuid = ?", (server_uuid,)).fetchone()
+    return row[0] if row is not None else None
+
+
+# -- the portal's view of devices ----------------------------------------------------------------------
+
+_DEVICE_LIST_SQL = (
+    "SELECT d.serial, d.model, d.description, d.color, d.asset_tag, d.os, d.device_family, d.order_number, "
+    "s.server_uuid, d.assigned_date, d.profile_status, d.profile_uuid FROM devices d "
+    "LEFT JOIN servers s ON s.id = d.server_id"
+)
+
+
+def device(db: sqlite3.Connection, serial: str) -> sqlite3.Row | None:
+    """One device of the organisation as the portal lists it."""
+    return db.execute(_DEVICE_LIST_SQL + " WHERE d.serial = ? AND d.released = 0", (serial,)).fetchone()
+
+
+def _where(server: int | None) -> tuple[str, tuple[Any, ...]]:
+    if server is None:
+        return " WHERE d.released = 0", ()
+    return " WHERE d.released = 0 AND d.server_id = ?", (server,)
+
+
+def device_count(db: sqlite3.Connection, server: int | None = None) -> int:
+    """Devices of the organisation (or assigned to one server)."""
+    where, params = _where(server)
+    return int(db.execute(f"SELECT count(*) FROM devices d{where}", params).fetchone()[0])
+
+
+def device_page(db: sqlite3.Connection, server: int | None, limit: int, offset: int) -> list[sqlite3.Row]:
+    """A page of the organisation's devices (all, or one server's), oldest first."""
+    where, params = _where(server)
+    return db.execute(_DEVICE_LIST_SQL + where + " ORDER BY d.id LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+
+
+def serials(db: sqlite3.Connection, server: int | None = None) -> list[str]:
+    """Serial numbers of the organisation (or of one server), in the order they were added."""
+    if server is None:
+        rows = db.execute("SELECT serial FROM devices WHERE released = 0 ORDER BY id").fetchall()
+    else:
+        rows = db.execute(
+            "SELECT serial FROM devices WHERE released = 0 AND server_id = ? ORDER BY id", (server,)
+        ).fetchall()
+    return [r[0] for r in rows]
