@@ -16,7 +16,38 @@ from typing import Any
 
 from mdm.platform.storage import Store
 
-__all__ = ["MIGRATIONS", "open_mdm_store", "get_setting", "set_setting", "claim_next_command"]
+__all__ = [
+    "MIGRATIONS",
+    "open_mdm_store",
+    "get_setting",
+    "set_setting",
+    "insert_setting_if_absent",
+    "record_identity",
+    "identity_udid",
+    "upsert_device",
+    "get_enrollment",
+    "upsert_authenticate",
+    "upsert_token_update",
+    "check_out",
+    "touch",
+    "set_bootstrap_token",
+    "get_bootstrap_token",
+    "known_enrollments",
+    "insert_command",
+    "queue_command",
+    "claim_next_command",
+    "command_request_type",
+    "record_result",
+    "pushable_enrollments",
+    "record_push",
+    "get_command",
+    "command_queue",
+    "command_results",
+    "device_ids",
+    "get_device",
+    "device_channel",
+    "user_channels",
+]
 
 MIGRATIONS = [
     """
@@ -138,6 +169,52 @@ def insert_setting_if_absent(db: sqlite3.Connection, key: str, value: Any) -> An
     return get_setting(db, key)
 
 
+# -- identities and devices ---------------------------------------------------------------------------
+def record_identity(
+    db: sqlite3.Connection, *, serial: str, udid: str, fingerprint: str, not_after: float, now: float
+) -> None:
+    """Remember whom an identity was issued for: the ownership check of every signed message reads it."""
+    db.execute(
+        "INSERT OR REPLACE INTO identities (serial, udid, fingerprint, not_after, issued_at) VALUES (?, ?, ?, ?, ?)",
+        (serial, udid, fingerprint, not_after, now),
+    )
+
+
+def identity_udid(db: sqlite3.Connection, serial: str) -> str | None:
+    row = db.execute("SELECT udid FROM identities WHERE serial = ?", (serial,)).fetchone()
+    return row[0] if row is not None else None
+
+
+def upsert_device(
+    db: sqlite3.Connection,
+    *,
+    udid: str,
+    serial_number: str | None,
+    product: str | None,
+    version: str | None,
+    os_version: str | None,
+    imei: str | None,
+    meid: str | None,
+    language: str | None,
+    user_upn: str | None,
+    now: float,
+) -> None:
+    """What a DEP enrollment learned from MachineInfo; a repeated enrollment replaces it and counts."""
+    db.execute(
+        """
+        INSERT INTO devices (udid, serial_number, product, version, os_version, imei, meid, language,
+                             user_upn, enrolled_at, profile_count)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+        ON CONFLICT (udid) DO UPDATE SET
+            serial_number = excluded.serial_number, product = excluded.product,
+            version = excluded.version, os_version = excluded.os_version, imei = excluded.imei,
+            meid = excluded.meid, language = excluded.language, user_upn = excluded.user_upn,
+            enrolled_at = excluded.enrolled_at, profile_count = profile_count + 1
+        """,
+        (udid, serial_number, product, version, os_version, imei, meid, language, user_upn, now),
+    )
+
+
 # -- enrollments --------------------------------------------------------------------------------------
 def get_enrollment(db: sqlite3.Connection, enrollment_id: str) -> sqlite3.Row | None:
     return db.execute("SELECT * FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()
@@ -252,7 +329,45 @@ def touch(db: sqlite3.Connection, enrollment_id: str, now: float) -> bool:
     return cur.rowcount > 0
 
 
+def set_bootstrap_token(db: sqlite3.Connection, enrollment_id: str, token: bytes | None, now: float) -> None:
+    db.execute(
+        "UPDATE enrollments SET bootstrap_token = ?, last_seen = ? WHERE id = ?", (token, now, enrollment_id)
+    )
+
+
+def get_bootstrap_token(db: sqlite3.Connection, enrollment_id: str) -> bytes | None:
+    row = db.execute("SELECT bootstrap_token FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()
+    return bytes(row[0]) if row is not None and row[0] is not None else None
+
+
+def known_enrollments(db: sqlite3.Connection, enrollment_ids: list[str]) -> set[str]:
+    """Which of these enrollment ids exist (one query for a whole command API request)."""
+    marks = ",".join("?" * len(enrollment_ids))
+    return {r[0] for r in db.execute(f"SELECT id FROM enrollments WHERE id IN ({marks})", enrollment_ids)}
+
+
 # -- queue --------------------------------------------------------------------------------------------
+def insert_command(
+    db: sqlite3.Connection, *, command_uuid: str, request_type: str, plist: bytes, priority: int, now: float
+) -> bool:
+    """Store a command once; False when its CommandUUID is already taken (the transaction goes on)."""
+    try:
+        db.execute(
+            "INSERT INTO commands (uuid, request_type, plist, priority, created_at) VALUES (?, ?, ?, ?, ?)",
+            (command_uuid, request_type, plist, priority, now),
+        )
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
+def queue_command(db: sqlite3.Connection, enrollment_ids: list[str], command_uuid: str, priority: int) -> None:
+    db.executemany(
+        "INSERT INTO queue (enrollment_id, command_uuid, priority) VALUES (?, ?, ?)",
+        [(eid, command_uuid, priority) for eid in enrollment_ids],
+    )
+
+
 def claim_next_command(
     db: sqlite3.Connection, enrollment_id: str, *, skip_not_now: bool, now: float, lease_before: float
 ) -> sqlite3.Row | None:
@@ -308,3 +423,78 @@ def record_result(
         (status, now, enrollment_id, command_uuid),
     )
     return cur.rowcount > 0
+
+
+# -- pushes -------------------------------------------------------------------------------------------
+def pushable_enrollments(db: sqlite3.Connection, enrollment_ids: list[str]) -> list[sqlite3.Row]:
+    """``id, token_hex, push_magic`` of those that can be woken: enrolled, with a token APNs did not refuse."""
+    marks = ",".join("?" * len(enrollment_ids))
+    return db.execute(
+        f"SELECT id, token_hex, push_magic FROM enrollments WHERE id IN ({marks}) "
+        "AND state = 'enrolled' AND token_hex IS NOT NULL AND push_invalid = 0",
+        enrollment_ids,
+    ).fetchall()
+
+
+def record_push(
+    db: sqlite3.Connection,
+    *,
+    enrollment_id: str,
+    token_hex: str,
+    ok: bool,
+    status: int,
+    error: str,
+    unregistered: bool,
+    now: float,
+) -> None:
+    """Count a push and keep its last outcome; a 410 marks the token invalid until the next TokenUpdate.
+
+    Matched on the token too: a TokenUpdate that arrived while the push was in flight wins."""
+    db.execute(
+        """
+        UPDATE enrollments SET
+            push_sent = push_sent + ?, push_failed = push_failed + ?, push_last_status = ?,
+            push_last_error = CASE WHEN ? THEN push_last_error ELSE ? END, push_last_at = ?,
+            push_invalid = CASE WHEN ? THEN 1 ELSE push_invalid END
+        WHERE id = ? AND token_hex = ?
+        """,
+        (int(ok), int(not ok), status, int(ok), error, now, int(unregistered), enrollment_id, token_hex),
+    )
+
+
+# -- views --------------------------------------------------------------------------------------------
+def get_command(db: sqlite3.Connection, command_uuid: str) -> sqlite3.Row | None:
+    return db.execute("SELECT * FROM commands WHERE uuid = ?", (command_uuid,)).fetchone()
+
+
+def command_queue(db: sqlite3.Connection, command_uuid: str) -> list[sqlite3.Row]:
+    return db.execute("SELECT * FROM queue WHERE command_uuid = ? ORDER BY seq", (command_uuid,)).fetchall()
+
+
+def command_results(db: sqlite3.Connection, command_uuid: str) -> list[sqlite3.Row]:
+    return db.execute("SELECT * FROM results WHERE command_uuid = ? ORDER BY id", (command_uuid,)).fetchall()
+
+
+def device_ids(db: sqlite3.Connection) -> list[str]:
+    """Every device the server knows: enrolled over DEP, checked in on its device channel, or both."""
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT udid FROM devices UNION SELECT device_id FROM enrollments WHERE user_id IS NULL ORDER BY 1"
+        )
+    ]
+
+
+def get_device(db: sqlite3.Connection, udid: str) -> sqlite3.Row | None:
+    return db.execute("SELECT * FROM devices WHERE udid = ?", (udid,)).fetchone()
+
+
+def device_channel(db: sqlite3.Connection, udid: str) -> sqlite3.Row | None:
+    return db.execute("SELECT * FROM enrollments WHERE id = ? AND user_id IS NULL", (udid,)).fetchone()
+
+
+def user_channels(db: sqlite3.Connection, udid: str) -> list[sqlite3.Row]:
+    return db.execute(
+        "SELECT user_id, user_short_name, state FROM enrollments WHERE device_id = ? AND user_id IS NOT NULL",
+        (udid,),
+    ).fetchall()
