@@ -1,13 +1,14 @@
-"""DEP enrollment pieces without I/O: seeded keys, device identities, the enrollment profile.
+"""DEP enrollment pieces without I/O: the push topic, device identity keys, the enrollment profile.
 
-Kept apart from :mod:`mdm.server.service` so the rules of "what a profile contains" can be read (and
-tested) without a store or a clock.
+Kept apart from :mod:`mdm.server.identity` so the rules of "what a profile contains" can be read (and
+tested) without a store or a clock. Every random value comes from the caller's
+:class:`~mdm.protocol.randomness.Randomness`, so ``--seed`` replays a profile's identity, password and
+payload UUIDs.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -16,12 +17,13 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mdm.protocol import mobileconfig
-from mdm.protocol.x509 import CertificateAuthority, PrivateKey, new_private_key, seeded_key, seeded_uuid
+from mdm.protocol.randomness import Randomness
+from mdm.protocol.x509 import CertificateAuthority, PrivateKey
 
 __all__ = [
-    "seeded_key",
-    "seeded_uuid",
     "new_topic",
+    "new_identity_key",
+    "new_identity_serial",
     "identity_owner",
     "EnrollmentProfile",
     "build_enrollment_profile",
@@ -36,10 +38,10 @@ ACCESS_RIGHTS_ALL = 8191
 PROFILE_IDENTIFIER = "com.mdmsim.mdm.enrollment"
 
 
-def new_topic(seed: int | None) -> str:
+def new_topic(random: Randomness) -> str:
     """A push topic shaped like Apple's (``com.apple.mgmt.External.<uuid>``), until a real push
-    certificate supplies one."""
-    return f"com.apple.mgmt.External.{seeded_uuid(seed, 'topic')}"
+    certificate supplies one. (Label ``topic``: the one seeded worlds have always used.)"""
+    return f"com.apple.mgmt.External.{random.uuid('topic')}"
 
 
 def identity_owner(cert: x509.Certificate) -> str | None:
@@ -49,10 +51,18 @@ def identity_owner(cert: x509.Certificate) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def new_identity_key(kind: Literal["ec", "rsa"], seed: int | None, udid: str) -> PrivateKey:
+def new_identity_key(kind: Literal["ec", "rsa"], random: Randomness, udid: str) -> PrivateKey:
+    """The key of ``udid``'s identity: one per device and seed (label ``identity:<udid>``, as before),
+    so a seeded device re-enrolling keeps its key."""
     if kind == "ec":
-        return seeded_key(seed, f"identity:{udid}")
-    return new_private_key("rsa")
+        return random.ec_key(f"identity:{udid}")
+    return random.rsa_key(f"identity:{udid}")
+
+
+def new_identity_serial(random: Randomness, udid: str, now: _dt.datetime) -> int:
+    """A certificate serial as ``x509.random_serial_number`` makes it (159 random bits), per issuance:
+    the label names the device and the instant, so two identities of one device differ."""
+    return int.from_bytes(random.bytes(20, f"mdm:{udid}:identity:{now.timestamp()!r}:serial"), "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -74,16 +84,25 @@ def build_enrollment_profile(
     base_url: str,
     organization: str = "mdmsim",
     extra_certs: Sequence[x509.Certificate] = (),
+    random: Randomness | None = None,
 ) -> bytes:
     """The ``application/x-apple-aspen-config`` body: root CA + PKCS#12 identity + com.apple.mdm, signed.
 
     The identity arrives as PKCS#12 (not SCEP) so that enrollment is one round trip; its password is
-    random per profile and travels in the payload's ``Password`` key, as Apple's schema allows.
+    random per profile and travels in the payload's ``Password`` key, as Apple's schema allows. The
+    password and the PayloadUUIDs are labelled by the identity's serial: one set per profile issued.
     """
-    password = secrets.token_urlsafe(18)
-    p12_uuid = mobileconfig.new_uuid()
+    random = random if random is not None else Randomness(None)
+    label = f"mdm:{identity_owner(identity)}:profile:{identity.serial_number:x}"
+    password = random.urlsafe(18, f"{label}:pkcs12-password")
+
+    def payload_uuid(name: str) -> str:  # upper case, as mobileconfig.new_uuid and Apple's tools write it
+        return random.uuid(f"{label}:payload-uuid:{name}").upper()
+
+    p12_uuid = payload_uuid("identity")
     root = mobileconfig.RootPayload.for_certificate(
         ca.certificate,
+        payload_uuid=payload_uuid("root"),
         payload_identifier=f"{PROFILE_IDENTIFIER}.root",
         payload_display_name="MDM CA",
         payload_certificate_file_name="mdm-ca.cer",
@@ -98,6 +117,7 @@ def build_enrollment_profile(
     )
     base = base_url.rstrip("/")
     mdm = mobileconfig.MDMPayload(
+        payload_uuid=payload_uuid("mdm"),
         payload_identifier=f"{PROFILE_IDENTIFIER}.mdm",
         payload_display_name="Mobile Device Management",
         identity_certificate_uuid=p12_uuid,
@@ -110,13 +130,10 @@ def build_enrollment_profile(
         server_capabilities=list(SERVER_CAPABILITIES),
     )
     profile = mobileconfig.Profile(
+        payload_uuid=payload_uuid("profile"),
         payload_identifier=PROFILE_IDENTIFIER,
         payload_display_name="MDM Enrollment",
         payload_organization=organization,
         payloads=[root, p12, mdm],
     )
     return mobileconfig.sign(mobileconfig.build(profile), ca.certificate, ca.key, extra_certs=extra_certs)
-
-
-def utc(ts: float) -> _dt.datetime:
-    return _dt.datetime.fromtimestamp(ts, _dt.UTC)

@@ -15,7 +15,8 @@ from werkzeug.exceptions import HTTPException
 
 from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_body, read_json
 
-from .service import MDMError, MDMService, Reply
+from .replies import MDMError, Reply
+from .service import MDMService
 
 __all__ = ["create_app", "ENROLL_CONTENT_TYPE"]
 
@@ -102,15 +103,7 @@ def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
             data: Any = read_json()
         except BodyError as exc:
             raise MDMError(400, exc.reason) from None
-        if not isinstance(data, dict):
-            raise MDMError(400, "body must be a JSON object {udids, command}")
-        udids = data.get("udids")
-        if not isinstance(udids, list):
-            raise MDMError(400, "udids must be a non-empty array of strings")
-        command = data.get("command")
-        if not isinstance(command, dict):
-            raise MDMError(400, "command must be an object with a RequestType")
-        command_uuid = mdm.enqueue(udids, command, priority=data.get("priority", 0))
+        command_uuid = mdm.enqueue_request(data)
         return json_response({"command_uuid": command_uuid}, 201)
 
     @app.get("/api/v1/commands/<command_uuid>")
@@ -138,13 +131,7 @@ def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
             data: Any = read_json()
         except BodyError as exc:
             raise MDMError(400, exc.reason) from None
-        if not isinstance(data, dict):
-            raise MDMError(400, 'body must be a JSON object {"certificate": PEM, "key": PEM}')
-        cert, key = data.get("certificate"), data.get("key")
-        if not isinstance(cert, str) or not isinstance(key, str):
-            raise MDMError(400, "certificate and key must be PEM strings")
-        mdm.set_push_certificate(cert, key)
-        return json_response(mdm.push_certificate())
+        return json_response(mdm.set_push_certificate_request(data))
 
     @app.get("/api/v1/push-certificate")
     def get_push_certificate() -> Response:
