@@ -164,7 +164,9 @@ class World:
             snapshot.close()
 
 
-def build_world(tmp_path: Any = None, *, synchronous: bool = True, apns_before: Any = None) -> World:
+def build_world(
+    tmp_path: Any = None, *, synchronous: bool = True, apns_before: Any = None, seed: int | None = None
+) -> World:
     clock = Clock(Store(None, []), start=START, frozen=True)
     store = open_mdm_store(tmp_path / "mdm.db" if tmp_path is not None else None)
     apple_ca = make_ca("Test Apple iPhone Device CA")
@@ -187,7 +189,7 @@ def build_world(tmp_path: Any = None, *, synchronous: bool = True, apns_before: 
         apns_url=lambda: f"{BASE}/apple/apns",
         idp_url=lambda: f"{BASE}{IDP_PATH}" if world_flags[0] else None,
         webhook_urls=lambda: [f"{BASE}/hooks/hook"],
-        seed=None,
+        seed=seed,
         synchronous=synchronous,
     )
     root = Flask("root")
