@@ -62,7 +62,8 @@ def new_identity_key(kind: Literal["ec", "rsa"], random: Randomness, udid: str) 
 def new_identity_serial(random: Randomness, udid: str, now: _dt.datetime) -> int:
     """A certificate serial as ``x509.random_serial_number`` makes it (159 random bits), per issuance:
     the label names the device and the instant, so two identities of one device differ."""
-    return int.from_bytes(random.bytes(20, f"mdm:{udid}:identity:{now.timestamp()!r}:serial"), "big") >> 1
+    label = f"mdm:{udid}:identity:{now.timestamp()!r}:serial" if random.seeded else ""  # unseeded: unused
+    return int.from_bytes(random.bytes(20, label), "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def build_enrollment_profile(
     password and the PayloadUUIDs are labelled by the identity's serial: one set per profile issued.
     """
     random = random if random is not None else Randomness(None)
-    label = f"mdm:{identity_owner(identity)}:profile:{identity.serial_number:x}"
+    # Unseeded, labels are not used: not worth formatting on every enrollment of a fleet.
+    label = f"mdm:{identity_owner(identity)}:profile:{identity.serial_number:x}" if random.seeded else ""
     password = random.urlsafe(18, f"{label}:pkcs12-password")
 
     def payload_uuid(name: str) -> str:  # upper case, as mobileconfig.new_uuid and Apple's tools write it
