@@ -25,10 +25,13 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from simulator.device.identity import DeviceIdentity
+from mdm.platform.clock import Clock
+from mdm.platform.storage import Store
 
 from .drivers import HTTPDriver, served_world_clock
+from .identity import DeviceIdentity
 from .machine import Device, DeviceScript, Request, Response
+from .store import DeviceFleetService, DeviceStore, open_device_store
 
 console = Console()
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -137,11 +140,6 @@ def power_on(
         print_new(Request("GET", ""), Response(0))
         console.print(f"stopped: [bold]{phase}[/bold] on pane [bold]{dev.pane}[/bold]")
         if data_dir is not None:
-            from mdm.platform.clock import Clock
-            from mdm.platform.storage import Store
-
-            from .store import DeviceFleetService, open_device_store
-
             data_dir.mkdir(parents=True, exist_ok=True)
             fleet = DeviceFleetService(open_device_store(data_dir / "devices.db"), Clock(Store(None, [])),
                                        apple_url=dev.state.apple_url)  # fmt: skip
@@ -160,8 +158,6 @@ def power_on(
 def list_devices(server: str, data_dir: Path | None) -> None:
     """Devices and where they are in Setup Assistant."""
     if data_dir is not None:
-        from .store import DeviceStore, open_device_store
-
         rows = DeviceStore(open_device_store(data_dir / "devices.db")).summaries()
     else:
         try:

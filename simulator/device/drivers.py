@@ -24,9 +24,12 @@ from typing import Any, TypeVar
 import httpx
 
 from mdm.protocol.isotime import parse_iso
+from simulator.tls import anchor_context
 
-from .agent import AgentRound
+from .agent import AgentRound, agent_round, remove_mdm_profile
 from .machine import Device, Flow, Now, Request, Response, wall_now
+from .phases import Phase
+from .setup_assistant import run_setup
 
 __all__ = ["Driver", "WSGIDriver", "HTTPDriver", "StepLimitExceeded", "DEFAULT_TIMEOUT", "served_world_clock"]
 
@@ -97,26 +100,26 @@ class Driver:
         start = self.exchanges
         while True:
             remaining = max_steps - (self.exchanges - start)
-            phase = self.run(device.power_on(self.now), max_steps=max(remaining, 0))
-            if phase != "awaiting_configuration":
+            phase = self.run(run_setup(device, self.now), max_steps=max(remaining, 0))
+            if phase != Phase.AWAITING_CONFIGURATION:
                 return phase
             remaining = max_steps - (self.exchanges - start)
             if remaining <= 0:
                 return phase
-            report = self.run(device.agent_round(self.now), max_steps=remaining)
-            if device.phase == "awaiting_configuration" and not report.commands:
+            report = self.run(agent_round(device, self.now), max_steps=remaining)
+            if device.phase == Phase.AWAITING_CONFIGURATION and not report.commands:
                 return device.phase
 
     def run_agent(self, device: Device, rounds: int = 1, *, connect: bool = True) -> list[AgentRound]:
         """Wake the MDM agent ``rounds`` times (push poll + connect); the reports in order."""
         reports = []
         for _ in range(rounds):
-            reports.append(self.run(device.agent_round(self.now, connect=connect)))
+            reports.append(self.run(agent_round(device, self.now, connect=connect)))
         return reports
 
     def remove_mdm_profile(self, device: Device) -> bool:
         """The user removes management in Settings (CheckOut goes out when allowed)."""
-        return self.run(device.user_remove_mdm_profile(self.now))
+        return self.run(remove_mdm_profile(device, self.now))
 
     def close(self) -> None:
         """Release the HTTP client (drivers own theirs unless one was passed in)."""
@@ -225,8 +228,6 @@ class HTTPDriver(Driver):
             return self.client
         client = self._trusted.get(request.trust)
         if client is None:
-            from simulator.tls import anchor_context
-
             client = httpx.Client(verify=anchor_context(request.trust))
             self._trusted[request.trust] = client
         return client

@@ -18,6 +18,15 @@ Everything the device knows is in :class:`DeviceState`, a plain dataclass of str
 lists that round-trips through JSON (``to_dict``/``from_dict``): a store can persist it and a fleet can
 hold ten thousand of them (a few KB each: keys and certificates as PEM text, the transcript as a list
 of ``(pane, outcome, time, detail)`` tuples).
+
+This module is the bottom of the device: its data, its keys and what it signs with them. The flows
+live above it and take a :class:`Device`: :mod:`~simulator.device.setup_assistant` (power on, walk the
+panes, enroll), :mod:`~simulator.device.agent` (wake up, answer commands, remove management); the
+drivers run them. Nothing here imports those modules.
+
+Random values a device makes (its Apple identity key, push token, PushMagic, unlock token) come from
+:class:`~mdm.protocol.randomness.Randomness` with the device's ``seed`` and labels naming the device by
+serial number (:meth:`Device.label`), so one seed reproduces them whatever order a fleet runs in.
 """
 
 from __future__ import annotations
@@ -33,15 +42,12 @@ from cryptography import x509
 
 from mdm.protocol import cms
 from mdm.protocol.isotime import isoformat
-from mdm.protocol.x509 import (
-    PrivateKey,
-    cert_from_pem,
-    cert_to_pem,
-    key_from_pem,
-    key_to_pem,
-    new_private_key,
-)
-from simulator.device.identity import DeviceIdentity
+from mdm.protocol.plist import dumps
+from mdm.protocol.randomness import Randomness
+from mdm.protocol.x509 import PrivateKey, cert_from_pem, cert_to_pem, key_from_pem, key_to_pem
+
+from .identity import DeviceIdentity
+from .phases import Pane, Phase
 
 __all__ = [
     "Request",
@@ -53,6 +59,9 @@ __all__ = [
     "Device",
     "Outcome",
     "TRANSCRIPT_LIMIT",
+    "USER_AGENT",
+    "device_key_for",
+    "wall_now",
 ]
 
 T = TypeVar("T")
@@ -153,8 +162,10 @@ def _tuples(rows: Any) -> list[tuple[Any, ...]]:
 class DeviceState:
     """Everything one device knows. JSON-safe by construction: bytes are kept as PEM/hex/base64 text.
 
-    ``phase``: ``setup`` (walking Setup Assistant), ``awaiting_configuration`` (held until the MDM
-    sends DeviceConfigured), ``home`` (setup finished), ``off`` (shut down by MDM).
+    ``phase``/``pane``: where Setup Assistant is (:mod:`~simulator.device.phases`: ``setup``,
+    ``awaiting_configuration`` or ``home``; a device shut down by MDM keeps its phase with ``powered``
+    false, which stores list as ``off``). Only :func:`~simulator.device.phases.move` assigns them.
+    ``seed``: the device's :class:`~mdm.protocol.randomness.Randomness` seed (``None``: OS randomness).
     ``cloud_config``: ``None`` before activation, ``{}`` when Apple had no configuration.
     ``enrollment``: the installed MDM profile's settings and identity (``None`` when not enrolled).
     """
@@ -165,8 +176,8 @@ class DeviceState:
     apple_url: str
     mdm_url_override: str | None = None
     script: dict[str, Any] = field(default_factory=dict)
-    phase: str = "setup"
-    pane: str = "Hello"
+    phase: str = Phase.SETUP.value
+    pane: str = Pane.HELLO.value
     powered: bool = True
     cloud_config: dict[str, Any] | None = None
     enrollment: dict[str, Any] | None = None
@@ -183,6 +194,7 @@ class DeviceState:
     locked: bool = False
     device_name: str | None = None
     erase_count: int = 0
+    seed: int | None = None
     transcript: list[tuple[str, str, str, str]] = field(default_factory=list)
     commands: list[tuple[str, str, str, str]] = field(default_factory=list)
 
@@ -206,6 +218,8 @@ class Device:
 
     Create it with :meth:`create` from a :class:`DeviceIdentity`, the device's private key and the
     identity certificate Apple's device CA issued for it; revive it with ``Device(DeviceState.from_dict(d))``.
+    Its activities are functions of the flow modules that take it (``setup_assistant.run_setup(device,
+    now)``, ``agent.agent_round(device, now)``), run by a driver.
     """
 
     __slots__ = ("state", "_identity", "_key", "_cert", "_mdm_identity")
@@ -227,9 +241,14 @@ class Device:
         apple_url: str,
         script: DeviceScript | None = None,
         mdm_url_override: str | None = None,
+        seed: int | None = None,
     ) -> Device:
-        """A factory-fresh device at the Hello pane."""
-        key = device_key if device_key is not None else new_private_key("ec")
+        """A factory-fresh device at the Hello pane.
+
+        Without ``device_key`` the key is derived from ``seed`` as :func:`device_key_for` does, so a
+        seeded device made here and one made from the world's identity bundle hold the same key.
+        """
+        key = device_key if device_key is not None else device_key_for(identity.serial_number, seed)
         key_pem = key_to_pem(key).decode() if not isinstance(key, bytes | str) else _text(key)
         cert_pem = (
             cert_to_pem(device_cert).decode()
@@ -243,6 +262,7 @@ class Device:
             apple_url=apple_url.rstrip("/"),
             mdm_url_override=mdm_url_override,
             script=(script or DeviceScript()).to_dict(),
+            seed=seed,
         )
         return cls(state)
 
@@ -299,7 +319,7 @@ class Device:
 
     @property
     def awaiting_configuration(self) -> bool:
-        return self.state.phase == "awaiting_configuration"
+        return self.state.phase == Phase.AWAITING_CONFIGURATION
 
     def device_key(self) -> PrivateKey:
         if self._key is None:
@@ -331,6 +351,23 @@ class Device:
         self._key = None
         self._cert = None
         self._identity = None
+
+    # -- randomness ------------------------------------------------------------------------------------
+    @property
+    def randomness(self) -> Randomness:
+        """The device's random source (made per use: a ``Randomness`` is only its seed)."""
+        return Randomness(self.state.seed)
+
+    def label(self, thing: str, *, per_erase: bool = False) -> str:
+        """The :class:`Randomness` label of ``thing`` this device makes: ``device:<serial>:<thing>``.
+
+        ``per_erase`` for values a device makes anew after Erase All Content and Settings (push token,
+        PushMagic, unlock token): the label then names how many erases came before
+        (``device:<serial>:erase-0:push-token``), so a re-enrolled device does not repeat its old ones.
+        """
+        if per_erase:
+            return f"device:{self.serial}:erase-{self.state.erase_count}:{thing}"
+        return f"device:{self.serial}:{thing}"
 
     # -- transcript ------------------------------------------------------------------------------------
     def record(self, pane: str, outcome: Outcome, now: datetime, detail: str = "") -> None:
@@ -366,36 +403,28 @@ class Device:
             return None
         return base64.b64encode(cms.sign(body, identity[0], identity[1], detached=True)).decode("ascii")
 
-    # -- flows (implemented in setup_assistant and agent; kept here so callers need one class) --------
-    def power_on(self, now: Now = wall_now) -> Flow[str]:
-        """Boot: walk Setup Assistant from wherever the device is. Returns the phase it stopped in."""
-        from .setup_assistant import run_setup
+    def signed_put(self, url: str, content_type: str, message: dict[str, Any]) -> Request:
+        """A plist message PUT to the MDM server (check-in or command result), with ``Mdm-Signature``
+        when the profile asks for signed messages, trusting what the cloud configuration pins."""
+        body = dumps(message)
+        headers = {"Content-Type": content_type, "User-Agent": USER_AGENT}
+        signature = self.mdm_signature(body)
+        if signature:
+            headers["Mdm-Signature"] = signature
+        return Request("PUT", url, headers, body, trust=self.mdm_trust())
 
-        return run_setup(self, now)
-
-    def agent_round(self, now: Now = wall_now, *, poll_push: bool = True, connect: bool = True) -> Flow[Any]:
-        """One wake-up of the MDM agent: read pending pushes, then connect and answer every command."""
-        from .agent import agent_round
-
-        return agent_round(self, now, poll_push=poll_push, connect=connect)
-
-    def user_remove_mdm_profile(self, now: Now = wall_now) -> Flow[bool]:
-        """The user taps "Remove Management" in Settings; refused when enrollment is locked."""
-        from .agent import remove_mdm_profile
-
-        return remove_mdm_profile(self, now)
-
-    def pair_with_host(self, cert_der: bytes | None, now: Now = wall_now) -> bool:
-        """A Mac tries to pair (Finder, Apple Configurator). Local: no HTTP."""
-        from .agent import pair_with_host
-
-        return pair_with_host(self, cert_der, now)
-
+    # -- the user --------------------------------------------------------------------------------------
     def user_unlock(self, now: Now = wall_now) -> None:
         """The user unlocks the screen (commands deferred with NotNow can now run)."""
         if self.state.locked:
             self.state.locked = False
             self.record("LockScreen", "info", now(), "unlocked by the user")
+
+
+def device_key_for(serial: str, seed: int | None) -> PrivateKey:
+    """The key of the device's Apple identity (what signs MachineInfo): P-256, derived from ``seed``
+    under ``device:<serial>`` (the label the world's identity bundle uses), fresh without a seed."""
+    return Randomness(seed).ec_key(f"device:{serial}")
 
 
 def _text(value: bytes | str) -> str:

@@ -8,66 +8,53 @@ device has its configuration, so ``SkipSetup`` cannot hide them, as Apple docume
 
 The transcript records every pane as ``(pane, "shown"|"skipped", time, detail)``; failures are
 ``"error"`` entries and the device stays on the pane that failed, so the next :func:`run_setup`
-(power on again, "Try Again") resumes there.
+(power on again, "Try Again") resumes there. Every change of pane or phase is a move of
+:mod:`simulator.device.phases`, checked against its transition table.
 
-Enrollment follows FACTS.md §2–3: MachineInfo signed by the device's Apple identity is POSTed to the
-configuration URL; a 401 asking for HTTP Basic shows the Authentication pane; the answer must be a
-profile whose CMS signature verifies against the cloud configuration's anchors or the profile's own
-root payload; its PKCS#12 identity is installed, and Authenticate + TokenUpdate check in.
+The messages of enrollment (MachineInfo, the profile, Authenticate and TokenUpdate) are
+:mod:`simulator.device.enrollment`'s; this module decides which pane shows them and what it says.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import uuid
-from typing import Any
 
-from cryptography import x509
-
-from mdm.protocol import cms, mobileconfig
-from mdm.protocol.checkin import Authenticate, TokenUpdate
-from mdm.protocol.machineinfo import MachineInfo
-from mdm.protocol.plist import PlistError, dumps
-from mdm.protocol.x509 import cert_to_pem, key_to_pem
+from mdm.protocol.plist import PlistError
 from simulator.catalog import load_catalog
 
-from .machine import USER_AGENT, Device, Flow, Now, Request, Response
+from .enrollment import (
+    check_in,
+    enrollment_failure,
+    enrollment_request,
+    enrollment_url,
+    install_enrollment_profile,
+    machine_info,
+    unenroll,
+    with_credentials,
+)
+from .machine import USER_AGENT, Device, Flow, Now, Request
+from .phases import POST_ENROLLMENT_ORDER, PRE_ACTIVATION_PANES, Event, Pane, Phase, move
 
 __all__ = [
     "PRE_ACTIVATION_PANES",
     "POST_ENROLLMENT_ORDER",
     "applicable_post_panes",
+    "erase",
     "pre_activation_panes",
     "run_setup",
     "release_awaiting_configuration",
     "machine_info",
 ]
 
-#: Panes before the cloud configuration is known. Keyboard, SpokenLanguage and TermsOfAddress are
-#: the skip keys Apple marks "not always skippable" for this reason.
-PRE_ACTIVATION_PANES = ("Hello", "Language", "Region", "Keyboard", "SpokenLanguage", "TermsOfAddress", "WiFi")
 _PRE_ACTIVATION_SKIP_KEYS = frozenset({"Keyboard", "SpokenLanguage", "TermsOfAddress"})
 #: Languages whose grammar asks for a form of address (the Terms of Address pane).
 _TERMS_OF_ADDRESS_LANGUAGES = frozenset({"fr", "es", "it", "de", "pt"})
-
-#: After enrollment, in the order iOS 17/18 shows them. Every name is an Apple skip key.
-POST_ENROLLMENT_ORDER = (
-    "Privacy", "DeviceToDeviceMigration", "Biometric", "Passcode", "Restore", "Android", "AppleID",
-    "EnableLockdownMode", "TOS", "SoftwareUpdate", "Location", "Siri", "ScreenTime", "Payment",
-    "iMessageAndFaceTime", "MessagingActivationUsingPhoneNumber", "SIMSetup", "Diagnostics", "Safety",
-    "Intelligence", "ActionButton", "CameraButton", "HomeButtonSensitivity", "DisplayTone", "Zoom",
-    "Appearance", "AppStore", "OnBoarding", "Welcome",
-)  # fmt: skip
 
 #: Skip keys that never name a pane of a plain new-device setup (they need a restore, an update or a
 #: paired watch first), so they never appear in a transcript.
 _CONDITIONAL_KEYS = frozenset({"RestoreCompleted", "UpdateCompleted", "WatchMigration"})
 
 ACTIVATION_CONTENT_TYPE = "application/json"
-MACHINE_INFO_CONTENT_TYPE = "application/pkcs7-signature"
-CHECKIN_CONTENT_TYPE = "application/x-apple-aspen-mdm-checkin"
 
 
 # -- which panes exist -----------------------------------------------------------------------------------
@@ -129,6 +116,12 @@ def applicable_post_panes(device: Device) -> list[str]:
     ]  # fmt: skip
 
 
+def _first_local_pane(device: Device) -> str:
+    """Where the local panes start on this device (the Home Screen when it has none)."""
+    post = applicable_post_panes(device)
+    return post[0] if post else Pane.HOME_SCREEN
+
+
 # -- the flow --------------------------------------------------------------------------------------------
 def run_setup(device: Device, now: Now) -> Flow[str]:
     """Walk Setup Assistant from ``device.pane``; returns the phase it stopped in.
@@ -140,23 +133,22 @@ def run_setup(device: Device, now: Now) -> Flow[str]:
     if not st.powered:
         st.powered = True
         device.record("Boot", "info", now(), "powered on")
-    if st.phase in ("home", "awaiting_configuration"):
+    if st.phase in (Phase.HOME, Phase.AWAITING_CONFIGURATION):
         return st.phase
     pre = pre_activation_panes(device)
     if st.pane in pre:
         _run_pre_activation(device, now, pre[pre.index(st.pane) :])
-    if st.pane == "Activation":
+    if st.pane == Pane.ACTIVATION:
         ok = yield from _activate(device, now)
         if not ok:
-            return "setup"
-    if st.pane == "RemoteManagement":
+            return st.phase
+    if st.pane == Pane.REMOTE_MANAGEMENT:
         _remote_management(device, now)
-    if st.pane in ("Authentication", "Enrollment"):
+    if st.pane in (Pane.AUTHENTICATION, Pane.ENROLLMENT):
         ok = yield from _enroll(device, now)
         if not ok:
-            return "setup"
-    if st.pane == "AwaitingConfiguration":
-        st.phase = "awaiting_configuration"
+            return st.phase
+    if st.pane == Pane.AWAITING_CONFIGURATION:
         device.record(
             "AwaitingConfiguration",
             "shown",
@@ -182,9 +174,9 @@ def _run_pre_activation(device: Device, now: Now, panes: list[str]) -> None:
             detail = "connected to a network"
         else:
             detail = "appears before the cloud configuration is fetched, so SkipSetup cannot hide it"
-        device.state.pane = pane
+        move(device.state, Event.SHOW_PANE, pane)
         device.record(pane, "shown", now(), detail)
-    device.state.pane = "Activation"
+    move(device.state, Event.CONNECTED)
 
 
 def _activate(device: Device, now: Now) -> Flow[bool]:
@@ -208,23 +200,14 @@ def _activate(device: Device, now: Now) -> Flow[bool]:
         device.record("Activation", "error", now(), "could not activate: the answer is not a JSON object")
         return False
     st.cloud_config = config
-    if _enrollment_url(device):
+    if enrollment_url(device):
         org = config.get("OrganizationName") or "your organisation"
         device.record("Activation", "shown", now(), f"activated; this device is managed by {org}")
-        st.pane = "RemoteManagement"
+        move(st, Event.ACTIVATED_MANAGED)
     else:
         device.record("Activation", "shown", now(), "activated; no Remote Management configuration")
-        post = applicable_post_panes(device)
-        st.pane = post[0] if post else "HomeScreen"
+        move(st, Event.ACTIVATED_UNMANAGED, _first_local_pane(device))
     return True
-
-
-def _enrollment_url(device: Device) -> str | None:
-    st = device.state
-    config = st.cloud_config or {}
-    if not (config.get("ConfigurationURL") or config.get("ConfigurationWebURL")):
-        return None  # no configuration: an override alone does not make a device managed
-    return st.mdm_url_override or config.get("ConfigurationURL") or None
 
 
 def _remote_management(device: Device, now: Now) -> None:
@@ -239,51 +222,19 @@ def _remote_management(device: Device, now: Now) -> None:
         now(),
         f"{org} — {dept}; About Configuration: {dept}; Need Help: {phone}; {mandatory}",
     )
-    device.state.pane = "Enrollment"
-
-
-def machine_info(device: Device) -> MachineInfo:
-    """The MachineInfo this device signs and sends to the enrollment URL."""
-    ident = device.identity
-    return MachineInfo(
-        udid=ident.udid,
-        serial=ident.serial_number,
-        product=ident.product_name,
-        version=ident.build_version,
-        os_version=ident.os_version,
-        language=device.script.language,
-        can_request_software_update=True,
-        imei=ident.imei or None,
-        meid=ident.meid or None,
-    )
-
-
-def _basic(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    move(device.state, Event.MANAGEMENT_ACCEPTED)
 
 
 def _enroll(device: Device, now: Now) -> Flow[bool]:
     """MachineInfo → profile → identity → Authenticate → TokenUpdate. False leaves the device on the
     pane that failed (Authentication or Enrollment) with an error in the transcript."""
     st = device.state
-    config = device.cloud_config
-    url = _enrollment_url(device)
-    signed_info = device.sign_with_device_identity(machine_info(device).to_plist())
-    web = not st.mdm_url_override and not config.get("ConfigurationURL") and config.get("ConfigurationWebURL")
-    headers = {"User-Agent": USER_AGENT}
-    if web:
-        # Web-based enrollment: the web view GETs the page with the signed MachineInfo in a header.
-        url = config["ConfigurationWebURL"]
-        headers["x-apple-aspen-deviceinfo"] = base64.b64encode(signed_info).decode("ascii")
-        request = Request("GET", url, headers, trust=device.mdm_trust())
-    else:
-        headers["Content-Type"] = MACHINE_INFO_CONTENT_TYPE
-        request = Request("POST", str(url), headers, signed_info, trust=device.mdm_trust())
+    request = enrollment_request(device)
     response = yield request
     user: str | None = None
     if response.status == 401 and "basic" in response.header("www-authenticate").lower():
         script = device.script
-        st.pane = "Authentication"
+        move(st, Event.CREDENTIALS_REQUIRED)
         if not script.username or script.password is None:
             device.record(
                 "Authentication",
@@ -293,8 +244,7 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
             )
             return False
         device.record("Authentication", "shown", now(), f"user {script.username}")
-        headers = {**request.headers, "Authorization": _basic(script.username, script.password)}
-        response = yield Request(request.method, request.url, headers, request.body, trust=request.trust)
+        response = yield with_credentials(request, script.username, script.password)
         if response.status in (401, 403):
             # A server that checks the password with the IdP says 403 for a wrong one, 401 for none.
             device.record(
@@ -302,15 +252,15 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
             )
             return False
         user = script.username
-        st.pane = "Enrollment"
+        move(st, Event.AUTHENTICATED)
     if response.status != 200:
-        st.pane = "Enrollment"
+        move(st, Event.ENROLLMENT_FAILED)
         device.record(
-            "Enrollment", "error", now(), f"could not get the enrollment profile: {_enroll_failure(response)}"
+            "Enrollment", "error", now(), f"could not get the enrollment profile: {enrollment_failure(response)}"
         )
         return False
     try:
-        installed = _install_enrollment_profile(device, response.body, now)
+        installed = install_enrollment_profile(device, response.body, now)
     except (ValueError, PlistError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         device.record("Enrollment", "error", now(), f"profile refused: {reason}"[:300])
@@ -318,7 +268,7 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
     installed["user"] = user
     st.enrollment = installed
     device.forget_cached_keys()
-    ok = yield from _check_in(device, now)
+    ok = yield from check_in(device, now)
     if not ok:
         st.enrollment = None
         device.forget_cached_keys()
@@ -336,193 +286,20 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
         now(),
         f"enrolled: {installed['summary'].get('PayloadDisplayName', '')} ({trust}){who}",
     )
-    if config.get("AwaitDeviceConfigured"):
-        st.pane = "AwaitingConfiguration"
+    if device.cloud_config.get("AwaitDeviceConfigured"):
+        move(st, Event.ENROLLED_AWAITING)
     else:
-        post = applicable_post_panes(device)
-        st.pane = post[0] if post else "HomeScreen"
-    return True
-
-
-def _enroll_failure(response: Response) -> str:
-    if response.status == 403:
-        try:
-            code = json.loads(response.body).get("code")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            code = None
-        if code:
-            return f"HTTP 403 {code}"
-    return response.describe()
-
-
-def _install_enrollment_profile(device: Device, body: bytes, now: Now) -> dict[str, Any]:
-    """Verify and install the enrollment profile; returns the enrollment record (not yet committed).
-
-    Trust: the signer must chain to one of the cloud configuration's ``AnchorCertificates`` or to a
-    ``com.apple.security.root`` payload of the profile itself (how an MDM server ships its CA). A
-    profile whose signature does not verify is refused; an unsigned one is installed as
-    "not verified", as iOS does.
-    """
-    config = device.cloud_config
-    if not body:
-        raise ValueError("empty answer")
-    signed = body[:1] == b"\x30"
-    if signed:
-        content, claimed = cms.signed_content(body)
-        unverified = mobileconfig.parse(content)
-    else:
-        unverified = mobileconfig.parse(body)
-        claimed = None
-    roots: list[x509.Certificate] = []
-    for b64 in config.get("AnchorCertificates") or []:
-        try:
-            roots.append(x509.load_der_x509_certificate(base64.b64decode(b64)))
-        except ValueError:
-            continue
-    for payload in unverified.payloads:
-        if isinstance(payload, mobileconfig.RootPayload):
-            roots.append(payload.certificate())
-    verified = False
-    if signed:
-        if claimed is None:
-            raise ValueError("the profile's signer certificate is missing")
-        # With no root at all the device still checks the signature itself ("Not Verified").
-        v = cms.verify(body, trust_roots=roots or [claimed], now=now())
-        verified = bool(roots)
-        # The verified bytes are the ones already read (the usual case): no need to parse them twice.
-        parsed = unverified if v.content == content else mobileconfig.parse(v.content)
-    else:
-        parsed = unverified
-    profile = parsed.profile
-    mdm = profile.payload_of(mobileconfig.MDMPayload)
-    if mdm is None:
-        raise ValueError("the profile has no com.apple.mdm payload")
-    identity_payload = profile.by_uuid(mdm.identity_certificate_uuid)
-    if not isinstance(identity_payload, mobileconfig.PKCS12Payload):
-        kind = identity_payload.payload_type if identity_payload is not None else "missing"
-        raise ValueError(f"identity payload {kind} is not supported by the simulated device (PKCS#12 only)")
-    cert, key = identity_payload.load()
-    locked = bool(profile.payload_removal_disallowed) or bool(config.get("IsMDMUnremovable"))
-    summary = _profile_summary(parsed.data, managed=True, removal_disallowed=locked)
-    return {
-        "profile_identifier": profile.payload_identifier,
-        "server_url": mdm.server_url,
-        "check_in_url": mdm.check_in_url or mdm.server_url,
-        "topic": mdm.topic,
-        "sign_message": bool(mdm.sign_message),
-        "access_rights": mdm.access_rights or 0,
-        "check_out_when_removed": bool(mdm.check_out_when_removed),
-        "identity_cert_pem": cert_to_pem(cert).decode(),
-        "identity_key_pem": key_to_pem(key).decode(),
-        "removal_disallowed": locked,
-        "verified": verified,
-        "summary": summary,
-    }
-
-
-def _profile_summary(
-    data: dict[str, Any], *, managed: bool, removal_disallowed: bool | None = None
-) -> dict[str, Any]:
-    """What ProfileList reports about an installed profile (no keys or certificates kept)."""
-    content = []
-    for item in data.get("PayloadContent") or []:
-        if isinstance(item, dict):
-            content.append(
-                {
-                    k: item[k]
-                    for k in (
-                        "PayloadType",
-                        "PayloadIdentifier",
-                        "PayloadUUID",
-                        "PayloadVersion",
-                        "PayloadDisplayName",
-                    )
-                    if k in item
-                }
-            )
-    summary: dict[str, Any] = {
-        k: data[k]
-        for k in ("PayloadIdentifier", "PayloadUUID", "PayloadVersion", "PayloadDisplayName",
-                  "PayloadOrganization", "PayloadDescription")
-        if k in data
-    }  # fmt: skip
-    summary["PayloadRemovalDisallowed"] = bool(
-        data.get("PayloadRemovalDisallowed") if removal_disallowed is None else removal_disallowed
-    )
-    summary["IsManaged"] = managed
-    summary["IsEncrypted"] = False
-    summary["HasRemovalPasscode"] = False
-    summary["PayloadContent"] = content
-    return summary
-
-
-def profile_summary(data: dict[str, Any], *, managed: bool) -> dict[str, Any]:
-    """Public for the agent's InstallProfile."""
-    return _profile_summary(data, managed=managed)
-
-
-def checkin_request(device: Device, message: dict[str, Any]) -> Request:
-    """A check-in PUT to CheckInURL with ``Mdm-Signature`` when the profile asks for signed messages."""
-    enrollment = device.state.enrollment or {}
-    body = dumps(message)
-    headers = {"Content-Type": CHECKIN_CONTENT_TYPE, "User-Agent": USER_AGENT}
-    signature = device.mdm_signature(body)
-    if signature:
-        headers["Mdm-Signature"] = signature
-    return Request("PUT", enrollment.get("check_in_url") or enrollment.get("server_url", ""), headers, body,
-                   trust=device.mdm_trust())
-
-
-def _check_in(device: Device, now: Now) -> Flow[bool]:
-    st = device.state
-    ident = device.identity
-    enrollment = st.enrollment or {}
-    auth = Authenticate(
-        udid=ident.udid,
-        topic=enrollment["topic"],
-        serial_number=ident.serial_number,
-        os_version=ident.os_version,
-        build_version=ident.build_version,
-        product_name=ident.product_name,
-        model=ident.model_number,
-        model_name=ident.model_name,
-        imei=ident.imei,
-        meid=ident.meid,
-    )
-    response = yield checkin_request(device, auth.to_dict())
-    if response.status != 200:
-        device.record("Enrollment", "error", now(), f"Authenticate refused: {response.describe()}")
-        return False
-    token = os.urandom(32)
-    push_magic = str(uuid.uuid4()).upper()
-    unlock = os.urandom(48)
-    update = TokenUpdate(
-        udid=ident.udid,
-        topic=enrollment["topic"],
-        token=token,
-        push_magic=push_magic,
-        unlock_token=unlock,
-        awaiting_configuration=bool(device.cloud_config.get("AwaitDeviceConfigured")),
-    )
-    response = yield checkin_request(device, update.to_dict())
-    if response.status != 200:
-        device.record("Enrollment", "error", now(), f"TokenUpdate refused: {response.describe()}")
-        return False
-    st.push_token = token.hex()
-    st.push_magic = push_magic
-    st.unlock_token = unlock.hex()
+        move(st, Event.ENROLLED, _first_local_pane(device))
     return True
 
 
 def release_awaiting_configuration(device: Device, now: Now) -> None:
     """DeviceConfigured arrived: leave the Awaiting Configuration pane and finish the local panes."""
     st = device.state
-    if st.phase != "awaiting_configuration":
+    if st.phase != Phase.AWAITING_CONFIGURATION:
         return
     device.record("AwaitingConfiguration", "released", now(), "DeviceConfigured received")
-    st.phase = "setup"
-    post = applicable_post_panes(device)
-    st.pane = post[0] if post else "HomeScreen"
+    move(st, Event.DEVICE_CONFIGURED, _first_local_pane(device))
     _run_post_panes(device, now)
 
 
@@ -531,11 +308,11 @@ def _run_post_panes(device: Device, now: Now) -> None:
     st = device.state
     skip = set(device.cloud_config.get("SkipSetup") or [])
     panes = applicable_post_panes(device)
-    start = panes.index(st.pane) if st.pane in panes else (len(panes) if st.pane == "HomeScreen" else 0)
+    start = panes.index(st.pane) if st.pane in panes else (len(panes) if st.pane == Pane.HOME_SCREEN else 0)
     script = device.script
     ident = device.identity
     for pane in panes[start:]:
-        st.pane = pane
+        move(st, Event.SHOW_PANE, pane)
         if pane == "Android" and "Restore" in skip:
             continue  # "Move Data from Android" is an option of the Apps & Data pane
         if pane == "EnableLockdownMode" and not st.apple_id:
@@ -565,9 +342,25 @@ def _run_post_panes(device: Device, now: Now) -> None:
             else:
                 detail = "Set Up Later in Settings"
         device.record(pane, "shown", now(), detail)
-    st.pane = "HomeScreen"
-    st.phase = "home"
+    move(st, Event.SETUP_COMPLETE)
     org = device.cloud_config.get("OrganizationName")
     device.record(
         "HomeScreen", "shown", now(), f"managed by {org}" if device.enrolled and org else "setup complete"
     )
+
+
+def erase(device: Device, now: Now, *, reason: str = "erased") -> None:
+    """Erase All Content and Settings: back to Hello with only the hardware identity kept.
+
+    The next activation asks Apple again, so a profile assigned since then takes effect now.
+    """
+    st = device.state
+    device.record("EraseDevice", "info", now(), reason)
+    unenroll(device)
+    move(st, Event.ERASE)
+    st.powered = True
+    st.cloud_config = None
+    st.profiles = []
+    st.user = st.apple_id = st.device_name = None
+    st.passcode_set = st.location_services = st.locked = False
+    st.erase_count += 1

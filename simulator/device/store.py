@@ -23,6 +23,7 @@ from mdm.protocol.isotime import isoformat
 from mdm.protocol.x509 import PrivateKey, PublicKey, new_private_key
 from simulator.device.identity import DeviceIdentity
 
+from .agent import pair_with_host
 from .drivers import Driver
 from .machine import Device, DeviceScript, DeviceState
 
@@ -251,7 +252,7 @@ class DeviceFleetService:
 
     def pair_with_host(self, serial: str, cert_der: bytes | None) -> bool:
         device = self._device(serial)
-        ok = device.pair_with_host(cert_der, self.clock.now)
+        ok = pair_with_host(device, cert_der, self.clock.now)
         self.save(device)
         return ok
 

@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 
 import httpcore
 
-from simulator.device.agent import AgentRound
+from simulator.device.agent import AgentRound, agent_round
 from simulator.device.drivers import DEFAULT_TIMEOUT, StepLimitExceeded, _origin, _short, _untrusted
 from simulator.device.machine import Device, Flow, Now, Request, Response, wall_now
+from simulator.device.phases import Phase
+from simulator.device.setup_assistant import run_setup
 
 from .stats import LatencyStats, endpoint_name
 from .transport import LoadClient, LoadHTTPError
@@ -133,19 +135,19 @@ class AsyncHTTPDriver:
         used = 0
         while True:
             before = self.exchanges
-            phase = await self.run(device.power_on(self.now), max_steps=max(max_steps - used, 0),
+            phase = await self.run(run_setup(device, self.now), max_steps=max(max_steps - used, 0),
                                    observer=observer)
             used += self.exchanges - before
-            if phase != "awaiting_configuration" or used >= max_steps:
+            if phase != Phase.AWAITING_CONFIGURATION or used >= max_steps:
                 return phase
             before = self.exchanges
-            report = await self.run(device.agent_round(self.now), max_steps=max_steps - used, observer=observer)
+            report = await self.run(agent_round(device, self.now), max_steps=max_steps - used, observer=observer)
             used += self.exchanges - before
-            if device.phase == "awaiting_configuration" and not report.commands:
+            if device.phase == Phase.AWAITING_CONFIGURATION and not report.commands:
                 return device.phase
 
     async def run_agent(self, device: Device, *, poll_push: bool = True, connect: bool = True,
                         observer: AsyncObserver | None = None) -> AgentRound:
         """One wake-up of the device's MDM agent."""
-        return await self.run(device.agent_round(self.now, poll_push=poll_push, connect=connect),
+        return await self.run(agent_round(device, self.now, poll_push=poll_push, connect=connect),
                               observer=observer)

@@ -9,7 +9,7 @@ import base64
 from device_stack import PASSWORD, USER, Stack
 
 from mdm.protocol.x509 import CertificateAuthority, cert_to_der, new_private_key
-from simulator.device.agent import COMPANY_PORTAL_STORE_ID
+from simulator.device.agent import COMPANY_PORTAL_STORE_ID, pair_with_host
 from simulator.device.machine import DeviceScript
 
 PRE = ["Hello", "Language", "Region", "Keyboard", "SpokenLanguage", "WiFi", "Activation"]
@@ -117,15 +117,15 @@ def test_pairing_follows_allow_pairing_and_supervising_hosts(stack: Stack) -> No
     blocked = stack.new_device()
     stack.define_profile([blocked.serial], is_supervised=True, allow_pairing=False)
     driver.run_until_home(blocked)
-    assert blocked.pair_with_host(cert_to_der(host), stack.clock.now) is False
+    assert pair_with_host(blocked, cert_to_der(host), stack.clock.now) is False
 
     pinned = stack.new_device()
     stack.define_profile([pinned.serial], is_supervised=True,
                          supervising_host_certs=[base64.b64encode(cert_to_der(host)).decode()])  # fmt: skip
     driver.run_until_home(pinned)
-    assert pinned.pair_with_host(cert_to_der(stranger), stack.clock.now) is False
-    assert pinned.pair_with_host(None, stack.clock.now) is False
-    assert pinned.pair_with_host(cert_to_der(host), stack.clock.now) is True
+    assert pair_with_host(pinned, cert_to_der(stranger), stack.clock.now) is False
+    assert pair_with_host(pinned, None, stack.clock.now) is False
+    assert pair_with_host(pinned, cert_to_der(host), stack.clock.now) is True
 
 
 def test_company_portal_needs_user_affinity(stack: Stack) -> None:

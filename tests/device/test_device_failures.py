@@ -12,6 +12,7 @@ from device_stack import PASSWORD, USER, Stack
 
 from mdm.protocol.plist import dumps
 from mdm.protocol.x509 import cert_from_pem
+from simulator.device.agent import agent_round
 from simulator.device.drivers import HTTPDriver, WSGIDriver
 from simulator.device.machine import Device, DeviceScript, DeviceState, Request, Response
 from simulator.device.store import DeviceFleetService, open_device_store
@@ -166,7 +167,7 @@ def test_sans_io_answers_unknown_and_malformed_commands(stack: Stack) -> None:
     stack.driver().run_until_home(device)
     ok = Response(200, {}, b"")
 
-    flow = device.agent_round(stack.clock.now, poll_push=False)
+    flow = agent_round(device, stack.clock.now, poll_push=False)
     idle = next(flow)
     assert idle.method == "PUT" and idle.url.endswith("/mdm/connect") and "Mdm-Signature" in idle.headers
     unknown = dumps({"CommandUUID": "u-1", "Command": {"RequestType": "OSUpdateStatusX"}})
