@@ -143,6 +143,26 @@ def test_pinning_model_os_and_family() -> None:
     assert IdentityFactory(seed=3).many(0) == []
 
 
+def test_a_serial_added_by_hand_gets_the_same_device_whatever_was_made_before() -> None:
+    busy = IdentityFactory(seed=5)
+    busy.many(100)
+    a = busy.for_serial("F2LXK1ABCDEF")
+    assert a == IdentityFactory(seed=5).for_serial("F2LXK1ABCDEF")
+    assert a.serial_number == "F2LXK1ABCDEF"
+    assert IdentityFactory(seed=6).for_serial("F2LXK1ABCDEF") != a
+    assert IdentityFactory().for_serial("F2LXK1ABCDEF") != IdentityFactory().for_serial("F2LXK1ABCDEF")
+    pinned = IdentityFactory(seed=5).for_serial("F2LXK1ABCDEF", "iPhone15,2", os_version="17.5.1")
+    assert (pinned.model_name, pinned.build_version) == ("iPhone 14 Pro", "21F90")
+    assert re.fullmatch(r"00008120-[0-9A-F]{16}", pinned.udid) and is_valid_imei(pinned.imei or "")
+
+
+def test_unseeded_factories_differ_and_keep_the_seed_they_picked() -> None:
+    a, b = IdentityFactory(), IdentityFactory()
+    assert isinstance(a.seed, int) and a.seed != b.seed
+    assert a.many(5) != b.many(5)
+    assert IdentityFactory(seed=a.seed).many(10)[5:] == a.many(5)
+
+
 def test_identity_is_immutable() -> None:
     d = IdentityFactory(seed=1).one()
     with pytest.raises(dataclasses.FrozenInstanceError):
