@@ -20,12 +20,12 @@ from cryptography import x509
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol.isotime import isoformat
-from mdm.protocol.x509 import PrivateKey, PublicKey, new_private_key
-from simulator.device.identity import DeviceIdentity
+from mdm.protocol.x509 import PrivateKey, PublicKey
 
 from .agent import pair_with_host
 from .drivers import Driver
-from .machine import Device, DeviceScript, DeviceState
+from .identity import DeviceIdentity
+from .machine import Device, DeviceScript, DeviceState, device_key_for
 
 __all__ = [
     "MIGRATIONS",
@@ -143,6 +143,8 @@ class DeviceFleetService:
     ``issue_identity`` is Apple's device CA (``ActivationService.issue_device_identity``): used once per
     device, when it is first seen without a certificate. ``apple_url`` is Apple's base URL as devices
     reach it (``http://host/apple``); ``mdm_url_override`` sends every new device's enrollment there.
+    ``seed``: every device made here gets it (:class:`~mdm.protocol.randomness.Randomness`, labels naming
+    the serial), so a seeded world's devices have the same keys and tokens in every run.
     """
 
     def __init__(
@@ -153,12 +155,14 @@ class DeviceFleetService:
         apple_url: str | Callable[[], str],
         issue_identity: IssueIdentity | None = None,
         mdm_url_override: str | None = None,
+        seed: int | None = None,
     ) -> None:
         self.devices = store if isinstance(store, DeviceStore) else DeviceStore(store)
         self.clock = clock
         self._apple_url = apple_url
         self.issue_identity = issue_identity
         self.mdm_url_override = mdm_url_override
+        self.seed = seed
 
     @property
     def apple_url(self) -> str:
@@ -174,7 +178,7 @@ class DeviceFleetService:
         device_cert: x509.Certificate | None = None,
     ) -> Device:
         """A factory-fresh device (identity certificate from ``device_cert`` or Apple's device CA)."""
-        key = device_key or new_private_key("ec")
+        key = device_key or device_key_for(identity.serial_number, self.seed)
         if device_cert is None:
             if self.issue_identity is None:
                 raise ValueError("no device certificate given and no device CA to issue one")
@@ -186,6 +190,7 @@ class DeviceFleetService:
             apple_url=self.apple_url,
             script=script,
             mdm_url_override=self.mdm_url_override,
+            seed=self.seed,
         )
         self.save(device)
         return device

@@ -38,7 +38,7 @@ from simulator.apple.portal.service import PortalService
 from simulator.apple.store import open_apple_store
 from simulator.device.drivers import WSGIDriver
 from simulator.device.identity import DeviceIdentity, IdentityFactory
-from simulator.device.machine import Device, DeviceScript
+from simulator.device.machine import Device, DeviceScript, device_key_for
 from simulator.idp import http as idp_http
 from simulator.idp.service import IdentityProvider
 from simulator.idp.store import open_idp_store
@@ -151,8 +151,10 @@ class Stack:
         script: DeviceScript | None = None,
         *,
         assign: bool = True,
+        seed: int | None = None,
     ) -> Device:
-        """A new device in the organisation (assigned to our MDM server), with its Apple identity."""
+        """A new device in the organisation (assigned to our MDM server), with its Apple identity;
+        ``seed`` makes its key and tokens reproducible."""
         identity: DeviceIdentity = self.identities.one(model, os_version=os_version, cellular=True)
         record = {
             "serial_number": identity.serial_number,
@@ -163,12 +165,10 @@ class Stack:
             "device_family": identity.device_family,
         }
         self.portal.add_devices([record], server_uuid=self.server_uuid if assign else None)
-        from mdm.protocol.x509 import new_private_key
-
-        key = new_private_key("ec")
+        key = device_key_for(identity.serial_number, seed)
         cert = self.activation.issue_device_identity(identity.udid, identity.serial_number, key.public_key())
         return Device.create(
-            identity, device_key=key, device_cert=cert, apple_url=self.apple_url, script=script
+            identity, device_key=key, device_cert=cert, apple_url=self.apple_url, script=script, seed=seed
         )
 
     def driver(self) -> WSGIDriver:
