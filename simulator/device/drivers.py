@@ -1,7 +1,8 @@
 """Drivers: the only code that performs a device's HTTP requests.
 
-A device (``machine.Device``) yields :class:`~simulator.device.machine.Request` objects; a driver sends
-them and feeds back the :class:`~simulator.device.machine.Response`. Two drivers run the same flows:
+A device's flows (``setup_assistant.run_setup``, ``agent.agent_round``, …) yield
+:class:`~simulator.device.machine.Request` objects; a driver sends them and feeds back the
+:class:`~simulator.device.machine.Response`. Two drivers run the same flows:
 
 * :class:`WSGIDriver` calls a WSGI app in process (``httpx.WSGITransport``): no sockets, for fast
   tests and for fleets of thousands of devices inside one world;

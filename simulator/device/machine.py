@@ -4,7 +4,7 @@ The device never opens a socket. Each of its activities (power on and walk Setup
 agent round, the user removing the MDM profile) is a *flow*: a generator that yields
 :class:`Request` objects and is sent the :class:`Response` for each, in the h11 style::
 
-    flow = device.power_on(now)
+    flow = setup_assistant.run_setup(device, now)
     request = next(flow)
     while True:
         response = driver.send(request)
