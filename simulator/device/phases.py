@@ -186,5 +186,7 @@ def move(state: Position, event: Event, pane: str | None = None) -> None:
             raise SetupAssistantError(f"moving from {state.pane} to {there} must name the pane")
     elif pane not in _PANE_SETS[there]:
         raise SetupAssistantError(f"{pane} is not a pane of {there} (moving from {state.pane} to {event})")
-    state.pane = str(pane)
+    # Plain shared strings, not enum members: the state goes to JSON and SQLite, and ten thousand
+    # idle devices should not each hold a copy of "HomeScreen".
+    state.pane = pane.value if isinstance(pane, Pane) else pane
     state.phase = _PHASE[there].value
