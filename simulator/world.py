@@ -74,8 +74,6 @@ from .tls import anchor_b64, issue_server_pair, server_context, tls_now, write_p
 __all__ = ["World", "ServedWorld", "DEPSIM_CREDENTIALS", "IN_PROCESS_URL"]
 
 IN_PROCESS_URL = "http://mdmsim.invalid"
-# The world as the devices' manufacturer: the hardware identity of every serial it made.
-FACTORY_MIGRATIONS = ["CREATE TABLE identities (serial TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID;"]
 DEFAULT_SERVER_NAME = "mdmsim"
 DEFAULT_ORGANIZATION = "Contoso Pharmaceuticals"
 
@@ -130,7 +128,7 @@ class World:
         self._identities = IdentityFactory(seed)
         self._tls_ca_cache: tuple[str, CertificateAuthority] | None = None
 
-        control_store = self._store("world", CONTROL_MIGRATIONS + FACTORY_MIGRATIONS)
+        control_store = self._store("world", CONTROL_MIGRATIONS)  # identities and recent traffic included
         self.clock = Clock(control_store, start=start, frozen=frozen_clock)
         self.control = ControlService(control_store, self.clock, {"dep": FAULT_RESPONSES.keys() | DEVICE_FAULTS.keys()})
 
@@ -544,7 +542,7 @@ class World:
         return self.control.traffic()
 
     def recent_traffic(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in list(self.control.recent)]
+        return self.control.recent_traffic()
 
     def reset(self) -> None:
         """Back to the world as it was just after seeding (same devices, credentials and keys)."""

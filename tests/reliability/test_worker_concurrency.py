@@ -135,3 +135,20 @@ def test_commands_are_delivered_once_each_and_in_order_to_concurrent_connects(se
     with server.client() as http:
         for uuid in queued:
             assert "Acknowledged" in str(http.get(f"/mdm/api/v1/commands/{uuid}").json())
+
+
+def test_recent_traffic_shows_what_every_worker_answered(served: tuple[Served, str, str]) -> None:
+    """``/_sim/traffic/recent`` is read from the data directory, not from the worker that answers it."""
+    server, _, _ = served
+    probes = [f"/apple/dep/recent-probe-{i}" for i in range(20)]
+
+    def probe(path: str) -> int:
+        with httpx.Client(timeout=30) as client:  # a connection each: both workers answer some
+            return client.get(f"{server.url}{path}").status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert set(pool.map(probe, probes)) == {404}
+    for _ in range(6):  # each read on a connection of its own, so either worker may answer it
+        with server.client() as http:
+            recent = [entry["path"] for entry in http.get("/_sim/traffic/recent").json()]
+        assert set(probes) <= set(recent)
