@@ -1,17 +1,82 @@
-"""Production serving of a world with gunicorn (gthread workers).
+"""Serving a world on real sockets: werkzeug's threaded server in tests, gunicorn in production.
 
-An in-memory world lives in one process, so it is built before gunicorn forks and served by one
-worker with many threads. A world kept in a data directory is opened again by each worker after the
-fork (SQLite connections must not cross a fork) and several workers share the files.
+``World.serve()`` runs werkzeug's threaded server for the length of a ``with`` block (tests, the
+demo, the pytest plugin's ``mdmsim_server``). ``mdmsim serve`` runs gunicorn (gthread workers): an
+in-memory world lives in one process, so it is built before gunicorn forks and served by one worker
+with many threads; a world kept in a data directory is opened again by each worker after the fork
+(SQLite connections must not cross a fork) and several workers share the files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
-from typing import Any
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .in_process import IN_PROCESS_URL
+from .tls import issue_server_pair, server_context, tls_now, write_pair
+
+if TYPE_CHECKING:
+    from .world import World
+
+__all__ = ["ServedWorld", "serve_threaded", "WorldApplication", "gunicorn_options", "default_workers"]
+
+
+class ServedWorld:
+    """A world on a real port: ``.url``, ``.world``, and every attribute of the world."""
+
+    def __init__(self, world: World, server: BaseWSGIServer, scheme: str = "http") -> None:
+        self.world = world
+        self.server = server
+        host, port = server.server_address[:2]
+        self.url = f"{scheme}://{host}:{port}"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world, name)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Werkzeug's handler without a log line per request (``/_sim/traffic`` counts them instead)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_threaded(world: World, host: str, port: int, *, tls: bool) -> Iterator[ServedWorld]:
+    """The world on werkzeug's threaded server while the block runs; its URL is the world's meanwhile.
+
+    With ``tls`` the certificate comes from the world's TLS CA. ``ssl`` loads keys only from files,
+    so the pair goes to a private temporary directory that is removed as soon as the context holds it."""
+    context = None
+    if tls:
+        world.control.set_setting("tls_anchor_pem", "")
+        cert_pem, key_pem = issue_server_pair(world.tls_ca, host, tls_now())
+        cert_file, key_file = write_pair(cert_pem, key_pem)
+        try:
+            context = server_context(cert_file, key_file)
+        finally:
+            shutil.rmtree(cert_file.parent, ignore_errors=True)
+    server = make_server(host, port, world.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=context)
+    served = ServedWorld(world, server, scheme="https" if tls else "http")
+    previous = world.control.get_setting("public_url")
+    world.control.set_setting("public_url", served.url)
+    thread = threading.Thread(target=server.serve_forever, name="mdmsim-serve", daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        if not world.closed:
+            world.control.set_setting("public_url", previous or IN_PROCESS_URL)
 
 
 class WorldApplication(BaseApplication):

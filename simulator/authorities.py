@@ -1,0 +1,137 @@
+"""Who makes a world's devices and certificates: the manufacturer, Apple's device CA, the TLS CA.
+
+Each is kept in the world's store (``world.db``) the first time it is made, so that every worker
+process and every restart of a data-dir world finds the same identities and trusts the same CAs;
+with a seed they are the same in every run (keys derived from ``(seed, label)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+from collections.abc import Callable
+from dataclasses import fields, replace
+from datetime import datetime
+from typing import Any
+
+from mdm.platform.storage import Store
+from mdm.protocol.x509 import CertificateAuthority, cert_to_pem, seeded_key
+
+from .control import store as queries
+from .control.service import ControlService
+from .device.identity import DeviceIdentity, IdentityFactory
+from .tls import tls_now
+
+__all__ = ["Manufacturer", "device_ca", "TLSAuthority", "dep_record"]
+
+# Identities are stored as JSON arrays in field order: 100,000 of them must be written in well under a second.
+_IDENTITY_FIELDS = operator.attrgetter(*(f.name for f in fields(DeviceIdentity)))
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class Manufacturer:
+    """The world as the devices' manufacturer: invents hardware identities and remembers each serial's.
+
+    Apple only ever hears of a device's DEP record (:func:`dep_record`); powering the device on
+    later needs the rest (UDID, IMEI, model…), which is why it is kept."""
+
+    def __init__(self, store: Store, seed: int | None) -> None:
+        self._store = store
+        self._seed = seed
+        self._factory = IdentityFactory(seed)
+
+    def make(self, count: int) -> list[DeviceIdentity]:
+        """``count`` new devices, their identities stored in one transaction."""
+        identities = self._factory.many(count)
+        with self._store.transaction() as db:
+            queries.store_identities(db, [(i.serial_number, _dumps(_IDENTITY_FIELDS(i))) for i in identities])
+        return identities
+
+    def identity(self, serial: str) -> DeviceIdentity:
+        """The hardware identity of a serial; serials added by hand get a plausible one, made once.
+
+        That one is derived from the world's seed and the serial alone, so two processes asked for it
+        at once invent the same identity and the first to store it wins harmlessly."""
+        with self._store.read() as db:
+            doc = queries.identity_doc(db, serial)
+        if doc is not None:
+            return DeviceIdentity(*json.loads(doc))
+        seed = int.from_bytes(hashlib.sha256(f"{self._seed}:{serial}".encode()).digest()[:8], "big")
+        identity = replace(IdentityFactory(seed).one(), serial_number=serial)
+        with self._store.transaction() as db:
+            queries.add_identity_if_absent(db, serial, _dumps(_IDENTITY_FIELDS(identity)))
+        return identity
+
+
+def dep_record(identity: DeviceIdentity) -> dict[str, Any]:
+    """What Apple Business Manager knows of a device: its DEP record, from the device's identity."""
+    return {
+        "serial_number": identity.serial_number,
+        "model": identity.model_name,
+        "description": identity.description,
+        "color": identity.color,
+        "os": identity.os,
+        "device_family": identity.device_family,
+        "product_name": identity.product_name,
+    }
+
+
+def _stored_ca(control: ControlService, key: str, create: Callable[[], CertificateAuthority]) -> tuple[str, CertificateAuthority]:
+    """The CA kept in setting ``key`` (as ``[cert_pem, key_pem]``), made by ``create`` and kept if absent."""
+    stored = control.get_setting(key)
+    if stored is None:
+        ca = create()
+        cert_pem, key_pem = ca.to_pem()
+        stored = json.dumps([_text(cert_pem), _text(key_pem)])
+        control.set_setting(key, stored)
+        return stored, ca
+    cert_pem_s, key_pem_s = json.loads(stored)
+    return stored, CertificateAuthority.from_pem(cert_pem_s.encode(), key_pem_s.encode())
+
+
+def device_ca(control: ControlService, now: datetime, seed: int | None) -> CertificateAuthority:
+    """Apple's device CA, which issues each device the identity that signs its MachineInfo.
+
+    Kept in the world's settings so every process and every restart trusts the same CA."""
+    return _stored_ca(control, "apple_device_ca", lambda: CertificateAuthority.create(
+        "Apple iPhone Device CA (mdmsim)", now, key=seeded_key(seed, "apple-device-ca"), organization="Apple Inc.",
+    ))[1]
+
+
+class TLSAuthority:
+    """The world's TLS CA, which issues the served world's HTTPS certificate (``--tls``).
+
+    Made on first use (most worlds never serve TLS) and kept in the world's settings, like Apple's
+    device CA, so every worker process and every restart serves certificates from the same CA and
+    devices given its certificate as an anchor keep trusting the server. The parsed CA is reused
+    while the stored one is unchanged (a data-dir world's ``reset`` makes a new one)."""
+
+    def __init__(self, control: ControlService, seed: int | None) -> None:
+        self._control = control
+        self._seed = seed
+        self._cache: tuple[str, CertificateAuthority] | None = None
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        stored = self._control.get_setting("tls_ca")
+        cached = self._cache
+        if stored is not None and cached is not None and cached[0] == stored:
+            return cached[1]
+        # After a reset wiped the setting, the CA made before is stored again: clients keep trusting it.
+        self._cache = _stored_ca(self._control, "tls_ca", lambda: cached[1] if cached is not None else self._create())
+        return self._cache[1]
+
+    def _create(self) -> CertificateAuthority:
+        return CertificateAuthority.create("mdmsim TLS CA", tls_now(), key=seeded_key(self._seed, "tls-ca"),
+                                           organization="mdmsim")
+
+    @property
+    def anchor_pem(self) -> str:
+        """PEM of what devices and clients must trust for this world's HTTPS: the world's TLS CA, or
+        the top of the chain given with ``--tls-cert`` (setting ``tls_anchor_pem``)."""
+        return self._control.get_setting("tls_anchor_pem") or _text(cert_to_pem(self.ca.certificate))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
