@@ -14,7 +14,6 @@ import hmac
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
 from werkzeug.http import parse_cookie
 
 from mdm.platform.web import PARTY_ENVIRON_KEY
@@ -27,15 +26,15 @@ GRAPH = ("/intune/deviceManagement", "/intune/webhooks")  # API callers: the hea
 COOKIE = "mdmsim_api_token"
 
 
-def authorize(headers: httpx.Headers, token: str | None) -> None:
+def authorize(headers: dict[str, tuple[str, str]], token: str | None) -> None:
     """Give a request of the world to itself the world's token, unless it already names one.
 
-    ``headers`` are the request's final headers, the client's defaults already merged under the
-    caller's (:func:`simulator.in_process.merge_headers`), so an ``Authorization`` given with the
-    request wins, then one set on the client, then the world's token. Both ways a world calls
-    itself in process (the shortcut and httpx's transport) come through here."""
+    ``headers`` are the request's final headers by lower-case name, the client's defaults already
+    merged under the caller's (:func:`simulator.in_process.merge_headers`), so an ``Authorization``
+    given with the request wins, then one set on the client, then the world's token. Both ways a
+    world calls itself in process (the shortcut and httpx's transport) come through here."""
     if token and "authorization" not in headers:
-        headers["Authorization"] = f"Bearer {token}"
+        headers["authorization"] = ("Authorization", f"Bearer {token}")
 
 
 class APITokenMiddleware:

@@ -14,17 +14,13 @@ schedules), :mod:`simulator.serving` (real sockets). This module builds them and
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import httpx
 
@@ -54,7 +50,7 @@ from .device.machine import DeviceScript
 from .device.store import DeviceFleetService, DeviceRun, open_device_store
 from .idp.service import IdentityProvider
 from .idp.store import open_idp_store
-from .in_process import IN_PROCESS_URL
+from .in_process import IN_PROCESS_URL, WorldAddress, WorldClient
 from .mounting import mount
 from .serving import ServedWorld, serve_threaded
 from .tls import anchor_b64
@@ -368,26 +364,15 @@ class World:
     def http(self) -> httpx.Client:
         """An HTTP client for this world: in process until served, over sockets after."""
         if self._client is None:
-            client = _WorldClient(
-                self, transport=_WorldTransport(self), base_url=IN_PROCESS_URL,
-                event_hooks={"request": [self._authorize]}, timeout=30.0,
-            )
+            address = WorldAddress(app=lambda: self.wsgi, url=lambda: self.url,
+                                   token=lambda: self.control.get_setting("api_token"))
+            client = WorldClient(address, base_url=IN_PROCESS_URL, timeout=30.0)
             # Every party of the world shares this client, and parties must not share a cookie jar
             # (a cookie one party sets is no business of another); it also skips cookie parsing,
             # a seventh of an in-process request.
             client.cookies.extract_cookies = _no_cookies  # type: ignore[method-assign]
             self._client = client
         return self._client
-
-    def _authorize(self, request: httpx.Request) -> None:
-        """Parties of this world call each other's admin APIs with the world's own token."""
-        token = self.control.get_setting("api_token")
-        if token and request.url.host in ("mdmsim.invalid", *self._served_hosts()) and \
-                "authorization" not in request.headers:
-            request.headers["Authorization"] = f"Bearer {token}"
-
-    def _served_hosts(self) -> tuple[str, ...]:
-        return (httpx.URL(self.url).host,)
 
     @contextlib.contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False) -> Iterator[ServedWorld]:
@@ -527,162 +512,6 @@ class WorldDevices:
              "model": d["model"], "server_uuid": d.get("server_uuid")}
             for d in page
         ]
-
-
-class _WorldClient(httpx.Client):
-    """The world's shared client: a plain request to the world itself skips httpx's machinery.
-
-    Why: parties call each other on every device exchange (the MDM server's pushes and webhooks are
-    three calls per enrolled device), and httpx spent ~150 µs per call building, sending and reading
-    models around a WSGI call that costs ~85 µs itself. A request with only ``content``/``json``/
-    ``headers`` for this world's own address becomes the same WSGI environ
-    :class:`httpx.WSGITransport` builds, with the client's default headers and the world's token, and
-    comes back as an :class:`httpx.Response`; anything else (params, auth, files, another host) takes
-    httpx's full path unchanged.
-    """
-
-    def __init__(self, world: World, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._world = world
-
-    def request(self, method: str, url: httpx.URL | str, *, content: Any = None, data: Any = None,
-                files: Any = None, json: Any = None, params: Any = None, headers: Any = None,
-                cookies: Any = None, auth: Any = httpx.USE_CLIENT_DEFAULT,
-                follow_redirects: Any = httpx.USE_CLIENT_DEFAULT, timeout: Any = httpx.USE_CLIENT_DEFAULT,
-                extensions: Any = None) -> httpx.Response:
-        own = None
-        if (isinstance(url, str) and data is None and files is None and params is None and cookies is None
-                and auth is httpx.USE_CLIENT_DEFAULT and extensions is None
-                and (content is None or isinstance(content, bytes))
-                and (headers is None or isinstance(headers, dict))):
-            own = self._own_target(url)
-        if own is None:
-            return super().request(method, url, content=content, data=data, files=files, json=json,
-                                   params=params, headers=headers, cookies=cookies, auth=auth,
-                                   follow_redirects=follow_redirects, timeout=timeout, extensions=extensions)
-        return self._in_process(method, url, own, content, json, headers)
-
-    def _own_target(self, url: str) -> tuple[str, str, str, str] | None:
-        """(scheme, host, port, path?query) when ``url`` names this world; None otherwise."""
-        if url.startswith("/"):
-            return "http", "mdmsim.invalid", "80", url
-        for base in (IN_PROCESS_URL, self._world.url):
-            if url.startswith(base) and url[len(base):len(base) + 1] in ("/", "?", ""):
-                scheme, _, authority = base.partition("://")
-                host, _, port = authority.partition(":")
-                return scheme, host, port or ("443" if scheme == "https" else "80"), url[len(base):] or "/"
-        return None
-
-    def _in_process(self, method: str, url: str, own: tuple[str, str, str, str], content: bytes | None,
-                    json_body: Any, headers: dict[str, str] | None) -> httpx.Response:
-        scheme, host, port, target = own
-        target = target.partition("#")[0]
-        path, _, query = target.partition("?")
-        body = content or b""
-        environ: dict[str, Any] = {
-            "wsgi.version": (1, 0), "wsgi.url_scheme": scheme, "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
-            "REQUEST_METHOD": method.upper(), "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(path).decode("latin-1") if "%" in path else path,
-            "QUERY_STRING": query, "SERVER_NAME": host, "SERVER_PORT": port,
-            "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
-            "HTTP_HOST": host if port in ("80", "443") else f"{host}:{port}",
-        }  # fmt: skip
-        given = {k.lower(): v for k, v in (headers or {}).items()}
-        if json_body is not None and content is None:
-            body = _dumps(json_body).encode()
-            given.setdefault("content-type", "application/json")
-        if body or method.upper() in ("POST", "PUT", "PATCH"):
-            given.setdefault("content-length", str(len(body)))
-        defaults = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers.raw]
-        if "authorization" not in given and "authorization" not in self.headers:  # as World._authorize
-            token = self._world.control.get_setting("api_token")
-            if token:
-                given["authorization"] = f"Bearer {token}"
-        for name, value in [*defaults, *given.items()]:
-            key = name.upper().replace("-", "_")
-            environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
-        environ["wsgi.input"] = io.BytesIO(body)
-        seen: list[Any] = []
-
-        def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            seen[:] = [status, response_headers]
-            return lambda _data: None
-
-        result = self._world.wsgi(environ, start_response)
-        try:
-            payload = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        response = _InProcessResponse(int(seen[0].split(" ", 1)[0]), headers=seen[1], content=payload)
-        response._lazy_request = (method, url if not url.startswith("/") else IN_PROCESS_URL + url)
-        response.elapsed = _ZERO
-        return response
-
-
-class _InProcessResponse(httpx.Response):
-    """A response whose :attr:`request` is built only if someone asks (it costs a URL parse)."""
-
-    _lazy_request: tuple[str, str] = ("GET", IN_PROCESS_URL)
-
-    @property  # type: ignore[override]
-    def request(self) -> httpx.Request:
-        if self._request is None:
-            self._request = httpx.Request(*self._lazy_request)
-        return self._request
-
-    @request.setter
-    def request(self, value: httpx.Request) -> None:
-        self._request = value
-
-    def raise_for_status(self) -> httpx.Response:
-        self.request  # noqa: B018 - built now, so httpx's check finds it
-        return super().raise_for_status()
-
-
-class _WorldTransport(httpx.BaseTransport):
-    """Requests for this world's own URL go straight to its WSGI app; anything else over the network.
-
-    That is how parties "talk only over HTTP" without sockets in process, and how the controller can
-    still be pointed at an external DEP service or the MDM server at an external APNs.
-    """
-
-    def __init__(self, world: World) -> None:
-        self._world = world
-        self._local: httpx.WSGITransport | None = None  # the world's app may not be built yet
-        self._network: httpx.HTTPTransport | None = None  # made on first use: its TLS setup costs ~50 ms
-        self._own: tuple[str, tuple[str, int | None]] | None = None
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        target = request.url
-        if target.host == "mdmsim.invalid" or (target.host, target.port) == self._own_address():
-            if self._local is None:
-                self._local = httpx.WSGITransport(app=self._world.wsgi)
-            return self._local.handle_request(request)
-        if self._network is None:
-            self._network = httpx.HTTPTransport()
-        return self._network.handle_request(request)
-
-    def _own_address(self) -> tuple[str, int | None]:
-        """The world's (host, port), parsed again only when its URL changes (serve, stop)."""
-        url = self._world.url
-        cached = self._own
-        if cached is None or cached[0] != url:
-            parsed = httpx.URL(url)
-            cached = self._own = (url, (parsed.host, parsed.port))
-        return cached[1]
-
-    def close(self) -> None:
-        if self._local is not None:
-            self._local.close()
-        if self._network is not None:
-            self._network.close()
-
-
-_ZERO = timedelta(0)
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _no_cookies(response: httpx.Response) -> None:
