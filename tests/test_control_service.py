@@ -46,14 +46,16 @@ def test_the_clock_jumps_forward_but_never_back() -> None:
 @pytest.mark.parametrize("on_disk", [False, True], ids=["in-memory", "data-dir"])
 def test_recent_traffic_keeps_the_last_responses_oldest_first(on_disk: bool, tmp_path) -> None:
     control = _control(tmp_path / "world.db" if on_disk else None)
-    for i in range(RECENT_KEPT + 25):
+    total = 3 * RECENT_KEPT + 25
+    for i in range(total):
         control.record("dep", "GET", f"/apple/dep/{i}", "get_account", 401, 1.234567)
     recent = control.recent_traffic()
-    assert len(recent) == RECENT_KEPT
-    assert [r["path"] for r in recent] == [f"/apple/dep/{i}" for i in range(25, RECENT_KEPT + 25)]
-    assert recent[-1] == {"at": "2026-01-01T00:00:00Z", "party": "dep", "method": "GET", "path": f"/apple/dep/{RECENT_KEPT + 24}",
+    assert [r["path"] for r in recent] == [f"/apple/dep/{i}" for i in range(total - RECENT_KEPT, total)]
+    assert recent[-1] == {"at": "2026-01-01T00:00:00Z", "party": "dep", "method": "GET", "path": f"/apple/dep/{total - 1}",
                           "endpoint": "get_account", "status": 401, "ms": 1.23}
-    assert control.traffic() == {"dep": {"get_account": {"401": RECENT_KEPT + 25}}}
+    with control.store.read() as db:  # what is stored stays bounded too (trimmed every 64th response)
+        assert db.execute("SELECT COUNT(*) FROM recent_traffic").fetchone()[0] < RECENT_KEPT + 64
+    assert control.traffic() == {"dep": {"get_account": {"401": total}}}
     control.clear_traffic()
     assert control.recent_traffic() == [] and control.traffic() == {}
 

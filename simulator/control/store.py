@@ -73,19 +73,25 @@ def add_counts(db: sqlite3.Connection, counts: Iterable[tuple[str, str, int, int
 
 
 def record_recent(db: sqlite3.Connection, entry: tuple[str, str, str, str, str, int, float], kept: int = RECENT_KEPT) -> None:
-    """Append ``(at, party, method, path, endpoint, status, ms)`` and drop what falls out of the window.
+    """Append ``(at, party, method, path, endpoint, status, ms)``; every 64th row trims the table.
 
     Ids grow by one per row (SQLite gives the largest id plus one, and only the oldest rows are ever
-    deleted), so the row that falls out is found through the primary key: one indexed delete."""
+    deleted), so what fell out of the window is found through the primary key. Trimming on every
+    64th row instead of every row saves a statement per response (~5 of ~25 µs in a data-dir
+    world) and bounds the table at ``kept + 63`` rows; :func:`recent` reads the newest ``kept``."""
     row_id = db.execute(_RECENT_INSERT, entry).lastrowid
     assert row_id is not None
-    db.execute("DELETE FROM recent_traffic WHERE id <= ?", (row_id - kept,))
+    if row_id % 64 == 0:
+        db.execute("DELETE FROM recent_traffic WHERE id <= ?", (row_id - kept,))
 
 
-def recent(db: sqlite3.Connection) -> list[sqlite3.Row]:
-    return db.execute(
-        "SELECT at, party, method, path, endpoint, status, ms FROM recent_traffic ORDER BY id"
+def recent(db: sqlite3.Connection, kept: int = RECENT_KEPT) -> list[sqlite3.Row]:
+    """The newest ``kept`` entries, oldest first."""
+    rows = db.execute(
+        "SELECT at, party, method, path, endpoint, status, ms FROM recent_traffic ORDER BY id DESC LIMIT ?", (kept,)
     ).fetchall()
+    rows.reverse()
+    return rows
 
 
 def counts(db: sqlite3.Connection) -> Iterator[tuple[str, str, int, int]]:
