@@ -7,12 +7,10 @@ with a seed they are the same in every run (keys derived from ``(seed, label)``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 from collections.abc import Callable
-from dataclasses import fields, replace
-from datetime import datetime
+from dataclasses import fields
 from typing import Any
 
 from mdm.platform.storage import Store
@@ -23,7 +21,7 @@ from .control.service import ControlService
 from .device.identity import DeviceIdentity, IdentityFactory
 from .tls import tls_now
 
-__all__ = ["Manufacturer", "device_ca", "TLSAuthority", "dep_record"]
+__all__ = ["Manufacturer", "legacy_device_ca", "TLSAuthority", "dep_record"]
 
 # Identities are stored as JSON arrays in field order: 100,000 of them must be written in well under a second.
 _IDENTITY_FIELDS = operator.attrgetter(*(f.name for f in fields(DeviceIdentity)))
@@ -51,17 +49,17 @@ class Manufacturer:
     def identity(self, serial: str) -> DeviceIdentity:
         """The hardware identity of a serial; serials added by hand get a plausible one, made once.
 
-        That one is derived from the world's seed and the serial alone, so two processes asked for it
-        at once invent the same identity and the first to store it wins harmlessly."""
+        That one is drawn for the serial (:meth:`IdentityFactory.for_serial`: from the seed and the
+        serial alone, so a seeded world invents the same device whenever it is asked); two processes
+        asked at once may invent two, the first stored wins and both answer with it."""
         with self._store.read() as db:
             doc = queries.identity_doc(db, serial)
-        if doc is not None:
-            return DeviceIdentity(*json.loads(doc))
-        seed = int.from_bytes(hashlib.sha256(f"{self._seed}:{serial}".encode()).digest()[:8], "big")
-        identity = replace(IdentityFactory(seed).one(), serial_number=serial)
-        with self._store.transaction() as db:
-            queries.add_identity_if_absent(db, serial, _dumps(_IDENTITY_FIELDS(identity)))
-        return identity
+        if doc is None:
+            identity = self._factory.for_serial(serial)
+            with self._store.transaction() as db:
+                queries.add_identity_if_absent(db, serial, _dumps(_IDENTITY_FIELDS(identity)))
+                doc = queries.identity_doc(db, serial)
+        return DeviceIdentity(*json.loads(doc))
 
 
 def dep_record(identity: DeviceIdentity) -> dict[str, Any]:
@@ -90,13 +88,15 @@ def _stored_ca(control: ControlService, key: str, create: Callable[[], Certifica
     return stored, CertificateAuthority.from_pem(cert_pem_s.encode(), key_pem_s.encode())
 
 
-def device_ca(control: ControlService, now: datetime, seed: int | None) -> CertificateAuthority:
-    """Apple's device CA, which issues each device the identity that signs its MachineInfo.
-
-    Kept in the world's settings so every process and every restart trusts the same CA."""
-    return _stored_ca(control, "apple_device_ca", lambda: CertificateAuthority.create(
-        "Apple iPhone Device CA (mdmsim)", now, key=seeded_key(seed, "apple-device-ca"), organization="Apple Inc.",
-    ))[1]
+def legacy_device_ca(control: ControlService) -> CertificateAuthority | None:
+    """Apple's device CA as worlds before Apple kept it themselves stored it (in the world's settings),
+    handed over to Apple's store once and then forgotten here; ``None`` for every newer world."""
+    stored = control.get_setting("apple_device_ca")
+    if stored is None:
+        return None
+    cert_pem, key_pem = json.loads(stored)
+    control.delete_setting("apple_device_ca")
+    return CertificateAuthority.from_pem(cert_pem.encode(), key_pem.encode())
 
 
 class TLSAuthority:

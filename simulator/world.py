@@ -40,7 +40,7 @@ from .apple.dep.service import DEPService
 from .apple.portal.service import PortalError, PortalService
 from .apple.pushcert.service import PushCertificateService, open_pushcert_store
 from .apple.store import open_apple_store
-from .authorities import Manufacturer, TLSAuthority, dep_record, device_ca
+from .authorities import Manufacturer, TLSAuthority, dep_record, legacy_device_ca
 from .control.service import ControlService
 from .control.store import open_world_store
 from .depsim import DEP_FAULT_NAMES, DEPSIM_CREDENTIALS, DepsimSchedules
@@ -114,24 +114,28 @@ class World:
         self._tls = TLSAuthority(self.control, seed)
 
         apple_store = self._store("apple")
-        self.portal_service = PortalService(apple_store, self.clock, generate_devices=self._generate_devices)
+        self.portal_service = PortalService(apple_store, self.clock, generate_devices=self._generate_devices, seed=seed)
         self.dep_service = DEPService(
-            apple_store, self.clock, session_lifetime_s=session_lifetime_s, public_url=lambda: self.dep_url
+            apple_store, self.clock, session_lifetime_s=session_lifetime_s, public_url=lambda: self.dep_url, seed=seed
         )
         self.depsim = DepsimSchedules(self.control, self.clock, insert=self._insert_devices, release=self._release_devices)
 
         self.idp = IdentityProvider(self._store("idp"), self.clock, seed=seed)
 
-        self.device_ca = device_ca(self.control, self.clock.now(), seed)
-        self.activation = ActivationService(None, self.clock, dep=self.dep_service, device_ca=self.device_ca)
+        # Apple's device CA lives in Apple's store, made there from the seed; a world written before
+        # kept it in its own settings, so that one is handed over once (and is the CA from then on).
+        self.activation = ActivationService(
+            apple_store, self.clock, dep=self.dep_service, device_ca=legacy_device_ca(self.control), seed=seed
+        )
+        self.device_ca = self.activation.device_ca
         self.fleet = DeviceFleetService(
             self._store("devices"), self.clock, apple_url=lambda: f"{self.url}/apple",
-            issue_identity=self.activation.issue_device_identity,
+            issue_identity=self.activation.issue_device_identity, seed=seed,
         )
         self.devices = WorldDevices(self)
         self.faults = WorldFaults(self.control)
         self.pushcert = PushCertificateService(self._store("pushcert"), self.clock, seed=seed)
-        self.apns = APNsService(self._store("apns"), self.clock, certificate_check=self.pushcert.is_current)
+        self.apns = APNsService(self._store("apns"), self.clock, certificate_check=self.pushcert.is_current, seed=seed)
         self.mdm = MDMService(
             self._store("mdm"), self.clock, trust_roots=[self.device_ca.certificate], http=self.http,
             base_url=lambda: self.mdm_url, apns_url=lambda: f"{self.url}/apple/apns",
@@ -355,6 +359,7 @@ class World:
         else:
             for store in self._stores.values():
                 store.wipe()
+            self.activation.keep_device_ca()
             self.clock = Clock(self._stores["world"], start=None)
             self._seed(self._initial_devices)
         self.control.forget_unstored()

@@ -100,7 +100,12 @@ def test_two_worlds_share_nothing() -> None:
         assert len(a.serials) == 3 and len(b.serials) == 5
         a.clock.advance(days=30)
         assert (a.clock.now() - b.clock.now()).days >= 29
-        assert a.dep_credentials["consumer_key"] != b.dep_credentials["consumer_key"]
+        # one seed, the same credentials (a seed replays a world) but no state in common
+        assert a.dep_credentials == b.dep_credentials
+        a.portal.release(a.serials[:1])
+        assert len(a.serials) == 2 and len(b.serials) == 5
+    with World(devices=1) as c, World(devices=1) as d:
+        assert c.dep_credentials["consumer_key"] != d.dep_credentials["consumer_key"]
 
 
 def test_reset_restores_the_seeded_world(world: World) -> None:

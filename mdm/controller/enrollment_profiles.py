@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import httpx
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol.isotime import iso_from_timestamp
+from mdm.protocol.randomness import Randomness
 
 from . import profiles as profile_rules
 from .apple import Apple, graph_from_apple
@@ -62,8 +62,10 @@ class EnrollmentProfiles:
         push_certificates: PushCertificates,
         *,
         mdm_enroll_url: Callable[[], str],
+        random: Randomness | None = None,
         anchor_certs: Callable[[], list[str]] | None = None,
     ) -> None:
+        self.random = random or Randomness(None)
         self.store = store
         self.clock = clock
         self.apple = apple
@@ -100,7 +102,7 @@ class EnrollmentProfiles:
             raise GraphError(400, "profileLimitReached", f"a token holds at most {MAX_PROFILES_PER_TOKEN} profiles")
         apple, profile_uuid = self._define(token, settings)
         now = self.clock.timestamp()
-        profile_id = str(uuid.uuid4())
+        profile_id = self.random.uuid(f"controller:profile:{token_id}:{profile_uuid}")
         with self.store.transaction() as db:
             token_row(db, token_id)
             if settings["isDefault"]:

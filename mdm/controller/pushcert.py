@@ -32,6 +32,7 @@ from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol import x509 as mx509
 from mdm.protocol.isotime import iso_from_timestamp, isoformat
+from mdm.protocol.randomness import Randomness
 
 from .errors import GraphError
 from .store import devices as device_table
@@ -65,6 +66,7 @@ class PushCertificates:
         seed: int | None = None,
     ) -> None:
         self.seed = seed
+        self.random = Randomness(seed)
         self.store = store
         self.clock = clock
         self.http = http
@@ -86,7 +88,7 @@ class PushCertificates:
         The key is made outside the transaction (it takes tens of milliseconds); with ``replace``
         False a CSR another request stored meanwhile wins, so concurrent downloads agree on one.
         """
-        key = mx509.seeded_rsa_key(self.seed, "push-csr")
+        key = self.random.rsa_key("push-csr")
         csr = (
             x509.CertificateSigningRequestBuilder()
             .subject_name(
@@ -102,7 +104,7 @@ class PushCertificates:
         csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
         key_pem = mx509.key_to_pem(key).decode()
         with self.store.transaction() as db:
-            row = push_table.ensure(db)
+            row = push_table.ensure(db, self.random.uuid("controller:push-certificate"))
             if not replace and row["pending_csr_pem"]:
                 return str(row["pending_csr_pem"])
             push_table.set_pending(db, key_pem, csr_pem)
@@ -125,7 +127,7 @@ class PushCertificates:
             raise
         now = self.clock.timestamp()
         with self.store.transaction() as db:
-            old_topic = push_table.ensure(db)["topic"]
+            old_topic = push_table.ensure(db, self.random.uuid("controller:push-certificate"))["topic"]
             changed = old_topic is not None and old_topic != topic
             affected = device_table.count_unreachable(db, topic) if changed else 0
             upload = push_table.Upload(
@@ -215,7 +217,7 @@ class PushCertificates:
 
     def _record_failure(self, reason: str) -> None:
         with self.store.transaction() as db:
-            push_table.ensure(db)
+            push_table.ensure(db, self.random.uuid("controller:push-certificate"))
             push_table.record_failure(db, reason[:500], self.clock.timestamp())
 
     # == reading ==================================================================================

@@ -27,6 +27,7 @@ import httpx
 
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
+from mdm.protocol.randomness import Randomness
 
 from .apple import Apple
 from .assignments import Assignments
@@ -72,14 +73,16 @@ class Controller:
     ) -> None:
         self.store = store
         self.clock = clock
+        random = Randomness(seed)
         self.rules: SyncRules = rules_for(rules)
         self.apple = Apple(store, http=http, dep_url=dep_url, sleep=sleep, protocol_version=protocol_version)
         self.push_certificates = PushCertificates(store, clock, http=http, mdm_api_url=mdm_api_url, seed=seed)
         self.assignments = Assignments(store, clock, self.apple)
         self.syncing = Syncing(
-            store, clock, self.apple, self.assignments, rules=self.rules, background=background, page_limit=page_limit
+            store, clock, self.apple, self.assignments, rules=self.rules, background=background, page_limit=page_limit,
+            random=random,
         )
-        self.tokens = Tokens(store, clock, self.apple, self.syncing)
+        self.tokens = Tokens(store, clock, self.apple, self.syncing, random)
         self.profiles = EnrollmentProfiles(
             store,
             clock,
@@ -88,6 +91,7 @@ class Controller:
             self.push_certificates,
             mdm_enroll_url=mdm_enroll_url,
             anchor_certs=anchor_certs,
+            random=random,
         )
         self.devices = Devices(store, self.push_certificates)
         self.events = MdmEvents(store, clock)

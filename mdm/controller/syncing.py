@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol.isotime import iso_from_timestamp
+from mdm.protocol.randomness import Randomness
 
 from .apple import Apple, apple_failure
 from .depclient import DEPClient, DEPError
@@ -70,6 +71,10 @@ class Syncing:
     soon as the request returns. ``page_limit`` is how many devices each Apple page asks for.
     """
 
+    def _device_id(self, token_id: str, device: Any) -> str:
+        """The Graph id of a device the token lists: one per (token, serial), derived when seeded."""
+        return self.random.uuid(f"controller:device:{token_id}:{device['serial_number']}")
+
     def __init__(
         self,
         store: Store,
@@ -80,7 +85,9 @@ class Syncing:
         rules: SyncRules,
         background: bool = True,
         page_limit: int = 1000,
+        random: Randomness | None = None,
     ) -> None:
+        self.random = random or Randomness(None)
         self.store = store
         self.clock = clock
         self.apple = apple
@@ -321,12 +328,14 @@ class Syncing:
                 if mode == "limited":
                     if serial in known or op == "deleted":
                         continue  # 2016: changes to listed serials wait for the next full sync
-                    device_table.upsert_from_apple(db, claim.token_id, claim.sync_id, device, now)
+                    device_id = self._device_id(claim.token_id, device)
+                    device_table.upsert_from_apple(db, claim.token_id, claim.sync_id, device, now, device_id)
                 elif op == "deleted":
                     if serial in known:
                         device_table.mark_deleted(db, claim.token_id, serial)
                 else:
-                    device_table.upsert_from_apple(db, claim.token_id, claim.sync_id, device, now)
+                    device_id = self._device_id(claim.token_id, device)
+                    device_table.upsert_from_apple(db, claim.token_id, claim.sync_id, device, now, device_id)
             token_table.add_progress(db, claim.token_id, len(devices))
 
     def _assign_defaults(self, claim: _Claim) -> None:

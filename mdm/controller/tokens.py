@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -24,6 +23,7 @@ from mdm.platform.storage import Store
 from mdm.protocol import cms
 from mdm.protocol import x509 as mx509
 from mdm.protocol.isotime import IsoTimeError, iso_from_timestamp, parse_iso
+from mdm.protocol.randomness import Randomness
 
 from .apple import Apple, apple_failure
 from .depclient import DEPError, OAuthCredentials
@@ -59,7 +59,10 @@ def dep_token_row(db: sqlite3.Connection, token_id: str) -> sqlite3.Row:
 class Tokens:
     """The ``depOnboardingSetting`` rules over the controller's store."""
 
-    def __init__(self, store: Store, clock: Clock, apple: Apple, syncing: Syncing) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, apple: Apple, syncing: Syncing, random: Randomness | None = None
+    ) -> None:
+        self.random = random or Randomness(None)
         self.store = store
         self.clock = clock
         self.apple = apple
@@ -74,10 +77,20 @@ class Tokens:
         name = body.get("tokenName")
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise GraphError(400, "badRequest", "tokenName must be a string of at most 200 characters")
-        token_id = str(uuid.uuid4())
+        now = self.clock.timestamp()
         with self.store.transaction() as db:
-            token_table.insert(db, token_id, name, self.clock.timestamp())
+            token_id = self._new_id(db, now)
+            token_table.insert(db, token_id, name, now)
         return self.get(token_id)
+
+    def _new_id(self, db: Any, now: float) -> str:
+        """A token id: random, or in a seeded world derived from the instant (and drawn again in the
+        rare case two tokens are made in one instant), so a replayed run makes the same ids."""
+        for attempt in range(1000):
+            token_id = self.random.uuid(f"controller:token:{now}:{attempt}")
+            if token_table.get(db, token_id) is None:
+                return token_id
+        raise GraphError(409, "conflict", "could not make a new token id")
 
     def update(self, token_id: str, body: Any) -> dict[str, Any]:
         """PATCH: only ``tokenName`` is the admin's to change; the rest comes from Apple."""
@@ -114,7 +127,7 @@ class Tokens:
         RSA because Apple's token is enveloped with RSA key transport. The old key is replaced: a token
         already uploaded keeps working (its OAuth credentials are stored), only new uploads need the new key.
         """
-        key = mx509.new_private_key("rsa")
+        key = self.random.rsa_key(f"controller:token:{token_id}:key:{self.clock.timestamp()}")
         cert = mx509.self_signed(key, "mdmsim controller DEP token", self.clock.now(), days=365)
         cert_pem = mx509.cert_to_pem(cert).decode()
         with self.store.transaction() as db:

@@ -98,6 +98,11 @@ class ControlService:
             queries.set_setting(db, key, value)
             self.store.forget(f"setting:{key}")
 
+    def delete_setting(self, key: str) -> None:
+        with self.store.transaction() as db:
+            queries.delete_setting(db, key)
+            self.store.forget(f"setting:{key}")
+
     def next_in_counter(self, name: str) -> int:
         """Take the next number (0, 1, 2, …) of a named counter, atomically in the store.
 

@@ -171,6 +171,10 @@ def get_setting(db: sqlite3.Connection, key: str) -> str | None:
     return row[0] if row is not None else None
 
 
+def delete_setting(db: sqlite3.Connection, key: str) -> None:
+    db.execute("DELETE FROM settings WHERE key = ?", (key,))
+
+
 def set_setting(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute(
         "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -8,7 +8,6 @@ writes touch separate columns, so neither undoes the other.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -102,9 +101,11 @@ def known_serials(db: sqlite3.Connection, token_id: str, serials: Sequence[str])
     return known
 
 
-def upsert_from_apple(db: sqlite3.Connection, token_id: str, sync_id: str, device: AppleDevice, now: float) -> None:
-    """Add the device Apple listed, or refresh Apple's fields of a known one; either way listed again
-    and seen by sync ``sync_id``. Apple's texts are cut to 500 characters, the serial to 64."""
+def upsert_from_apple(
+    db: sqlite3.Connection, token_id: str, sync_id: str, device: AppleDevice, now: float, device_id: str
+) -> None:
+    """Add the device Apple listed (as ``device_id``), or refresh Apple's fields of a known one; either way
+    listed again and seen by sync ``sync_id``. Apple's texts are cut to 500 characters, the serial to 64."""
 
     def text(name: str) -> str | None:
         value = device.get(name)
@@ -121,7 +122,7 @@ def upsert_from_apple(db: sqlite3.Connection, token_id: str, sync_id: str, devic
                apple_profile_uuid = excluded.apple_profile_uuid, is_deleted = 0,
                seen_sync = excluded.seen_sync""",
         (
-            str(uuid.uuid4()),
+            device_id,
             token_id,
             device["serial_number"][:64],
             text("description"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from dataclasses import dataclass
 
 __all__ = ["Upload", "ensure", "get", "record_failure", "record_upload", "set_pending"]
@@ -14,9 +13,9 @@ def get(db: sqlite3.Connection) -> sqlite3.Row | None:
     return db.execute("SELECT * FROM push_certificate WHERE id = 1").fetchone()
 
 
-def ensure(db: sqlite3.Connection) -> sqlite3.Row:
-    """The row, made (with its Graph id) the first time."""
-    db.execute("INSERT OR IGNORE INTO push_certificate (id, graph_id) VALUES (1, ?)", (str(uuid.uuid4()),))
+def ensure(db: sqlite3.Connection, graph_id: str) -> sqlite3.Row:
+    """The row, made (with ``graph_id``, its Graph id) the first time."""
+    db.execute("INSERT OR IGNORE INTO push_certificate (id, graph_id) VALUES (1, ?)", (graph_id,))
     row = get(db)
     assert row is not None
     return row

@@ -111,6 +111,12 @@ class ActivationService:
                 device_ca = CertificateAuthority.from_pem(*stored)
         self.device_ca: CertificateAuthority = device_ca
 
+    def keep_device_ca(self) -> None:
+        """Store this service's device CA again (after its store was wiped: devices already hold
+        identities it issued, and every MDM server trusts it)."""
+        with self.store.transaction() as db:
+            activation_store.save_device_ca(db, *self.device_ca.to_pem())
+
     # -- cloud configuration ---------------------------------------------------------------------------
     def request_profile_configuration(self, body: Any) -> dict[str, Any]:
         """``POST /profile``: validate the macOS-shaped request, answer the record or ``{}``."""
