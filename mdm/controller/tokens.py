@@ -12,6 +12,7 @@ not, when" (``syncAvailability`` and ``nextSyncAvailableDateTime``), which
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
@@ -79,15 +80,15 @@ class Tokens:
             raise GraphError(400, "badRequest", "tokenName must be a string of at most 200 characters")
         now = self.clock.timestamp()
         with self.store.transaction() as db:
-            token_id = self._new_id(db, now)
+            token_id = self._new_id(db)
             token_table.insert(db, token_id, name, now)
         return self.get(token_id)
 
-    def _new_id(self, db: Any, now: float) -> str:
-        """A token id: random, or in a seeded world derived from the instant (and drawn again in the
-        rare case two tokens are made in one instant), so a replayed run makes the same ids."""
-        for attempt in range(1000):
-            token_id = self.random.uuid(f"controller:token:{now}:{attempt}")
+    def _new_id(self, db: Any) -> str:
+        """A token id: random, or in a seeded world the first of a derived series not in use, so a
+        replayed run makes the same ids (whenever it runs: the label holds no time)."""
+        for n in range(len(token_table.all_rows(db)), 100_000):
+            token_id = self.random.uuid(f"controller:token:{n}")
             if token_table.get(db, token_id) is None:
                 return token_id
         raise GraphError(409, "conflict", "could not make a new token id")
@@ -127,7 +128,12 @@ class Tokens:
         RSA because Apple's token is enveloped with RSA key transport. The old key is replaced: a token
         already uploaded keeps working (its OAuth credentials are stored), only new uploads need the new key.
         """
-        key = self.random.rsa_key(f"controller:token:{token_id}:key:{self.clock.timestamp()}")
+        with self.store.read() as db:
+            previous = token_row(db, token_id)["cert_pem"] or ""
+        # seeded: derived from the token and the key it replaces, so a replay (and every test with the
+        # same seed) makes the same key, and generating again still gives a new one
+        generation = hashlib.sha256(previous.encode()).hexdigest()[:16]
+        key = self.random.rsa_key(f"controller:token:{token_id}:key:{generation}")
         cert = mx509.self_signed(key, "mdmsim controller DEP token", self.clock.now(), days=365)
         cert_pem = mx509.cert_to_pem(cert).decode()
         with self.store.transaction() as db:
