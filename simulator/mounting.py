@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -34,10 +34,38 @@ from .control.service import ControlService
 from .depsim import DepsimSchedules, fault_reply
 from .idp import http as idp_http
 
-if TYPE_CHECKING:
-    from .world import World
+__all__ = ["mount", "LazyApp", "FaultHook", "TrafficMiddleware", "World"]
 
-__all__ = ["mount", "LazyApp", "FaultHook", "TrafficMiddleware"]
+
+class World(Protocol):
+    """What mounting needs of a world (:class:`simulator.world.World` is the one), named here so that
+    this module, which ``world.py`` imports, does not import ``world.py`` back."""
+
+    activation: Any
+    apns: Any
+    clock: Any
+    control: ControlService
+    controller: Any
+    controller_url: str
+    default_server_uuid: str
+    dep_service: Any
+    depsim: DepsimSchedules
+    depsim_compat: bool
+    devices: Any
+    idp: Any
+    mdm: Any
+    portal_service: Any
+    portal_url: str
+    pushcert: Any
+    sim_url: str
+    tls_ca_pem: str
+
+    @property
+    def http(self) -> Any: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
 
 
 class LazyApp:

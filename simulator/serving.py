@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gunicorn.app.base import BaseApplication
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -22,10 +22,19 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from .in_process import IN_PROCESS_URL
 from .tls import issue_server_pair, server_context, tls_now, write_pair
 
-if TYPE_CHECKING:
-    from .world import World
+__all__ = ["ServedWorld", "serve_threaded", "WorldApplication", "gunicorn_options", "default_workers", "World"]
 
-__all__ = ["ServedWorld", "serve_threaded", "WorldApplication", "gunicorn_options", "default_workers"]
+
+class World(Protocol):
+    """What serving needs of a world (:class:`simulator.world.World` is the one), named here so that
+    this module, which ``world.py`` imports, does not import ``world.py`` back."""
+
+    control: Any
+    closed: bool
+    wsgi: Any
+
+    @property
+    def tls_ca(self) -> Any: ...
 
 
 class ServedWorld:

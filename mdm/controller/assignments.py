@@ -20,10 +20,9 @@ from mdm.protocol.isotime import iso_from_timestamp
 
 from .apple import Apple, graph_from_apple
 from .depclient import DEPError
-from .enrollment_profiles import profile_row
 from .errors import GraphError
+from .rows import dep_token_row, profile_row
 from .store import devices as device_table
-from .tokens import dep_token_row
 
 __all__ = ["DEFAULT_THROTTLE_RETRY_S", "MAX_SERIALS_PER_REQUEST", "Assignments"]
 

@@ -16,8 +16,8 @@ from mdm.protocol.isotime import iso_from_timestamp
 from . import odata
 from .errors import not_found
 from .pushcert import PushCertificates
+from .rows import token_row
 from .store import devices as device_table
-from .tokens import token_row
 
 __all__ = ["DEFAULT_TOP", "FILTER_FIELDS", "MAX_TOP", "Devices", "render_device"]
 

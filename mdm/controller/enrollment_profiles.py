@@ -24,11 +24,11 @@ from mdm.protocol.randomness import Randomness
 from . import profiles as profile_rules
 from .apple import Apple, graph_from_apple
 from .depclient import DEPError
-from .errors import GraphError, not_found
+from .errors import GraphError
 from .pushcert import PushCertificates
+from .rows import dep_token_row, profile_row, token_row
 from .store import devices as device_table
 from .store import profiles as profile_table
-from .tokens import dep_token_row, token_row
 
 if TYPE_CHECKING:
     from .assignments import Assignments
@@ -36,14 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PROFILES_PER_TOKEN", "EnrollmentProfiles", "profile_row"]
 
 MAX_PROFILES_PER_TOKEN = 1000
-
-
-def profile_row(db: sqlite3.Connection, token_id: str, profile_id: str) -> sqlite3.Row:
-    """The token's profile row, or 404."""
-    row = profile_table.get(db, token_id, profile_id)
-    if row is None:
-        raise not_found("enrollmentProfile", profile_id)
-    return row
 
 
 class EnrollmentProfiles:

@@ -31,11 +31,11 @@ from mdm.protocol.randomness import Randomness
 from .apple import Apple, apple_failure
 from .depclient import DEPClient, DEPError
 from .errors import GraphError, retry_after_seconds
+from .rows import token_row
 from .store import devices as device_table
 from .store import profiles as profile_table
 from .store import tokens as token_table
 from .sync_rules import Availability, SyncRules, availability, next_kind
-from .tokens import token_row
 
 if TYPE_CHECKING:
     from .assignments import Assignments

@@ -28,7 +28,8 @@ from mdm.protocol.randomness import Randomness
 
 from .apple import Apple, apple_failure
 from .depclient import DEPError, OAuthCredentials
-from .errors import GraphError, not_found, retry_after_seconds
+from .errors import GraphError, retry_after_seconds
+from .rows import dep_token_row, token_row
 from .store import devices as device_table
 from .store import tokens as token_table
 from .sync_rules import next_full_at
@@ -39,22 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_TOKEN_CHARS", "Tokens", "dep_token_row", "token_row"]
 
 MAX_TOKEN_CHARS = 65_536
-
-
-def token_row(db: sqlite3.Connection, token_id: str) -> sqlite3.Row:
-    """The token's row, or 404."""
-    row = token_table.get(db, token_id)
-    if row is None:
-        raise not_found("depOnboardingSetting", token_id)
-    return row
-
-
-def dep_token_row(db: sqlite3.Connection, token_id: str) -> sqlite3.Row:
-    """The token's row, or 404; 400 until a DEP token was uploaded to it."""
-    row = token_row(db, token_id)
-    if row["token_type"] != "dep":
-        raise GraphError(400, "depTokenRequired", "upload a DEP token first")
-    return row
 
 
 class Tokens:
