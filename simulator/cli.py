@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -28,6 +29,45 @@ def _port(value: int) -> int:
 @click.version_option(package_name="mdmsim")
 def main() -> None:
     """mdmsim: Apple Automated Device Enrollment, end to end, on your machine."""
+
+
+def _identity_options(command: Any) -> Any:
+    """``--identity``, ``--scep-url``, ``--scep-challenge``, ``--identity-ca``: how enrolling devices get
+    their identity (shared by ``serve`` and ``demo``)."""
+    options = [
+        click.option("--identity", "identity", type=click.Choice(["scep", "pkcs12"]), default="scep", show_default=True,
+                     help="How enrollment profiles give devices their identity: SCEP (as production MDM servers do) "
+                          "or a PKCS#12 inside the profile."),
+        click.option("--scep-url", help="Send devices to this SCEP server instead of our /mdm/scep (needs --scep-challenge)."),
+        click.option("--scep-challenge", help="The challenge password of the SCEP server given with --scep-url."),
+        click.option("--identity-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="PEM CA certificate(s) of the --scep-url server: the MDM server accepts identities they issued."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _identity_settings(identity: str, scep_url: str | None, scep_challenge: str | None,
+                       identity_ca: Path | None) -> dict[str, Any]:
+    """World keyword arguments for the identity options, or a usage error that says what to fix."""
+    if (scep_url is None) != (scep_challenge is None):
+        raise click.UsageError("--scep-url and --scep-challenge go together")
+    if scep_url is not None and identity != "scep":
+        raise click.UsageError("--scep-url needs --identity scep")
+    if identity_ca is not None and scep_url is None:
+        raise click.UsageError("--identity-ca names the CA of the SCEP server given with --scep-url")
+    if scep_url is not None and not scep_url.startswith(("http://", "https://")):
+        raise click.BadParameter("the SCEP URL must start with http:// or https://", param_hint="--scep-url")
+    cas: list[Any] = []
+    if identity_ca is not None:
+        from cryptography import x509
+
+        try:
+            cas = x509.load_pem_x509_certificates(identity_ca.read_bytes())
+        except ValueError:
+            raise click.BadParameter(f"{identity_ca} holds no PEM certificate", param_hint="--identity-ca") from None
+    return {"identity": identity, "scep_url": scep_url, "scep_challenge": scep_challenge, "identity_ca": cas}
 
 
 @main.command()
@@ -53,14 +93,17 @@ def main() -> None:
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM certificate (chain) to serve with --tls; devices trust its last certificate.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key of --tls-cert.")
+@_identity_options
 def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int | None, depsim_compat: bool,
           depsim_config: Path | None, workers: int | None, threads: int, sync_rules: str, tls: bool,
-          tls_cert: Path | None, tls_key: Path | None) -> None:
+          tls_cert: Path | None, tls_key: Path | None, identity: str, scep_url: str | None,
+          scep_challenge: str | None, identity_ca: Path | None) -> None:
     """Serve every party of a world on one port (gunicorn, gthread workers)."""
     from .serving import WorldApplication, default_workers, gunicorn_options
     from .world import World
 
     given_pem = _given_tls_pair(tls, tls_cert, tls_key)
+    identity_settings = _identity_settings(identity, scep_url, scep_challenge, identity_ca)
     config = _read_depsim_config(depsim_config) if depsim_config else None
     if data_dir is None and workers not in (None, 1):
         raise click.UsageError("an in-memory world lives in one process: use --data-dir for several --workers")
@@ -75,7 +118,7 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
     with console.status(f"building the world ({devices} devices)…"):
         try:
             world = World(devices=devices, seed=seed, data_dir=data_dir, depsim_compat=depsim_compat,
-                          sync_rules=sync_rules, synchronous_push=False)
+                          sync_rules=sync_rules, synchronous_push=False, **identity_settings)
         except sqlite3.DatabaseError as exc:
             raise click.BadParameter(f"{data_dir} holds files that are not mdmsim databases ({exc})",
                                      param_hint="--data-dir") from None
@@ -115,7 +158,7 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         options = gunicorn_options(host, port, workers=workers or default_workers(), threads=threads, preload=False)
         app = WorldApplication(
             lambda: World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,
-                          synchronous_push=False).build_party_apps().wsgi, options
+                          synchronous_push=False, **identity_settings).build_party_apps().wsgi, options
         )
     if tls_files is not None:  # gunicorn read its options when the application was made
         app.cfg.set("certfile", str(tls_files[0]))
@@ -141,13 +184,17 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
 @click.option("--keep-serving", is_flag=True, help="Leave the server and dashboard running afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="End with one line of JSON describing the outcome.")
 @click.option("--port", default=0, type=int, callback=lambda c, p, v: _port(v), help="Port (default: any free one).")
-def demo(devices: int, seed: int | None, user_affinity: bool, keep_serving: bool, as_json: bool, port: int) -> None:
+@_identity_options
+def demo(devices: int, seed: int | None, user_affinity: bool, keep_serving: bool, as_json: bool, port: int,
+         identity: str, scep_url: str | None, scep_challenge: str | None, identity_ca: Path | None) -> None:
     """Tell the whole story: Apple, the controller, a profile, a sync, devices from box to enrolled."""
     from .demo import Demo, DemoError
     from .world import World
 
+    identity_settings = _identity_settings(identity, scep_url, scep_challenge, identity_ca)
     out = Console(quiet=False)
-    with World(devices=0, seed=seed, push_certificate=False) as world, world.serve(port=port) as served:
+    with World(devices=0, seed=seed, push_certificate=False, **identity_settings) as world, \
+            world.serve(port=port) as served:
         out.print(Panel.fit(f"[bold]mdmsim demo[/bold]: {devices} devices, from box to enrolled\n"
                             f"every party is served at {served.url}", border_style="blue"), )
         story = Demo(world, served.url, out, user_affinity=user_affinity, quiet=False)

@@ -85,11 +85,14 @@ class DemoResult:
     panes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    #: how the devices got their identities: {"method": "scep" | "pkcs12", "issuer": "<CA subject>"}
+    identity: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({
             "devices": self.devices, "enrolled": self.enrolled, "synced": self.synced, "profile": self.profile,
             "panes": self.panes, "failures": self.failures, "elapsed_s": round(self.elapsed_s, 2),
+            "identity": self.identity,
         })
 
 
@@ -255,6 +258,19 @@ class Demo:
                     progress.update(task, advance=1, description=f"{serial} → {run.pane}")
                     if not self.quiet and index < 3:
                         self.say(f"  [dim]{serial}:[/dim] " + " → ".join(shown))
+            result.identity = self._identity(serials)
+            if result.identity:
+                self.say(f"  identities: [bold]{result.identity['method'].upper()}[/bold], issued by "
+                         f"{result.identity['issuer']}")
+
+    def _identity(self, serials: list[str]) -> dict[str, str]:
+        """How the enrolled devices got their identity, read from the first enrolled device."""
+        for serial in serials:
+            device = self.world.fleet.get(serial)
+            enrolled = device.mdm_identity() if device is not None else None
+            if enrolled is not None:
+                return {"method": self.world.mdm.identity.identity_method, "issuer": enrolled[0].issuer.rfc4514_string()}
+        return {}
 
     def device_information(self, serials: list[str], result: DemoResult) -> None:
         with self.step("DeviceInformation", "the MDM server pushes a command; each device wakes and answers"):

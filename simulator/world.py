@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -73,6 +73,12 @@ class World:
     ``World(devices=100, seed=1)`` is a fresh in-memory world; ``World(data_dir=...)`` keeps its state
     in SQLite files there and finds the same world again after a restart. Use it as a context manager
     (``with World() as world:``) or call :meth:`close`.
+
+    ``identity``: how the enrollment profiles of the world's MDM server give devices their identity,
+    ``"scep"`` (the default, as every production MDM server does: the device asks ``/mdm/scep``) or
+    ``"pkcs12"`` (the identity inside the profile). ``scep_url`` and ``scep_challenge`` send devices to
+    someone else's SCEP server instead, and ``identity_ca`` (certificates) is that server's CA, whose
+    identities the MDM server then accepts.
     """
 
     def __init__(
@@ -92,6 +98,10 @@ class World:
         synchronous_push: bool = True,
         push_certificate: bool = True,
         controller_sleep: Callable[[float], None] = time.sleep,
+        identity: Literal["scep", "pkcs12"] = "scep",
+        scep_url: str | None = None,
+        scep_challenge: str | None = None,
+        identity_ca: Sequence[Any] = (),
     ) -> None:
         if devices < 0:
             raise ValueError("devices must be zero or more")
@@ -147,6 +157,9 @@ class World:
             # instead of eight gave ~5 % more devices/s and a tenth less kernel time in fleet runs.
             outbound_workers=2,
             identity_days=730,  # outlives the one-year push certificate, so renewing it is the only fix needed
+            # SCEP, as every production MDM server's enrollment profile has it (PKCS#12 on request);
+            # scep_url/scep_challenge send devices to someone else's SCEP server, whose CA is identity_ca
+            identity=identity, scep_url=scep_url, scep_challenge=scep_challenge, identity_cas=list(identity_ca),
         )
         self.controller = Controller(
             self._store("controller"), self.clock, http=self.http,

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import AttributeOID
 
-from .cms import CMSError, _check_signature, _digest, _find_signer, _load_certs
+from .cms import CMSError, _check_signature, _digest, _find_signer, _load_certs, der_length
 from .x509 import PrivateKey
 
 __all__ = [
@@ -469,7 +469,10 @@ def parse_pki_message(der: bytes, *, max_size: int = MAX_MESSAGE) -> PKIMessage:
             message_digest, _digest(digest_name, content)
         ):
             raise SCEPError("the message digest does not match the content", FailInfo.BAD_MESSAGE_CHECK)
-        to_verify = signed_attrs.untag().dump(force=True)
+        # The signature covers the attributes as the signer encoded them, re-tagged as a SET (RFC 5652
+        # §5.4): not re-encoded, since a signer need not sort them as DER would (go's pkcs7 does not).
+        raw_attrs = signed_attrs.contents
+        to_verify = b"\x31" + der_length(len(raw_attrs)) + raw_attrs
         _check_signature(signer, signer_info["signature"].native, to_verify, signer_info["signature_algorithm"], digest_name)
         message_type = _one(attrs, "scep_message_type")
         transaction = _one(attrs, "scep_transaction_id")

@@ -27,6 +27,7 @@ __all__ = [
     "identity_owner",
     "EnrollmentProfile",
     "build_enrollment_profile",
+    "SCEPIdentity",
     "SERVER_CAPABILITIES",
     "ACCESS_RIGHTS_ALL",
 ]
@@ -72,36 +73,59 @@ class EnrollmentProfile:
 
     signed: bytes
     udid: str
-    certificate: x509.Certificate
+    certificate: x509.Certificate | None  # None: the device gets its identity over SCEP
     user: str | None
+
+
+@dataclass(frozen=True)
+class SCEPIdentity:
+    """Where the enrollment profile sends the device for its identity: a SCEP server, a one-time
+    challenge, the subject to ask for (CN = the UDID, which the server checks at every check-in)."""
+
+    url: str
+    challenge: str
+    subject_cn: str
+    keysize: int = 2048
+    ca_fingerprint: bytes | None = None
 
 
 def build_enrollment_profile(
     *,
     ca: CertificateAuthority,
-    identity: x509.Certificate,
-    identity_key: PrivateKey,
     topic: str,
     base_url: str,
+    identity: x509.Certificate | None = None,
+    identity_key: PrivateKey | None = None,
+    scep: SCEPIdentity | None = None,
+    udid: str | None = None,
     organization: str = "mdmsim",
     extra_certs: Sequence[x509.Certificate] = (),
     random: Randomness | None = None,
 ) -> bytes:
-    """The ``application/x-apple-aspen-config`` body: root CA + PKCS#12 identity + com.apple.mdm, signed.
+    """The ``application/x-apple-aspen-config`` body: root CA + identity payload + com.apple.mdm, signed.
 
-    The identity arrives as PKCS#12 (not SCEP) so that enrollment is one round trip; its password is
-    random per profile and travels in the payload's ``Password`` key, as Apple's schema allows. The
-    password and the PayloadUUIDs are labelled by the identity's serial: one set per profile issued.
+    The identity payload is SCEP (``scep``: the device makes its key and asks the SCEP server, as
+    every production MDM server has it do) or PKCS#12 (``identity`` and ``identity_key``: enrollment
+    in one round trip, with a random per-profile password in the payload's ``Password`` key, as
+    Apple's schema allows). Passwords and PayloadUUIDs are labelled by the identity's serial (or, for
+    SCEP, the UDID and challenge): one set per profile issued.
     """
     random = random if random is not None else Randomness(None)
+    if scep is None and (identity is None or identity_key is None):
+        raise ValueError("an enrollment profile needs a PKCS#12 identity or a SCEP identity payload")
     # Unseeded, labels are not used: not worth formatting on every enrollment of a fleet.
-    label = f"mdm:{identity_owner(identity)}:profile:{identity.serial_number:x}" if random.seeded else ""
-    password = random.urlsafe(18, f"{label}:pkcs12-password")
+    if not random.seeded:
+        label = ""
+    elif scep is not None:
+        label = f"mdm:{udid or scep.subject_cn}:profile:scep:{scep.challenge}"
+    else:
+        assert identity is not None
+        label = f"mdm:{identity_owner(identity)}:profile:{identity.serial_number:x}"
 
     def payload_uuid(name: str) -> str:  # upper case, as mobileconfig.new_uuid and Apple's tools write it
         return random.uuid(f"{label}:payload-uuid:{name}").upper()
 
-    p12_uuid = payload_uuid("identity")
+    identity_uuid = payload_uuid("identity")
     root = mobileconfig.RootPayload.for_certificate(
         ca.certificate,
         payload_uuid=payload_uuid("root"),
@@ -109,20 +133,40 @@ def build_enrollment_profile(
         payload_display_name="MDM CA",
         payload_certificate_file_name="mdm-ca.cer",
     )
-    p12 = mobileconfig.PKCS12Payload(
-        payload_identifier=f"{PROFILE_IDENTIFIER}.identity",
-        payload_uuid=p12_uuid,
-        payload_display_name="Device identity",
-        payload_content=mobileconfig.pkcs12_identity(identity, identity_key, password, "MDM identity"),
-        password=password,
-        payload_certificate_file_name="identity.p12",
-    )
+    identity_payload: mobileconfig.Payload
+    if scep is not None:
+        identity_payload = mobileconfig.SCEPPayload(
+            payload_identifier=f"{PROFILE_IDENTIFIER}.scep",
+            payload_uuid=identity_uuid,
+            payload_display_name="Device identity (SCEP)",
+            url=scep.url,
+            name="mdmsim",
+            subject=[[["CN", scep.subject_cn]], [["O", organization]]],
+            challenge=scep.challenge,
+            keysize=scep.keysize,
+            key_type="RSA",
+            key_usage=5,  # signing and encryption, as Intune's and NanoMDM's profiles ask
+            ca_fingerprint=scep.ca_fingerprint,
+            retries=3,
+            retry_delay=10,
+        )
+    else:
+        assert identity is not None and identity_key is not None
+        password = random.urlsafe(18, f"{label}:pkcs12-password")
+        identity_payload = mobileconfig.PKCS12Payload(
+            payload_identifier=f"{PROFILE_IDENTIFIER}.identity",
+            payload_uuid=identity_uuid,
+            payload_display_name="Device identity",
+            payload_content=mobileconfig.pkcs12_identity(identity, identity_key, password, "MDM identity"),
+            password=password,
+            payload_certificate_file_name="identity.p12",
+        )
     base = base_url.rstrip("/")
     mdm = mobileconfig.MDMPayload(
         payload_uuid=payload_uuid("mdm"),
         payload_identifier=f"{PROFILE_IDENTIFIER}.mdm",
         payload_display_name="Mobile Device Management",
-        identity_certificate_uuid=p12_uuid,
+        identity_certificate_uuid=identity_uuid,
         topic=topic,
         server_url=f"{base}/connect",
         check_in_url=f"{base}/checkin",
@@ -136,6 +180,6 @@ def build_enrollment_profile(
         payload_identifier=PROFILE_IDENTIFIER,
         payload_display_name="MDM Enrollment",
         payload_organization=organization,
-        payloads=[root, p12, mdm],
+        payloads=[root, identity_payload, mdm],
     )
     return mobileconfig.sign(mobileconfig.build(profile), ca.certificate, ca.key, extra_certs=extra_certs)

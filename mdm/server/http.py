@@ -14,8 +14,10 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_body, read_json
+from mdm.protocol import scep
 
 from .replies import MDMError, Reply
+from .scep import PKI_CONTENT_TYPE, RA_CONTENT_TYPE
 from .service import MDMService
 
 __all__ = ["create_app", "ENROLL_CONTENT_TYPE"]
@@ -39,6 +41,20 @@ def _reply(reply: Reply) -> Response:
     for key, value in reply.headers.items():
         response.headers[key] = value
     return response
+
+
+def _base64_message(text: str) -> bytes:
+    """GET PKIOperation's ``message``: base64, standard or URL-safe (micromdm's client sent the latter),
+    with ``+`` possibly turned into a space by a form decoder on the way."""
+    text = text.strip().replace(" ", "+")
+    if len(text) > 2 * scep.MAX_MESSAGE:
+        raise MDMError(413, "request body too large (limit 1 MB)")
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise MDMError(400, "the PKIOperation message is not base64") from None
 
 
 def _is_api() -> bool:
@@ -97,6 +113,44 @@ def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
         return _reply(mdm.connect(body, request.headers.get("Mdm-Signature"), url_params=request.args))
 
     # -- command API ------------------------------------------------------------------------------
+    # -- SCEP (RFC 8894): one URL, the operation in the query ------------------------------------------
+    @app.route("/scep", methods=["GET", "POST"])
+    def scep_operation() -> Response:
+        operation = request.args.get("operation", "")
+        if operation == "GetCACaps":
+            return Response(mdm.scep.caps(), mimetype="text/plain")
+        if operation == "GetCACert":
+            return Response(mdm.scep.ca_certs(), headers={"Content-Type": RA_CONTENT_TYPE})
+        if operation != "PKIOperation":
+            return _text(400, "operation must be GetCACaps, GetCACert or PKIOperation")
+        if request.method == "POST":
+            body = read_body(scep.MAX_MESSAGE)
+        else:
+            body = _base64_message(request.args.get("message", ""))
+        try:
+            reply = mdm.scep.pki_operation(body)
+        except scep.SCEPError as exc:  # nothing signed to answer to: no CertRep is possible
+            return _text(400, f"not a SCEP pkiMessage: {exc.reason}")
+        return Response(reply.der, headers={"Content-Type": PKI_CONTENT_TYPE})
+
+    @app.post("/api/v1/scep/challenges")
+    def post_scep_challenge() -> Response:
+        """A one-time challenge for a tool (micromdm's scepclient, a test): valid an hour of world time."""
+        try:
+            data: Any = read_json(allow_empty=True) or {}
+        except BodyError as exc:
+            raise MDMError(400, exc.reason) from None
+        if not isinstance(data, dict) or set(data) - {"subject_cn", "pending_seconds"}:
+            raise MDMError(400, 'send {} or {"subject_cn": "…", "pending_seconds": n}')
+        subject = data.get("subject_cn")
+        pending = data.get("pending_seconds", 0)
+        if subject is not None and (not isinstance(subject, str) or not 0 < len(subject) <= 256):
+            raise MDMError(400, "subject_cn must be a string of 1 to 256 characters")
+        if not isinstance(pending, int | float) or isinstance(pending, bool) or not 0 <= pending <= 86400:
+            raise MDMError(400, "pending_seconds must be a number of seconds from 0 to 86400")
+        challenge = mdm.scep.new_challenge(subject, pending_seconds=float(pending))
+        return json_response({"challenge": challenge, "expires_in": int(mdm.scep.challenge_ttl)}, 201)
+
     @app.post("/api/v1/commands")
     def post_command() -> Response:
         try:

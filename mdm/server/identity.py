@@ -49,6 +49,7 @@ from mdm.protocol.x509 import (
 from . import store as q
 from .enrollment import (
     EnrollmentProfile,
+    SCEPIdentity,
     build_enrollment_profile,
     identity_owner,
     new_identity_key,
@@ -122,6 +123,10 @@ class IdentityService:
         identity_key: Literal["ec", "rsa"],
         identity_days: int,
         organization: str,
+        identity_method: Literal["scep", "pkcs12"] = "pkcs12",
+        scep_url: str | None = None,
+        scep_challenge: str | None = None,
+        identity_cas: Sequence[x509.Certificate] = (),
     ) -> None:
         self.store = store
         self.clock = clock
@@ -133,6 +138,21 @@ class IdentityService:
         self.identity_key = identity_key
         self.identity_days = identity_days
         self.organization = organization
+        if identity_method not in ("scep", "pkcs12"):
+            raise ValueError("identity_method is 'scep' or 'pkcs12'")
+        if (scep_url is None) != (scep_challenge is None):
+            raise ValueError("an outside SCEP server needs both its URL and its challenge")
+        self.identity_method = identity_method
+        #: Someone else's SCEP server (NanoMDM's and MicroMDM's set-up): its URL and static challenge.
+        self.scep_url = scep_url
+        self.scep_challenge = scep_challenge
+        #: CAs besides ours whose identities may sign check-ins (the outside SCEP server's).
+        self.identity_cas = list(identity_cas)
+        #: ``new_challenge(subject_cn, label=…)`` of our SCEP service (set by the MDM server's front).
+        self.new_scep_challenge: Callable[..., str] | None = None
+        #: a simulation knob: our SCEP service answers PENDING this long (world time) before issuing
+        self.scep_pending_seconds = 0.0
+        self._scep_ra: _ParsedFrom[tuple[x509.Certificate, PrivateKey]] = _ParsedFrom()
         # The signature checker's memos (see mdm.server.signature): "this identity was issued by this CA"
         # and "these certificate bytes parse to this", both keyed by the certificate's own bytes.
         self._issued_by_ca: dict[tuple[bytes, x509.Certificate], bool] = {}
@@ -279,6 +299,40 @@ class IdentityService:
             now=now,
         )
 
+    # -- SCEP ----------------------------------------------------------------------------------------------
+    def scep_ra(self) -> tuple[x509.Certificate, PrivateKey]:
+        """The SCEP registration authority: an RSA certificate from the MDM CA (made once, stored), to
+        which devices encrypt their requests and with which the server signs its answers."""
+        def load() -> bytes:
+            with self.store.read() as db:
+                stored = q.get_setting(db, "scep_ra")
+            if stored is not None:
+                return bytes(stored)
+            ca = self.certificate_authority()
+            key = self.random.rsa_key("mdm-scep-ra")
+            cert = ca.issue(key.public_key(), subject=f"{self.organization} SCEP RA", now=self.clock.now(),
+                            days=3650, client_auth=False)
+            pem = cert_to_pem(cert) + key_to_pem(key)
+            with self.store.transaction() as db:
+                return bytes(q.insert_setting_if_absent(db, "scep_ra", pem))
+
+        raw = self.store.cached("scep-ra", load)
+        return self._scep_ra.get(raw, lambda pem: (cert_from_pem(pem), key_from_pem(pem)))
+
+    def record_scep_identity(self, db: sqlite3.Connection, cert: x509.Certificate, subject_cn: str | None, now: float) -> None:
+        """An identity our SCEP service issued, recorded as the UDID's (the CN the profile asked for)."""
+        if subject_cn:
+            self._record_identity(db, cert, subject_cn, now)
+
+    def _scep_identity(self, udid: str) -> SCEPIdentity:
+        if self.scep_url is not None:
+            assert self.scep_challenge is not None
+            return SCEPIdentity(url=self.scep_url, challenge=self.scep_challenge, subject_cn=udid)
+        if self.new_scep_challenge is None:
+            raise MDMError(500, "the MDM server has no SCEP service")
+        challenge = self.new_scep_challenge(udid, label=f"enroll:{udid}", pending_seconds=self.scep_pending_seconds)
+        return SCEPIdentity(url=f"{self.base_url().rstrip('/')}/scep", challenge=challenge, subject_cn=udid)
+
     # -- DEP enrollment ------------------------------------------------------------------------------
     def verify_machine_info(self, signed: bytes) -> MachineInfo:
         """The MachineInfo inside a CMS signature that chains to Apple's device CA; 403 otherwise."""
@@ -320,19 +374,22 @@ class IdentityService:
         ca = self.certificate_authority()
         topic = self.topic
         now = self.clock.now()
-        cert, key = self._new_identity(ca, info.udid, now, self.identity_days)
-        signed = build_enrollment_profile(
-            ca=ca,
-            identity=cert,
-            identity_key=key,
-            topic=topic,
-            base_url=self.base_url(),
-            organization=self.organization,
-            random=self.random,
-        )
+        cert: x509.Certificate | None = None
+        if self.identity_method == "scep":
+            signed = build_enrollment_profile(
+                ca=ca, topic=topic, base_url=self.base_url(), scep=self._scep_identity(info.udid), udid=info.udid,
+                organization=self.organization, random=self.random,
+            )
+        else:
+            cert, key = self._new_identity(ca, info.udid, now, self.identity_days)
+            signed = build_enrollment_profile(
+                ca=ca, topic=topic, base_url=self.base_url(), identity=cert, identity_key=key,
+                organization=self.organization, random=self.random,
+            )
         ts = now.timestamp()
         with self.store.transaction() as db:
-            self._record_identity(db, cert, info.udid, ts)
+            if cert is not None:
+                self._record_identity(db, cert, info.udid, ts)
             q.upsert_device(
                 db,
                 udid=info.udid,
@@ -377,7 +434,7 @@ class IdentityService:
         if signer is not None:
             return signer
         try:
-            verified = cms.verify(der, content=body, trust_roots=[ca], now=now)
+            verified = cms.verify(der, content=body, trust_roots=[ca, *self.identity_cas], now=now)
         except cms.CMSError as exc:
             raise MDMError(403, f"Mdm-Signature not accepted: {exc.reason}") from None
         return verified.signer

@@ -48,6 +48,7 @@ from .identity import PUSH_CERT_HEADER, IdentityService, parse_push_certificate_
 from .outbound import Outbound
 from .push import PushOutcome, WebhookSubscription
 from .replies import CHECKIN_TYPE, MAX_BODY, PLIST_TYPE, MDMError, Reply, enrollment_id_of
+from .scep import SCEPService
 
 __all__ = [
     "MDMService",
@@ -85,6 +86,10 @@ class MDMService:
         identity_days: int = 365,
         inflight_lease_s: float = 600.0,
         organization: str = "mdmsim",
+        identity: Literal["scep", "pkcs12"] = "pkcs12",
+        scep_url: str | None = None,
+        scep_challenge: str | None = None,
+        identity_cas: Sequence[x509.Certificate] = (),
     ) -> None:
         self.store = store
         self.clock = clock
@@ -102,7 +107,22 @@ class MDMService:
             identity_key=identity_key,
             identity_days=identity_days,
             organization=organization,
+            identity_method=identity,
+            scep_url=scep_url,
+            scep_challenge=scep_challenge,
+            identity_cas=identity_cas,
         )
+        # Our own SCEP service (RFC 8894 at /mdm/scep): issues from the MDM CA through an RSA RA.
+        self.scep = SCEPService(
+            store,
+            clock,
+            ca=self.identity.certificate_authority,
+            ra=self.identity.scep_ra,  # type: ignore[arg-type]
+            on_issued=self.identity.record_scep_identity,
+            identity_days=identity_days,
+            seed=seed,
+        )
+        self.identity.new_scep_challenge = self.scep.new_challenge
         self.outbound = Outbound(
             store,
             clock,

@@ -16,6 +16,8 @@ from typing import Any
 
 from mdm.platform.storage import Store
 
+from .scep_store import SCEP_MIGRATION
+
 __all__ = [
     "MIGRATIONS",
     "open_mdm_store",
@@ -140,7 +142,8 @@ MIGRATIONS = [
         received_at REAL NOT NULL
     );
     CREATE INDEX results_command ON results (command_uuid, enrollment_id, id);
-    """
+    """,
+    SCEP_MIGRATION,
 ]
 
 

@@ -19,6 +19,7 @@ from cryptography import x509
 from mdm.protocol import cms, mobileconfig
 from mdm.protocol.checkin import Authenticate, TokenUpdate
 from mdm.protocol.machineinfo import MachineInfo
+from mdm.protocol.plist import dumps
 from mdm.protocol.x509 import cert_to_pem, key_to_pem
 
 from .machine import USER_AGENT, Device, Flow, Now, Request, Response
@@ -151,10 +152,18 @@ def install_enrollment_profile(device: Device, body: bytes, now: Now) -> dict[st
     if mdm is None:
         raise ValueError("the profile has no com.apple.mdm payload")
     identity_payload = profile.by_uuid(mdm.identity_certificate_uuid)
-    if not isinstance(identity_payload, mobileconfig.PKCS12Payload):
+    identity: dict[str, Any]
+    if isinstance(identity_payload, mobileconfig.PKCS12Payload):
+        cert, key = identity_payload.load()
+        identity = {"identity_cert_pem": cert_to_pem(cert).decode(), "identity_key_pem": key_to_pem(key).decode()}
+    elif isinstance(identity_payload, mobileconfig.SCEPPayload):
+        # the identity comes from the SCEP server next (setup_assistant runs the exchange)
+        # kept as plist text: the device's state is JSON, and CAFingerprint is data
+        scep_plist = dumps(identity_payload.to_dict()).decode()
+        identity = {"identity_cert_pem": None, "identity_key_pem": None, "scep": scep_plist}
+    else:
         kind = identity_payload.payload_type if identity_payload is not None else "missing"
-        raise ValueError(f"identity payload {kind} is not supported by the simulated device (PKCS#12 only)")
-    cert, key = identity_payload.load()
+        raise ValueError(f"identity payload {kind} is not supported (PKCS#12 or SCEP)")
     locked = bool(profile.payload_removal_disallowed) or bool(config.get("IsMDMUnremovable"))
     summary = profile_summary(parsed.data, managed=True, removal_disallowed=locked)
     return {
@@ -165,8 +174,7 @@ def install_enrollment_profile(device: Device, body: bytes, now: Now) -> dict[st
         "sign_message": bool(mdm.sign_message),
         "access_rights": mdm.access_rights or 0,
         "check_out_when_removed": bool(mdm.check_out_when_removed),
-        "identity_cert_pem": cert_to_pem(cert).decode(),
-        "identity_key_pem": key_to_pem(key).decode(),
+        **identity,
         "removal_disallowed": locked,
         "verified": verified,
         "summary": summary,

@@ -195,6 +195,8 @@ class DeviceState:
     device_name: str | None = None
     erase_count: int = 0
     seed: int | None = None
+    #: an enrollment waiting for its SCEP identity (PENDING): the installed profile and the exchange so far
+    scep_pending: dict[str, Any] | None = None
     transcript: list[tuple[str, str, str, str]] = field(default_factory=list)
     commands: list[tuple[str, str, str, str]] = field(default_factory=list)
 

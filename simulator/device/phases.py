@@ -93,6 +93,7 @@ class Event(StrEnum):
     CREDENTIALS_REQUIRED = "be asked for a user name and password"
     AUTHENTICATED = "sign in"
     ENROLLMENT_FAILED = "fail to get the enrollment profile"
+    IDENTITY_NOT_ISSUED = "get no identity from the SCEP server"  # refused, or still pending
     ENROLLED = "enroll"
     ENROLLED_AWAITING = "enroll and await configuration"
     DEVICE_CONFIGURED = "receive DeviceConfigured"
@@ -113,6 +114,9 @@ TRANSITIONS: Final[dict[tuple[Step, Event], Step]] = {
     (Step.AUTHENTICATION, Event.AUTHENTICATED): Step.ENROLLMENT,
     (Step.ENROLLMENT, Event.ENROLLMENT_FAILED): Step.ENROLLMENT,
     (Step.AUTHENTICATION, Event.ENROLLMENT_FAILED): Step.ENROLLMENT,
+    # iOS shows the Remote Management pane again when the identity payload fails: enrollment did not happen
+    (Step.ENROLLMENT, Event.IDENTITY_NOT_ISSUED): Step.REMOTE_MANAGEMENT,
+    (Step.AUTHENTICATION, Event.IDENTITY_NOT_ISSUED): Step.REMOTE_MANAGEMENT,
     (Step.ENROLLMENT, Event.ENROLLED): Step.LOCAL_PANES,
     (Step.AUTHENTICATION, Event.ENROLLED): Step.LOCAL_PANES,
     (Step.ENROLLMENT, Event.ENROLLED_AWAITING): Step.AWAITING_CONFIGURATION,

@@ -18,8 +18,11 @@ The messages of enrollment (MachineInfo, the profile, Authenticate and TokenUpda
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from mdm.protocol.plist import PlistError
+from mdm.protocol import mobileconfig
+from mdm.protocol.plist import PlistError, loads
+from mdm.protocol.x509 import cert_to_pem, key_to_pem
 from simulator.catalog import load_catalog
 
 from .enrollment import (
@@ -34,6 +37,7 @@ from .enrollment import (
 )
 from .machine import USER_AGENT, Device, Flow, Now, Request
 from .phases import POST_ENROLLMENT_ORDER, PRE_ACTIVATION_PANES, Event, Pane, Phase, move
+from .scep_enroll import obtain_identity
 
 __all__ = [
     "PRE_ACTIVATION_PANES",
@@ -229,6 +233,9 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
     """MachineInfo → profile → identity → Authenticate → TokenUpdate. False leaves the device on the
     pane that failed (Authentication or Enrollment) with an error in the transcript."""
     st = device.state
+    if st.scep_pending is not None:  # a SCEP request answered PENDING: poll, do not enroll again
+        installed = st.scep_pending["installed"]
+        return (yield from _finish_enrollment(device, now, installed, installed.get("user")))
     request = enrollment_request(device)
     response = yield request
     user: str | None = None
@@ -266,6 +273,16 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
         device.record("Enrollment", "error", now(), f"profile refused: {reason}"[:300])
         return False
     installed["user"] = user
+    return (yield from _finish_enrollment(device, now, installed, user))
+
+
+def _finish_enrollment(device: Device, now: Now, installed: dict[str, Any], user: str | None) -> Flow[bool]:
+    """The identity (from the profile, or over SCEP), then Authenticate and TokenUpdate."""
+    st = device.state
+    if installed.get("scep") is not None:
+        ok = yield from _scep_identity(device, now, installed)
+        if not ok:
+            return False
     st.enrollment = installed
     device.forget_cached_keys()
     ok = yield from check_in(device, now)
@@ -291,6 +308,42 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
     else:
         move(st, Event.ENROLLED, _first_local_pane(device))
     return True
+
+
+def _scep_identity(device: Device, now: Now, installed: dict[str, Any]) -> Flow[bool]:
+    """Get the identity the profile's SCEP payload names. PENDING and FAILURE leave the device on the
+    Remote Management pane, as iOS does; a pending request is polled when Setup Assistant runs again
+    after the payload's RetryDelay of world time."""
+    st = device.state
+    pending = st.scep_pending or {"installed": installed, "progress": {}, "keys": 0}
+    payload = mobileconfig.SCEPPayload.from_dict(loads(installed["scep"].encode()))
+
+    def make_key(bits: int) -> Any:
+        pending["keys"] += 1  # a new request after a failure gets a new key, in a seeded world too
+        return device.randomness.rsa_key(device.label(f"scep-key:{bits}:{pending['keys']}", per_erase=True), bits)
+
+    trust = device.mdm_trust()  # our SCEP service shares the MDM server's TLS certificate
+    result = yield from obtain_identity(
+        payload, now=now, progress=pending["progress"], make_key=make_key, default_cn=device.identity.udid, trust=trust,
+    )
+    if result.status == "issued":
+        assert result.certificate is not None and result.key is not None
+        st.scep_pending = None
+        installed.pop("scep", None)
+        installed["identity_cert_pem"] = cert_to_pem(result.certificate).decode()
+        installed["identity_key_pem"] = key_to_pem(result.key).decode()
+        installed["identity_issuer"] = result.issuer
+        device.record("Enrollment", "info", now(), f"identity from SCEP, issued by {result.issuer}"[:300])
+        return True
+    move(st, Event.IDENTITY_NOT_ISSUED)
+    if result.status == "pending":
+        st.scep_pending = pending
+        when = result.retry_at.isoformat() if result.retry_at else "later"
+        device.record("RemoteManagement", "info", now(), f"waiting for the SCEP server (PENDING); next poll at {when}")
+    else:
+        st.scep_pending = None
+        device.record("RemoteManagement", "error", now(), f"enrollment failed: no identity: {result.reason}"[:300])
+    return False
 
 
 def release_awaiting_configuration(device: Device, now: Now) -> None:

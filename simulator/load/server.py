@@ -45,15 +45,20 @@ def served_world(
     threads: int = 16,
     timeout_s: float = 300.0,
     extra: tuple[str, ...] = (),
+    identity: str = "pkcs12",
 ) -> Iterator[str]:
     """Yield the base URL of a fresh ``mdmsim serve`` (in memory, or ``data_dir`` with ``workers``).
+
+    Load runs serve PKCS#12 identities unless told otherwise: a SCEP enrollment makes every simulated
+    device generate an RSA key, which a fleet of thousands cannot afford inside the timed run (a key
+    pool made beforehand is the way, not built yet).
 
     ``data_dir="tmp"`` makes a temporary directory that goes away with the server.
     """
     with contextlib.ExitStack() as stack:
         if data_dir == "tmp":
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mdmsim-load-"))
-        args = ["--devices", str(devices), "--threads", str(threads), *extra]
+        args = ["--devices", str(devices), "--threads", str(threads), "--identity", identity, *extra]
         if seed is not None:
             args += ["--seed", str(seed)]
         if data_dir is not None:

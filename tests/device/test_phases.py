@@ -135,7 +135,7 @@ ALLOWED = {
     "machine": {"identity", "phases"},
     "scep_enroll": {"machine"},
     "enrollment": {"machine", "scep_enroll"},
-    "setup_assistant": {"enrollment", "machine", "phases"},
+    "setup_assistant": {"enrollment", "machine", "phases", "scep_enroll"},
     "commands": {"enrollment", "machine", "setup_assistant"},
     "agent": {"commands", "enrollment", "machine", "setup_assistant"},
     "drivers": {"agent", "machine", "phases", "setup_assistant"},
