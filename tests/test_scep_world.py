@@ -54,3 +54,27 @@ def test_pkcs12_stays_selectable_and_the_default_profile_is_scep() -> None:
             assert world.mdm.identity.identity_method == identity
             from_scep = any("identity from SCEP" in detail for _, _, _, detail in run.transcript)
             assert from_scep is (payload_type is mobileconfig.SCEPPayload)
+
+
+def test_the_agent_renews_a_scep_identity_before_it_expires_signed_with_the_current_one() -> None:
+    with World(devices=1, seed=34, background_sync=False) as world:
+        serial = _assign_profile(world)
+        assert world.devices.power_on(serial).phase == "home"
+        first, _ = world.fleet.get(serial).mdm_identity()
+        world.devices.run_agent(serial)  # early in its life: nothing to renew
+        assert world.fleet.get(serial).mdm_identity()[0] == first
+        world.clock.advance(days=600)  # 730-day identities: less than a fifth left
+        world.devices.run_agent(serial)
+        device = world.fleet.get(serial)
+        renewed, _ = device.mdm_identity()
+        assert renewed.serial_number != first.serial_number and renewed.subject == first.subject
+        assert renewed.public_key() != first.public_key()
+        assert renewed.not_valid_after_utc > first.not_valid_after_utc
+        assert any("identity renewed over SCEP" in detail for _, _, _, detail in device.state.transcript)
+        # the MDM server takes check-ins signed by the renewed identity
+        command = world.http.post("/mdm/api/v1/commands", json={
+            "udids": [device.identity.udid], "command": {"RequestType": "DeviceInformation", "Queries": ["UDID"]}})
+        assert command.status_code == 201, command.text
+        world.devices.run_agent(serial)
+        status = world.http.get(f"/mdm/api/v1/commands/{command.json()['command_uuid']}").json()
+        assert [entry["result"]["status"] for entry in status["devices"]] == ["Acknowledged"]

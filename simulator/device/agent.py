@@ -22,13 +22,16 @@ from typing import Any
 
 from mdm.protocol.checkin import CheckOut
 from mdm.protocol.commands import CommandError, parse_command
+from mdm.protocol.mobileconfig import SCEPPayload
 from mdm.protocol.plist import PlistError
-from mdm.protocol.x509 import cert_from_der
+from mdm.protocol.plist import loads as plist_loads
+from mdm.protocol.x509 import cert_from_der, cert_to_pem, key_to_pem
 
 from .commands import COMPANY_PORTAL_BUNDLE_ID, COMPANY_PORTAL_STORE_ID, handle
 from .enrollment import checkin_request, unenroll
 from .machine import USER_AGENT, Device, Flow, Now, Request
-from .setup_assistant import erase
+from .scep_enroll import obtain_identity
+from .setup_assistant import erase, scep_key
 
 __all__ = [
     "AgentRound",
@@ -81,11 +84,46 @@ def agent_round(
             except (ValueError, AttributeError, UnicodeDecodeError):
                 notes = []
             report.pushed = any(_is_our_push(n, st.push_magic) for n in notes)
+    yield from _renew_identity_if_due(device, now)
     if not (report.pushed or connect):
         return report
     report.connected = True
     yield from _connect(device, now, report)
     return report
+
+
+#: A SCEP identity is renewed once less than this share of its lifetime is left (a fifth: 146 days of
+#: a two-year identity), with a RenewalReq signed by the identity itself, so no new challenge is needed.
+RENEW_WHEN_LEFT = 0.2
+
+
+def _renew_identity_if_due(device: Device, now: Now) -> Flow[None]:
+    st = device.state
+    enrollment = st.enrollment
+    if enrollment is None or not enrollment.get("scep_payload"):
+        return
+    identity = device.mdm_identity()
+    if identity is None:
+        return
+    cert, key = identity
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    if cert.not_valid_after_utc - now() > lifetime * RENEW_WHEN_LEFT:
+        return
+    payload = SCEPPayload.from_dict(plist_loads(enrollment["scep_payload"].encode()))
+    generation = enrollment.get("renewals", 0) + 1
+    result = yield from obtain_identity(
+        payload, now=now, progress={}, default_cn=device.identity.udid, trust=device.mdm_trust(),
+        make_key=lambda bits: scep_key(device, f"renewal-{generation}:{bits}", bits), renew_with=(cert, key),
+    )
+    if result.status != "issued" or result.certificate is None or result.key is None:
+        device.record("MDM", "error", now(), f"identity renewal failed: {result.reason}"[:300])
+        return
+    enrollment["identity_cert_pem"] = cert_to_pem(result.certificate).decode()
+    enrollment["identity_key_pem"] = key_to_pem(result.key).decode()
+    enrollment["renewals"] = generation
+    device.forget_cached_keys()
+    until = result.certificate.not_valid_after_utc
+    device.record("MDM", "info", now(), f"identity renewed over SCEP; valid until {until:%Y-%m-%d}")
 
 
 def _is_our_push(note: Any, push_magic: str | None) -> bool:

@@ -310,6 +310,11 @@ def _finish_enrollment(device: Device, now: Now, installed: dict[str, Any], user
     return True
 
 
+def scep_key(device: Device, which: str, bits: int) -> Any:
+    """An RSA key for a SCEP request: fresh, or in a seeded world derived from the device and ``which``."""
+    return device.randomness.rsa_key(device.label(f"scep-key:{which}", per_erase=True), bits)
+
+
 def _scep_identity(device: Device, now: Now, installed: dict[str, Any]) -> Flow[bool]:
     """Get the identity the profile's SCEP payload names. PENDING and FAILURE leave the device on the
     Remote Management pane, as iOS does; a pending request is polled when Setup Assistant runs again
@@ -320,7 +325,7 @@ def _scep_identity(device: Device, now: Now, installed: dict[str, Any]) -> Flow[
 
     def make_key(bits: int) -> Any:
         pending["keys"] += 1  # a new request after a failure gets a new key, in a seeded world too
-        return device.randomness.rsa_key(device.label(f"scep-key:{bits}:{pending['keys']}", per_erase=True), bits)
+        return scep_key(device, f"{bits}:{pending['keys']}", bits)
 
     trust = device.mdm_trust()  # our SCEP service shares the MDM server's TLS certificate
     result = yield from obtain_identity(
@@ -329,7 +334,7 @@ def _scep_identity(device: Device, now: Now, installed: dict[str, Any]) -> Flow[
     if result.status == "issued":
         assert result.certificate is not None and result.key is not None
         st.scep_pending = None
-        installed.pop("scep", None)
+        installed["scep_payload"] = installed.pop("scep")  # kept: the agent renews the identity with it
         installed["identity_cert_pem"] = cert_to_pem(result.certificate).decode()
         installed["identity_key_pem"] = key_to_pem(result.key).decode()
         installed["identity_issuer"] = result.issuer

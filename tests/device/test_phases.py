@@ -137,7 +137,7 @@ ALLOWED = {
     "enrollment": {"machine", "scep_enroll"},
     "setup_assistant": {"enrollment", "machine", "phases", "scep_enroll"},
     "commands": {"enrollment", "machine", "setup_assistant"},
-    "agent": {"commands", "enrollment", "machine", "setup_assistant"},
+    "agent": {"commands", "enrollment", "machine", "scep_enroll", "setup_assistant"},
     "drivers": {"agent", "machine", "phases", "setup_assistant"},
     "store": {"agent", "drivers", "identity", "machine"},
     "cli": {"drivers", "identity", "machine", "store"},
