@@ -135,6 +135,19 @@ def _recipient(certs: list[x509.Certificate]) -> x509.Certificate:
     raise _Refused("the SCEP server offers no RSA certificate to encrypt the request to")
 
 
+@dataclass
+class _Job:
+    """One SCEP exchange's inputs (see :func:`obtain_identity`)."""
+
+    payload: SCEPPayload
+    now: Callable[[], datetime]
+    progress: dict[str, Any]
+    make_key: Callable[[int], rsa.RSAPrivateKey]
+    default_cn: str
+    trust: tuple[str, ...] | None
+    renew_with: tuple[x509.Certificate, PrivateKey] | None
+
+
 def obtain_identity(
     payload: SCEPPayload,
     *,
@@ -150,41 +163,28 @@ def obtain_identity(
     ``make_key(bits)`` makes the RSA key (a seeded world derives it; a fleet may hand out pooled
     keys). ``renew_with`` makes it a RenewalReq signed by that identity instead of a PKCSReq.
     """
+    job = _Job(payload, now, progress, make_key, default_cn, trust, renew_with)
     try:
-        return (yield from _run(payload, now, progress, make_key, default_cn, trust, renew_with))
+        return (yield from _run(job))
     except _Refused as refused:
         progress.clear()
         return SCEPResult("failed", refused.reason)
 
 
-def _run(
-    payload: SCEPPayload,
-    now: Callable[[], datetime],
-    progress: dict[str, Any],
-    make_key: Callable[[int], rsa.RSAPrivateKey],
-    default_cn: str,
-    trust: tuple[str, ...] | None,
-    renew_with: tuple[x509.Certificate, PrivateKey] | None,
-) -> Flow[SCEPResult]:
+def _run(job: _Job) -> Flow[SCEPResult]:
+    payload, progress = job.payload, job.progress
     if (payload.key_type or "RSA") != "RSA":
         raise _Refused(f"SCEP Key Type {payload.key_type!r} is not supported (only RSA)")
     if not progress.get("transaction_id"):
-        yield from _start(payload, now, progress, make_key, default_cn, trust, renew_with)
-    elif progress.get("retry_at") and now() < datetime.fromisoformat(progress["retry_at"]):
+        yield from _start(job)
+    elif progress.get("retry_at") and job.now() < datetime.fromisoformat(progress["retry_at"]):
         return SCEPResult("pending", "waiting to poll the SCEP server again",
                           retry_at=datetime.fromisoformat(progress["retry_at"]))
-    return (yield from _exchange(payload, now, progress, trust))
+    return (yield from _exchange(payload, job.now, progress, job.trust))
 
 
-def _start(
-    payload: SCEPPayload,
-    now: Callable[[], datetime],
-    progress: dict[str, Any],
-    make_key: Callable[[int], rsa.RSAPrivateKey],
-    default_cn: str,
-    trust: tuple[str, ...] | None,
-    renew_with: tuple[x509.Certificate, PrivateKey] | None,
-) -> Flow[None]:
+def _start(job: _Job) -> Flow[None]:
+    payload, trust, renew_with = job.payload, job.trust, job.renew_with
     answer = yield Request("GET", _url(payload.url, "GetCACert", payload.name), trust=trust)
     if answer.status != 200:
         raise _Refused(f"GetCACert failed: {answer.describe()}")
@@ -208,14 +208,14 @@ def _start(
     bits = payload.keysize or DEFAULT_KEYSIZE
     if bits not in (1024, 2048, 4096):
         raise _Refused(f"SCEP Keysize {bits} is not 1024, 2048 or 4096")
-    key = make_key(bits)
-    subject = subject_name(payload.subject, default_cn)
+    key = job.make_key(bits)
+    subject = subject_name(payload.subject, job.default_cn)
     csr = _csr(payload, key, subject, challenge=None if renew_with else payload.challenge)
     if renew_with is not None:
         signer_cert, signer_key = renew_with
     else:
-        signer_cert, signer_key = _self_signed(key, subject, now()), key
-    progress.update({
+        signer_cert, signer_key = _self_signed(key, subject, job.now()), key
+    job.progress.update({
         "transaction_id": scep.transaction_id(key.public_key()),
         "ca_certs": [cert_to_pem(c).decode() for c in certs],
         "recipient": cert_to_pem(_recipient(certs)).decode(),

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import shutil
-import socket
-import subprocess
-import time
 import urllib.parse
-from pathlib import Path
 
-import httpx
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mdm.platform.clock import Clock
@@ -28,7 +21,6 @@ from simulator.device.scep_enroll import SCEPResult, obtain_identity
 
 START = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 UDID = "00008130-0016253A0E81801C"
-SCEPSERVER = "/usr/bin/scepserver"
 
 
 def _keys(bits: int):
@@ -122,66 +114,3 @@ def test_renewal_is_signed_with_the_current_identity(ours) -> None:
                                   default_cn=UDID, renew_with=(first.certificate, first.key)), ours.send)
     assert renewed.status == "issued" and renewed.certificate.subject == first.certificate.subject
     assert renewed.certificate.public_key() != first.certificate.public_key()
-
-
-# -- micromdm's scepserver (Debian package scep) ----------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def micromdm(tmp_path: Path):
-    if shutil.which("scepserver") is None:
-        pytest.fail("micromdm's scepserver is missing: run scripts/test as root, or: sudo apt-get install -y scep")
-    depot = tmp_path / "depot"
-    subprocess.run(["scepserver", "ca", "-init", "-depot", str(depot), "-keySize", "2048"], check=True,
-                   capture_output=True, timeout=120)
-    port = _free_port()
-    server = subprocess.Popen(
-        ["scepserver", "-depot", str(depot), "-port", str(port), "-challenge", "micromdm-secret"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}/scep"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url, params={"operation": "GetCACaps"}, timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"scepserver did not start: {server.stderr.read().decode()[-500:]}")
-        time.sleep(0.05)
-    try:
-        yield url, depot
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _over_http(request: Request) -> Response:
-    reply = httpx.request(request.method, request.url, headers=request.headers, content=request.body or None, timeout=30)
-    return Response(reply.status_code, {k.lower(): v for k, v in reply.headers.items()}, reply.content)
-
-
-def test_device_gets_an_identity_from_micromdm_scepserver(micromdm) -> None:
-    url, depot = micromdm
-    payload = _payload("micromdm-secret")
-    payload.url = url
-    result = run(_obtain(payload, {}), _over_http)
-    assert result.status == "issued", result.reason
-    ca = x509.load_pem_x509_certificate((depot / "ca.pem").read_bytes())
-    assert X.verify_issued_by(result.certificate, ca)
-    assert UDID in result.certificate.subject.rfc4514_string()
-    assert UDID in (depot / "index.txt").read_text()  # scepserver's own record of what it issued
-    refused = run(_obtain(_with_url(_payload("wrong"), url), {}), _over_http)
-    assert refused.status == "failed" and refused.reason.endswith("badRequest")
-
-
-def _with_url(payload: SCEPPayload, url: str) -> SCEPPayload:
-    payload.url = url
-    return payload

@@ -3,6 +3,7 @@ scepserver (``mdmsim demo --scep-url``), and the PENDING path of a device on the
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -20,6 +21,10 @@ from cryptography.hazmat.primitives import serialization
 
 from mdm.protocol import scep
 from mdm.protocol import x509 as X
+from mdm.protocol.mobileconfig import SCEPPayload
+from mdm.protocol.randomness import Randomness
+from simulator.device.machine import Request, Response
+from simulator.device.scep_enroll import obtain_identity
 from simulator.world import World
 
 SCEP_PACKAGE_HINT = "run scripts/test as root, or: sudo apt-get install -y scep"
@@ -99,32 +104,72 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_our_devices_enroll_through_micromdm_scepserver(tmp_path: Path) -> None:
+@pytest.fixture
+def micromdm_scepserver(tmp_path: Path):
+    """micromdm's scepserver on a free port with a fresh depot (2048-bit CA) and challenge ``s3cret``."""
     depot = tmp_path / "depot"
     subprocess.run([_tool("scepserver"), "ca", "-init", "-depot", str(depot), "-keySize", "2048"],
                    check=True, capture_output=True, timeout=120)
     port = _free_port()
     server = subprocess.Popen([_tool("scepserver"), "-depot", str(depot), "-port", str(port), "-challenge", "s3cret"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/scep"
     try:
-        scep_url = f"http://127.0.0.1:{port}/scep"
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(scep_url, params={"operation": "GetCACaps"}, timeout=2).status_code == 200:
+                if httpx.get(url, params={"operation": "GetCACaps"}, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "scepserver did not start"
             time.sleep(0.05)
-        demo = subprocess.run(
-            [sys.executable, "-m", "simulator.cli", "demo", "--devices", "3", "--json", "--scep-url", scep_url,
-             "--scep-challenge", "s3cret", "--identity-ca", str(depot / "ca.pem")],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
-        )
+        yield url, depot
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _over_http(request: Request) -> Response:
+    reply = httpx.request(request.method, request.url, headers=request.headers, content=request.body or None, timeout=30)
+    return Response(reply.status_code, {k.lower(): v for k, v in reply.headers.items()}, reply.content)
+
+
+def test_a_device_gets_an_identity_from_micromdm_scepserver(micromdm_scepserver) -> None:
+    """The device's SCEP client alone, against micromdm's server: issued, and refused with badRequest."""
+    url, depot = micromdm_scepserver
+    udid = "00008130-0016253A0E81801C"
+
+    def payload(challenge: str) -> SCEPPayload:
+        return SCEPPayload(payload_identifier="com.example.scep", url=url, challenge=challenge,
+                           subject=[[["CN", udid]], [["O", "Example Org"]]], keysize=2048, key_usage=5)
+
+    def obtain(challenge: str):
+        flow = obtain_identity(payload(challenge), now=lambda: dt.datetime.now(dt.UTC), progress={},
+                               make_key=lambda bits: Randomness(5).rsa_key(f"interop:{bits}", bits), default_cn=udid)
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(_over_http(request))
+        except StopIteration as done:
+            return done.value
+
+    result = obtain("s3cret")
+    assert result.status == "issued", result.reason
+    ca = x509.load_pem_x509_certificate((depot / "ca.pem").read_bytes())
+    assert X.verify_issued_by(result.certificate, ca) and udid in result.certificate.subject.rfc4514_string()
+    assert udid in (depot / "index.txt").read_text()  # scepserver's own record of what it issued
+    refused = obtain("wrong")
+    assert refused.status == "failed" and refused.reason.endswith("badRequest")
+
+
+def test_our_devices_enroll_through_micromdm_scepserver(micromdm_scepserver) -> None:
+    scep_url, depot = micromdm_scepserver
+    demo = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "demo", "--devices", "3", "--json", "--scep-url", scep_url,
+         "--scep-challenge", "s3cret", "--identity-ca", str(depot / "ca.pem")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+    )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     outcome = json.loads(demo.stdout.strip().splitlines()[-1])
     assert outcome["enrolled"] == 3 and outcome["failures"] == []
