@@ -69,6 +69,11 @@ class Clock:
             offset, frozen_at = db.execute("SELECT offset, frozen_at FROM clock WHERE id = 1").fetchone()
         return offset, frozen_at
 
+    def wall(self) -> float:
+        """The real time the world's time runs from (the injected wall clock): world time is this plus
+        the stored offset, unless frozen. For stores that compute world time in SQL."""
+        return self._wall()
+
     def timestamp(self) -> float:
         """Seconds since the epoch, in world time."""
         offset, frozen_at = self._row()

@@ -85,6 +85,25 @@ def record_recent(db: sqlite3.Connection, entry: tuple[str, str, str, str, str, 
         db.execute("DELETE FROM recent_traffic WHERE id <= ?", (row_id - kept,))
 
 
+_RECENT_INSERT_AT_WORLD_TIME = (
+    "INSERT INTO recent_traffic (at, party, method, path, endpoint, status, ms) "
+    "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', coalesce(frozen_at, ? + offset), 'unixepoch'), ?, ?, ?, ?, ?, ? "
+    "FROM clock WHERE id = 1"
+)
+
+
+def record_recent_now(
+    db: sqlite3.Connection, wall: float, entry: tuple[str, str, str, str, int, float], kept: int = RECENT_KEPT
+) -> None:
+    """:func:`record_recent` with the world time computed by SQLite from the clock row (same store) and
+    the wall time ``wall``: a data-dir world then needs no separate clock read per response (~8 of
+    ~32 µs, and a statement fewer while other workers wait for the write lock)."""
+    row_id = db.execute(_RECENT_INSERT_AT_WORLD_TIME, (wall, *entry)).lastrowid
+    assert row_id is not None
+    if row_id % 64 == 0:
+        db.execute("DELETE FROM recent_traffic WHERE id <= ?", (row_id - kept,))
+
+
 def recent(db: sqlite3.Connection, kept: int = RECENT_KEPT) -> list[sqlite3.Row]:
     """The newest ``kept`` entries, oldest first."""
     rows = db.execute(

@@ -39,15 +39,16 @@ class TrafficLog:
 
     def record(self, party: str, method: str, path: str, endpoint: str, status: int, ms: float) -> None:
         """One response (called by the world's middleware for every response but the control plane's)."""
-        entry = (isoformat(self.clock.now()), party, method, path, endpoint, status, round(ms, 2))
         if self._in_memory:
+            entry = (isoformat(self.clock.now()), party, method, path, endpoint, status, round(ms, 2))
             with self._lock:
                 self._pending[party, endpoint, status] += 1
             self._recent.append(entry)
         else:
+            wall = self.clock.wall()
             with self.store.transaction() as db:
                 queries.count_response(db, party, endpoint, status)
-                queries.record_recent(db, entry)
+                queries.record_recent_now(db, wall, (party, method, path, endpoint, status, round(ms, 2)))
 
     def flush(self) -> None:
         """Store the counts gathered in memory (see the module's docstring)."""
