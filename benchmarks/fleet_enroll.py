@@ -36,15 +36,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: in-memory world, one process")
     parser.add_argument("--threads", type=int, default=FLEET_SERVER_THREADS,
                         help="mdmsim serve --threads (see simulator.load.server.FLEET_SERVER_THREADS)")
+    parser.add_argument("--identity", choices=["pkcs12", "scep"], default="pkcs12",
+                        help="scep: devices get identities over SCEP, keys from a pool made before the timed run")
+    parser.add_argument("--scep-key-pool", type=int, default=256)
     args = parser.parse_args()
     started = time.perf_counter()
     data_dir = "tmp" if args.workers else None
     with served_world(devices=args.devices, seed=1, data_dir=data_dir, workers=args.workers or None,
-                      threads=args.threads) as url:
+                      threads=args.threads, identity=args.identity) as url:
         startup = time.perf_counter() - started
-        report = run_fleet(url, FleetOptions(devices=args.devices, concurrency=args.concurrency, wake=args.wake))
+        pool = args.scep_key_pool if args.identity == "scep" else 0
+        report = run_fleet(url, FleetOptions(devices=args.devices, concurrency=args.concurrency, wake=args.wake,
+                                             scep_key_pool=pool))
         floor = floor_rate(url, 5.0, args.concurrency)
-    result = {**report.headline(), "server_startup_s": round(startup, 2), "concurrency": args.concurrency,
+    result = {**report.headline(), "identity": args.identity, "server_startup_s": round(startup, 2),
+              "concurrency": args.concurrency,
               "floor_requests_per_s": round(floor, 1),
               "floor_ratio": round(report.requests_per_s / floor, 3) if floor else 0.0,
               "server_workers": args.workers or 1, "endpoints": {k: {m: v[m] for m in ("count", "p50", "p95", "p99")}

@@ -224,10 +224,13 @@ class Device:
     now)``, ``agent.agent_round(device, now)``), run by a driver.
     """
 
-    __slots__ = ("state", "_identity", "_key", "_cert", "_mdm_identity")
+    __slots__ = ("state", "_identity", "_key", "_cert", "_mdm_identity", "scep_key_source")
 
     def __init__(self, state: DeviceState) -> None:
         self.state = state
+        #: where SCEP keys come from when not made on the spot: a load run's pool made before it starts
+        #: (an RSA key costs ~60 ms, more than the rest of an enrollment); not part of the state
+        self.scep_key_source: Callable[[int], Any] | None = None
         self._identity: DeviceIdentity | None = None
         self._key: PrivateKey | None = None
         self._cert: x509.Certificate | None = None

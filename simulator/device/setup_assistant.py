@@ -311,7 +311,10 @@ def _finish_enrollment(device: Device, now: Now, installed: dict[str, Any], user
 
 
 def scep_key(device: Device, which: str, bits: int) -> Any:
-    """An RSA key for a SCEP request: fresh, or in a seeded world derived from the device and ``which``."""
+    """An RSA key for a SCEP request: from the device's key source (a load run's pool), fresh, or in a
+    seeded world derived from the device and ``which``."""
+    if device.scep_key_source is not None:
+        return device.scep_key_source(bits)
     return device.randomness.rsa_key(device.label(f"scep-key:{which}", per_erase=True), bits)
 
 

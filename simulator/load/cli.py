@@ -23,14 +23,15 @@ console = Console(stderr=True)
 
 @contextlib.contextmanager
 def _world(target: str | None, devices: int, data_dir: str | None, workers: int | None,
-           seed: int | None, threads: int = 16) -> Iterator[str]:
+           seed: int | None, threads: int = 16, identity: str = "pkcs12") -> Iterator[str]:
     if target:
         yield target.rstrip("/")
         return
     from .server import served_world
 
     with console.status(f"starting mdmsim serve ({devices} devices)…"):
-        cm = served_world(devices=devices, seed=seed, data_dir=data_dir, workers=workers, threads=threads)
+        cm = served_world(devices=devices, seed=seed, data_dir=data_dir, workers=workers, threads=threads,
+                          identity=identity)
         url = cm.__enter__()
     try:
         yield url
@@ -70,16 +71,23 @@ def load() -> None:
               help="How a device learns of its first command: its APNs events, or polling /mdm/connect.")
 @click.option("--no-prepare", is_flag=True, help="Do not define and assign a DEP profile (already done).")
 @click.option("--mdm-url", help="ConfigurationURL for the DEP profile (default: the world's /mdm/enroll).")
+@click.option("--identity", type=click.Choice(["pkcs12", "scep"]), default="pkcs12", show_default=True,
+              help="How the served world's profiles give identities; scep makes a key pool before the run.")
+@click.option("--scep-key-pool", default=256, show_default=True, type=click.IntRange(1, 100_000),
+              help="RSA keys made before the run and shared by the devices (with --identity scep, or a "
+                   "--target whose profiles use SCEP).")
 @_server_options
 def fleet_command(devices: int, concurrency: int, wake: str, no_prepare: bool, mdm_url: str | None,
+                  identity: str, scep_key_pool: int,
                   target: str | None, data_dir: str | None, workers: int | None, seed: int | None) -> None:
     """Power on N devices at once: activation, enrollment, first DeviceInformation acknowledged."""
     from .fleet import FleetOptions, run_fleet
     from .server import FLEET_SERVER_THREADS
 
     options = FleetOptions(devices=devices, concurrency=concurrency, wake=wake,  # type: ignore[arg-type]
-                           prepare=not no_prepare, mdm_url=mdm_url)
-    with _world(target, devices, data_dir, workers, seed, FLEET_SERVER_THREADS) as url, Progress(
+                           prepare=not no_prepare, mdm_url=mdm_url,
+                           scep_key_pool=scep_key_pool if identity == "scep" or target else 0)
+    with _world(target, devices, data_dir, workers, seed, FLEET_SERVER_THREADS, identity) as url, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(), console=console,
     ) as progress:  # fmt: skip

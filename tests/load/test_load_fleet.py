@@ -13,7 +13,7 @@ from simulator.load.transport import LoadClient
 
 def test_a_fleet_enrolls_and_acknowledges_device_information() -> None:
     with World(devices=50, seed=21) as world, world.serve() as served:
-        report = run_fleet(served.url, FleetOptions(devices=50, concurrency=16))
+        report = run_fleet(served.url, FleetOptions(devices=50, concurrency=16, scep_key_pool=8))
         assert (report.enrolled, report.acknowledged, report.failed) == (50, 50, 0), report.errors
         assert report.push_missed == 0  # every device woke on its APNs push, none fell back to polling
         for phase in ("activation", "enrollment", "first_command"):
@@ -23,6 +23,8 @@ def test_a_fleet_enrolls_and_acknowledges_device_information() -> None:
         assert enroll["count"] == 50 and enroll["statuses"] == {"200": 50}
         assert {"p50", "p95", "p99"} <= enroll.keys()
         assert report.endpoints["PUT /mdm/checkin"]["count"] == 100  # Authenticate + TokenUpdate
+        scep = {name: row for name, row in report.endpoints.items() if "/mdm/scep" in name}
+        assert sum(row["count"] for row in scep.values()) == 150, scep  # GetCACert, GetCACaps, PKIOperation each
         # the server agrees: the command was acknowledged by the device it was sent to
         serial = world.serials[7]
         udid = world.identity(serial).udid
