@@ -110,6 +110,23 @@ def _claim_serial(user: FastHttpUser) -> str:
     return _serials_cache[index]
 
 
+_SCEP_KEYS: list[Any] = []
+SCEP_KEY_POOL = 16
+
+
+def _pooled_scep_key(bits: int) -> Any:
+    """SCEP keys for device users: the first few users make one each, later ones share them (an RSA key
+    takes ~60 ms, which would block every greenlet of this worker while it is made)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if bits != 2048 or len(_SCEP_KEYS) < SCEP_KEY_POOL:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        if bits == 2048:
+            _SCEP_KEYS.append(key)
+        return key
+    return random.choice(_SCEP_KEYS)
+
+
 class DeviceUser(FastHttpUser):
     """One simulated iPhone or iPad: enrolls once, then checks in whenever it is pushed."""
 
@@ -122,6 +139,7 @@ class DeviceUser(FastHttpUser):
         if r.status_code != 200:
             raise StopUser()
         self.device = device_from_bundle(r.json())
+        self.device.scep_key_source = _pooled_scep_key  # profiles that name a SCEP payload
         self.driver = LocustDriver(self.client)
         self.rounds = 0
         started = time.perf_counter()
