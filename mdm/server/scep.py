@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -98,15 +99,24 @@ class SCEPService:
         self.challenge_ttl = challenge_ttl
         self.random = Randomness(seed)
         self._challenges_made = 0
+        self._ca_certs: tuple[tuple[bytes, bytes], bytes] | None = None
 
     # -- GetCACaps, GetCACert ---------------------------------------------------------------------------
     def caps(self) -> str:
         return "\n".join(scep.DEFAULT_CAPS) + "\n"
 
     def ca_certs(self) -> bytes:
-        """The RA and the CA, certs-only (what GetCACert answers with ``RA_CONTENT_TYPE``)."""
+        """The RA and the CA, certs-only (what GetCACert answers with ``RA_CONTENT_TYPE``).
+
+        Every enrolling device asks first; the answer is built once per (RA, CA) pair and kept, since
+        building it with asn1crypto costs about as much as the rest of that request."""
         ra_cert, _ = self._ra()
-        return scep.certs_only([ra_cert, self._ca().certificate])
+        ca_cert = self._ca().certificate
+        key = (ra_cert.fingerprint(hashes.SHA256()), ca_cert.fingerprint(hashes.SHA256()))
+        cached = self._ca_certs
+        if cached is None or cached[0] != key:
+            cached = self._ca_certs = (key, scep.certs_only([ra_cert, ca_cert]))
+        return cached[1]
 
     # -- challenges ----------------------------------------------------------------------------------------
     def new_challenge(self, subject_cn: str | None = None, *, pending_seconds: float = 0.0, label: str = "") -> str:
