@@ -146,3 +146,57 @@ def test_garbage_is_a_scep_error_never_anything_else(garbage: bytes) -> None:
 
 def test_caps_parse() -> None:
     assert scep.parse_caps("POSTPKIOperation\r\nAES\n\nSHA-256\n") == {"POSTPKIOperation", "AES", "SHA-256"}
+
+
+def _asn1crypto_reference(**kw) -> bytes:
+    """The same pkiMessage built with asn1crypto's classes (how the codec first wrote it): the hand-written
+    DER must come out byte for byte the same (PKCS#1 v1.5 signatures are deterministic)."""
+    from asn1crypto import algos, cms, core
+    from asn1crypto import x509 as asn1_x509
+
+    def cert(c):
+        return asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+
+    digest, content, signer = kw["digest"], kw["content"], cert(kw["signer_cert"])
+    h = hashes.Hash({"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}[digest]())
+    h.update(content)
+    values = [("content_type", "data"), ("message_digest", h.finalize()),
+              ("scep_message_type", core.PrintableString(kw["message_type"].value)),
+              ("scep_transaction_id", core.PrintableString(kw["transaction_id"]))]
+    for name, key, wrap in (("scep_sender_nonce", "sender_nonce", core.OctetString),
+                            ("scep_recipient_nonce", "recipient_nonce", core.OctetString),
+                            ("scep_pki_status", "pki_status", lambda v: core.PrintableString(v.value)),
+                            ("scep_fail_info", "fail_info", lambda v: core.PrintableString(v.value))):
+        if kw.get(key) is not None:
+            values.append((name, wrap(kw[key])))
+    attrs = cms.CMSAttributes([cms.CMSAttribute({"type": n, "values": [v]}) for n, v in values])
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signature = kw["signer_key"].sign(attrs.dump(), padding.PKCS1v15(), h.algorithm)
+    info = cms.SignerInfo({
+        "version": "v1",
+        "sid": cms.SignerIdentifier(name="issuer_and_serial_number", value=cms.IssuerAndSerialNumber(
+            {"issuer": signer.issuer, "serial_number": signer.serial_number})),
+        "digest_algorithm": {"algorithm": digest}, "signed_attrs": attrs,
+        "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"}, "signature": signature,
+    })
+    signed = cms.SignedData({
+        "version": "v1", "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
+        "encap_content_info": {"content_type": "data", "content": content or None},
+        "certificates": [signer, *(cert(c) for c in kw.get("extra_certs", ()))], "signer_infos": [info],
+    })
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+
+
+@pytest.mark.parametrize("digest", ["sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("case", ["success", "failure", "request"])
+def test_hand_written_der_is_byte_for_byte_what_asn1crypto_writes(ca, requester, digest: str, case: str) -> None:
+    kw = {
+        "success": dict(content=b"\x30" * 900, recipient_nonce=b"r" * 16, pki_status=scep.PKIStatus.SUCCESS),
+        "failure": dict(content=b"", recipient_nonce=b"r" * 16, pki_status=scep.PKIStatus.FAILURE,
+                        fail_info=scep.FailInfo.BAD_REQUEST),
+        "request": dict(content=b"e" * 3000, extra_certs=[requester[1]]),
+    }[case]
+    kw.update(message_type=scep.MessageType.CERT_REP, transaction_id="0A1B+/=", signer_cert=ca.certificate,
+              signer_key=ca.key, sender_nonce=b"s" * 16, digest=digest)
+    assert scep.sign_pki_message(**kw) == _asn1crypto_reference(**kw)
