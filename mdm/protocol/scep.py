@@ -227,7 +227,7 @@ def envelope(data: bytes, recipients: Iterable[x509.Certificate], cipher: str = 
     """EnvelopedData of ``data`` for RSA ``recipients`` (key transport with PKCS#1 v1.5, as SCEP uses),
     with ``cipher`` one of ``aes128``, ``aes256``, ``des3`` in CBC mode."""
     try:
-        algo_name, key_len, block = _CIPHERS[cipher]
+        _name, key_len, block = _CIPHERS[cipher]
     except KeyError:
         raise SCEPError(f"unknown content cipher {cipher}", FailInfo.BAD_ALG) from None
     cek, iv = os.urandom(key_len), os.urandom(block.block_size // 8)
@@ -239,26 +239,20 @@ def envelope(data: bytes, recipients: Iterable[x509.Certificate], cipher: str = 
         public = cert.public_key()
         if not isinstance(public, rsa.RSAPublicKey):
             raise SCEPError("SCEP envelopes need an RSA recipient certificate", FailInfo.BAD_ALG)
-        infos.append(asn1_cms.RecipientInfo(name="ktri", value=asn1_cms.KeyTransRecipientInfo({
-            "version": "v0",
-            "rid": asn1_cms.RecipientIdentifier(
-                name="issuer_and_serial_number", value=_issuer_serial(_asn1_cert(cert))
-            ),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": public.encrypt(cek, padding.PKCS1v15()),
-        })))
+        issuer_and_serial = _tlv(0x30, cert.issuer.public_bytes() + _integer(cert.serial_number))
+        infos.append(_tlv(0x30, (  # KeyTransRecipientInfo, version 0
+            _integer(0) + issuer_and_serial + _tlv(0x30, _oid(_OID_RSA) + _NULL)
+            + _tlv(0x04, public.encrypt(cek, padding.PKCS1v15()))
+        )))
     if not infos:
         raise SCEPError("no recipient for the envelope")
-    enveloped = asn1_cms.EnvelopedData({
-        "version": "v0",
-        "recipient_infos": infos,
-        "encrypted_content_info": {
-            "content_type": "data",
-            "content_encryption_algorithm": {"algorithm": algo_name, "parameters": asn1_core.OctetString(iv)},
-            "encrypted_content": ciphertext,
-        },
-    })
-    return asn1_cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+    encrypted_content_info = _tlv(0x30, (
+        _oid(_OID_DATA_DER)
+        + _tlv(0x30, _oid(_CIPHER_OIDS[cipher]) + _tlv(0x04, iv))
+        + _tlv(0x80, ciphertext)  # [0] IMPLICIT OCTET STRING
+    ))
+    enveloped = _tlv(0x30, _integer(0) + _set_of(infos) + encrypted_content_info)
+    return _tlv(0x30, _oid(_OID_ENVELOPED_DATA) + _tlv(0xA0, enveloped))
 
 
 def content_cipher(der: bytes) -> str:
@@ -398,6 +392,8 @@ _DIGEST_OIDS = {"sha1": "1.3.14.3.2.26", "sha256": "2.16.840.1.101.3.4.2.1", "sh
 _OID_DATA_DER = "1.2.840.113549.1.7.1"
 _OID_SIGNED_DATA_DER = "1.2.840.113549.1.7.2"
 _OID_RSA = "1.2.840.113549.1.1.1"
+_OID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
+_CIPHER_OIDS = {"aes128": "2.16.840.1.101.3.4.1.2", "aes256": "2.16.840.1.101.3.4.1.42", "des3": "1.2.840.113549.3.7"}
 _ATTRIBUTE_OIDS = {
     "content_type": "1.2.840.113549.1.9.3",
     "message_digest": "1.2.840.113549.1.9.4",

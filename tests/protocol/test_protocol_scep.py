@@ -63,8 +63,9 @@ def test_request_round_trip(ca, requester, cipher: str, digest: str) -> None:
     assert inner == csr and scep.challenge_password(inner) == "one-time-secret"
 
 
-def test_openssl_verifies_our_signature_and_opens_our_envelope(ca, requester, tmp_path: Path) -> None:
-    der = _request(ca, requester, cipher="des3")
+@pytest.mark.parametrize("cipher", ["aes128", "aes256", "des3"])
+def test_openssl_verifies_our_signature_and_opens_our_envelope(ca, requester, tmp_path: Path, cipher: str) -> None:
+    der = _request(ca, requester, cipher=cipher)
     (tmp_path / "m.der").write_bytes(der)
     verified = subprocess.run(
         [OPENSSL, "cms", "-verify", "-noverify", "-inform", "DER", "-in", str(tmp_path / "m.der"), "-binary"],
