@@ -137,19 +137,11 @@ def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
     def post_scep_challenge() -> Response:
         """A one-time challenge for a tool (micromdm's scepclient, a test): valid an hour of world time."""
         try:
-            data: Any = read_json(allow_empty=True) or {}
+            return json_response(mdm.scep.challenge_request(read_json(allow_empty=True)), 201)
         except BodyError as exc:
             raise MDMError(400, exc.reason) from None
-        if not isinstance(data, dict) or set(data) - {"subject_cn", "pending_seconds"}:
-            raise MDMError(400, 'send {} or {"subject_cn": "…", "pending_seconds": n}')
-        subject = data.get("subject_cn")
-        pending = data.get("pending_seconds", 0)
-        if subject is not None and (not isinstance(subject, str) or not 0 < len(subject) <= 256):
-            raise MDMError(400, "subject_cn must be a string of 1 to 256 characters")
-        if not isinstance(pending, int | float) or isinstance(pending, bool) or not 0 <= pending <= 86400:
-            raise MDMError(400, "pending_seconds must be a number of seconds from 0 to 86400")
-        challenge = mdm.scep.new_challenge(subject, pending_seconds=float(pending))
-        return json_response({"challenge": challenge, "expires_in": int(mdm.scep.challenge_ttl)}, 201)
+        except scep.SCEPError as exc:
+            raise MDMError(400, exc.reason) from None
 
     @app.post("/api/v1/commands")
     def post_command() -> Response:

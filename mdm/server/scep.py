@@ -25,6 +25,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -98,7 +99,6 @@ class SCEPService:
         self.identity_days = identity_days
         self.challenge_ttl = challenge_ttl
         self.random = Randomness(seed)
-        self._challenges_made = 0
         self._ca_certs: tuple[tuple[bytes, bytes], bytes] | None = None
 
     # -- GetCACaps, GetCACert ---------------------------------------------------------------------------
@@ -122,13 +122,33 @@ class SCEPService:
     def new_challenge(self, subject_cn: str | None = None, *, pending_seconds: float = 0.0, label: str = "") -> str:
         """A one-time challenge, valid ``challenge_ttl`` seconds of world time; tied to ``subject_cn``
         (the CSR must name it) when given. ``label`` names it for seeded runs (an enrollment's UDID)."""
-        self._challenges_made += 1
-        name = label or subject_cn or f"tool:{self._challenges_made}"
-        challenge = self.random.urlsafe(24, f"mdm:scep-challenge:{name}:{self._challenges_made}")
+        name = label or subject_cn or "tool"
         now = self.clock.timestamp()
         with self.store.transaction() as db:
+            # numbered from what the store holds (not a per-process counter): every worker of a seeded
+            # world draws the next challenge in the same series, and never one already given out
+            for n in range(q.count_challenges(db), 1_000_000):
+                challenge = self.random.urlsafe(24, f"mdm:scep-challenge:{name}:{n}")
+                if not q.challenge_exists(db, _digest(challenge)):
+                    break
             q.insert_challenge(db, _digest(challenge), subject_cn, now, now + self.challenge_ttl, float(pending_seconds))
         return challenge
+
+    def challenge_request(self, data: Any) -> dict[str, Any]:
+        """``POST /mdm/api/v1/scep/challenges``: ``{}`` or ``{"subject_cn", "pending_seconds"}`` → the
+        challenge and how long it lives; :class:`scep.SCEPError` says what is wrong with the body."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict) or set(data) - {"subject_cn", "pending_seconds"}:
+            raise scep.SCEPError('send {} or {"subject_cn": "…", "pending_seconds": n}')
+        subject = data.get("subject_cn")
+        pending = data.get("pending_seconds", 0)
+        if subject is not None and (not isinstance(subject, str) or not 0 < len(subject) <= 256):
+            raise scep.SCEPError("subject_cn must be a string of 1 to 256 characters")
+        if not isinstance(pending, int | float) or isinstance(pending, bool) or not 0 <= pending <= 86400:
+            raise scep.SCEPError("pending_seconds must be a number of seconds from 0 to 86400")
+        challenge = self.new_challenge(subject, pending_seconds=float(pending))
+        return {"challenge": challenge, "expires_in": int(self.challenge_ttl)}
 
     # -- PKIOperation ---------------------------------------------------------------------------------------
     def pki_operation(self, body: bytes) -> SCEPReply:

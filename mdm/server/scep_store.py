@@ -13,6 +13,8 @@ from typing import Any
 __all__ = [
     "SCEP_MIGRATION",
     "insert_challenge",
+    "challenge_exists",
+    "count_challenges",
     "claim_challenge",
     "get_transaction",
     "put_transaction",
@@ -47,6 +49,14 @@ def insert_challenge(
         "INSERT INTO scep_challenges (digest, subject_cn, created_at, expires_at, pending_seconds) VALUES (?, ?, ?, ?, ?)",
         (digest, subject_cn, now, expires_at, pending_seconds),
     )
+
+
+def challenge_exists(db: sqlite3.Connection, digest: str) -> bool:
+    return db.execute("SELECT 1 FROM scep_challenges WHERE digest = ?", (digest,)).fetchone() is not None
+
+
+def count_challenges(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT count(*) FROM scep_challenges").fetchone()[0]
 
 
 def claim_challenge(db: sqlite3.Connection, digest: str, now: float) -> tuple[str, Any] | None:

@@ -167,3 +167,22 @@ def test_renewal_is_signed_by_the_current_identity_and_keeps_the_subject(service
     # a self-signed certificate cannot renew
     forged = renewing.request(service.test_ra, renewing.csr(None), scep.MessageType.RENEWAL_REQ)
     assert _failure(service.pki_operation(forged)) is scep.FailInfo.BAD_REQUEST
+
+
+def test_two_workers_of_a_seeded_world_never_hand_out_one_challenge_twice(tmp_path) -> None:
+    """Each gunicorn worker has its own SCEPService over one file: the seeded series continues from what
+    the store holds, so a second worker neither repeats a challenge nor fails on its digest."""
+    ca = X.CertificateAuthority.create("MDM CA", START)
+    ra_key = X.new_private_key("rsa")
+    ra = ca.issue(ra_key.public_key(), subject="RA", now=START, client_auth=False)
+
+    def worker() -> SCEPService:
+        store = Store(tmp_path / "mdm.db", [SCEP_MIGRATION])
+        return SCEPService(store, Clock(store, start=START, frozen=True), ca=lambda: ca, ra=lambda: (ra, ra_key), seed=9)
+
+    first, second = worker(), worker()
+    made = [first.new_challenge(UDID), second.new_challenge(UDID), second.new_challenge(), first.new_challenge()]
+    assert len(set(made)) == 4
+    with pytest.raises(scep.SCEPError, match="pending_seconds"):
+        first.challenge_request({"pending_seconds": -1})
+    assert first.challenge_request(None)["expires_in"] == 3600
