@@ -216,10 +216,10 @@ def parse_certs_only(der: bytes) -> list[x509.Certificate]:
 # -- EnvelopedData ---------------------------------------------------------------------------------------
 
 _CIPHERS = {
-    # name: (asn1crypto algorithm name, key bytes, block cipher)
-    "aes128": ("aes128_cbc", 16, algorithms.AES),
-    "aes256": ("aes256_cbc", 32, algorithms.AES),
-    "des3": ("tripledes_3key", 24, TripleDES),
+    # name: (algorithm OID, key bytes, block cipher)
+    "aes128": ("2.16.840.1.101.3.4.1.2", 16, algorithms.AES),
+    "aes256": ("2.16.840.1.101.3.4.1.42", 32, algorithms.AES),
+    "des3": ("1.2.840.113549.3.7", 24, TripleDES),
 }
 
 
@@ -227,7 +227,7 @@ def envelope(data: bytes, recipients: Iterable[x509.Certificate], cipher: str = 
     """EnvelopedData of ``data`` for RSA ``recipients`` (key transport with PKCS#1 v1.5, as SCEP uses),
     with ``cipher`` one of ``aes128``, ``aes256``, ``des3`` in CBC mode."""
     try:
-        _name, key_len, block = _CIPHERS[cipher]
+        cipher_oid, key_len, block = _CIPHERS[cipher]
     except KeyError:
         raise SCEPError(f"unknown content cipher {cipher}", FailInfo.BAD_ALG) from None
     cek, iv = os.urandom(key_len), os.urandom(block.block_size // 8)
@@ -248,7 +248,7 @@ def envelope(data: bytes, recipients: Iterable[x509.Certificate], cipher: str = 
         raise SCEPError("no recipient for the envelope")
     encrypted_content_info = _tlv(0x30, (
         _oid(_OID_DATA_DER)
-        + _tlv(0x30, _oid(_CIPHER_OIDS[cipher]) + _tlv(0x04, iv))
+        + _tlv(0x30, _oid(cipher_oid) + _tlv(0x04, iv))
         + _tlv(0x80, ciphertext)  # [0] IMPLICIT OCTET STRING
     ))
     enveloped = _tlv(0x30, _integer(0) + _set_of(infos) + encrypted_content_info)
@@ -350,10 +350,6 @@ def open_envelope(der: bytes, cert: x509.Certificate, key: PrivateKey) -> bytes:
 _DIGESTS = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
 
 
-def _attribute(name: str, value: object) -> asn1_cms.CMSAttribute:
-    return asn1_cms.CMSAttribute({"type": name, "values": [value]})
-
-
 # -- writing DER directly ---------------------------------------------------------------------------------
 # A server answers every enrollment with a signed CertRep, and a device signs every request: built with
 # asn1crypto's classes a message cost ~1.5 ms of CPU, most of a SCEP exchange after the RSA operations.
@@ -393,7 +389,6 @@ _OID_DATA_DER = "1.2.840.113549.1.7.1"
 _OID_SIGNED_DATA_DER = "1.2.840.113549.1.7.2"
 _OID_RSA = "1.2.840.113549.1.1.1"
 _OID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
-_CIPHER_OIDS = {"aes128": "2.16.840.1.101.3.4.1.2", "aes256": "2.16.840.1.101.3.4.1.42", "des3": "1.2.840.113549.3.7"}
 _ATTRIBUTE_OIDS = {
     "content_type": "1.2.840.113549.1.9.3",
     "message_digest": "1.2.840.113549.1.9.4",
