@@ -1,5 +1,9 @@
 """Serving a world on real sockets: werkzeug's threaded server in tests, gunicorn in production.
 
+Beside either, each server process runs the push gateway's async server (:mod:`simulator.apple.apns.gateway`)
+on a thread of its own: the device-stream listener always (devices hold a stream and wake on a push),
+and the HTTP/2 provider listener when an APNs port is asked for.
+
 ``World.serve()`` runs werkzeug's threaded server for the length of a ``with`` block (tests, the
 demo, the pytest plugin's ``mdmsim_server``). ``mdmsim serve`` runs gunicorn (gthread workers): an
 in-memory world lives in one process, so it is built before gunicorn forks and served by one worker
@@ -12,17 +16,30 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from gunicorn.app.base import BaseApplication
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from .apple.apns.fanout import RedisPublisher, redis_channel
+from .apple.apns.gateway import APNsGateway, GatewayThread, bind, provider_ssl_context
 from .in_process import IN_PROCESS_URL
 from .tls import issue_server_pair, server_context, tls_now, write_pair
 
-__all__ = ["ServedWorld", "serve_threaded", "WorldApplication", "gunicorn_options", "default_workers", "World"]
+__all__ = [
+    "ServedWorld",
+    "serve_threaded",
+    "WorldApplication",
+    "gunicorn_options",
+    "default_workers",
+    "World",
+    "GatewaySockets",
+    "start_gateway",
+]
 
 
 class World(Protocol):
@@ -32,6 +49,8 @@ class World(Protocol):
     control: Any
     closed: bool
     wsgi: Any
+    apns: Any
+    pushcert: Any
 
     @property
     def tls_ca(self) -> Any: ...
@@ -45,6 +64,11 @@ class ServedWorld:
         self.server = server
         host, port = server.server_address[:2]
         self.url = f"{scheme}://{host}:{port}"
+        #: The push gateway's listeners: device streams (``/events?token=…``) and, when asked for, the
+        #: HTTP/2 provider API (``https://…/3/device/<token>``, push certificate as client certificate).
+        self.apns_stream_url: str | None = None
+        self.apns_url: str | None = None
+        self.gateway: APNsGateway | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.world, name)
@@ -57,12 +81,79 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+class GatewaySockets:
+    """The gateway's listening sockets, bound before anything forks: devices, and providers if asked."""
+
+    def __init__(self, host: str, *, device_port: int = 0, apns_port: int | None = None) -> None:
+        self.host = host
+        self.device = bind(host, device_port)
+        self.provider = bind(host, apns_port) if apns_port is not None else None
+
+    def urls(self) -> tuple[str, str | None]:
+        """``(device stream URL, provider URL)`` as clients on this machine reach them."""
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        stream = f"http://{host}:{self.device.getsockname()[1]}"
+        provider = f"https://{host}:{self.provider.getsockname()[1]}" if self.provider is not None else None
+        return stream, provider
+
+    def close(self) -> None:
+        for sock in (self.device, self.provider):
+            if sock is not None:
+                sock.close()
+
+
+def start_gateway(world: World, sockets: GatewaySockets, *, watch_store: bool = False,
+                  redis_url: str | None = None) -> GatewayThread:  # fmt: skip
+    """The world's push gateway on ``sockets``, on a thread of this process.
+
+    With ``redis_url`` every push this process accepts is published on the world's channel and every
+    push published there wakes this process's streams; ``watch_store`` makes the process look in the
+    store for pushes other processes accepted (several workers, no Redis)."""
+    context = None
+    if sockets.provider is not None:
+        directory = Path(tempfile.mkdtemp(prefix="mdmsim-apns-"))
+        try:
+            context = provider_ssl_context(world.tls_ca, world.pushcert.ca_certificate_pem(), tls_now(), directory)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    channel = None
+    if redis_url:
+        channel = redis_channel(world_channel_id(world))
+        world.apns.add_listener(RedisPublisher(redis_url, channel))
+    gateway = APNsGateway(world.apns, provider_ssl=context, watch_store=watch_store, redis_url=redis_url,
+                          redis_channel=channel)  # fmt: skip
+    # The thread gets its own duplicates: closing them stops only this process's gateway.
+    device = sockets.device.dup()
+    provider = sockets.provider.dup() if sockets.provider is not None else None
+    return GatewayThread(gateway, device=device, provider=provider).start()
+
+
+def world_channel_id(world: World) -> str:
+    """One id per world, kept in its control store: every process of the world uses the same channel."""
+    found = world.control.get_setting("world_id")
+    if not found:
+        found = os.urandom(8).hex()
+        world.control.set_setting("world_id", found)
+    return str(found)
+
+
+def advertise_gateway(world: World, sockets: GatewaySockets) -> None:
+    """Tell the world (``/_sim/`` ``urls``) where devices stream and providers push."""
+    stream, provider = sockets.urls()
+    world.control.set_setting("apns_stream_url", stream)
+    world.control.set_setting("apns_provider_url", provider or "")
+
+
 @contextlib.contextmanager
-def serve_threaded(world: World, host: str, port: int, *, tls: bool) -> Iterator[ServedWorld]:
+def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: int | None = None,
+                   redis_url: str | None = None) -> Iterator[ServedWorld]:  # fmt: skip
     """The world on werkzeug's threaded server while the block runs; its URL is the world's meanwhile.
 
     With ``tls`` the certificate comes from the world's TLS CA. ``ssl`` loads keys only from files,
-    so the pair goes to a private temporary directory that is removed as soon as the context holds it."""
+    so the pair goes to a private temporary directory that is removed as soon as the context holds it.
+    The push gateway runs beside it: device streams on a free port, the HTTP/2 provider API on
+    ``apns_port`` (0: a free one) when given."""
     context = None
     if tls:
         world.control.set_setting("tls_anchor_pem", "")
@@ -74,8 +165,18 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool) -> Iterator
             shutil.rmtree(cert_file.parent, ignore_errors=True)
     server = make_server(host, port, world.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=context)
     served = ServedWorld(world, server, scheme="https" if tls else "http")
+    sockets = GatewaySockets(host, apns_port=apns_port)
+    try:
+        gateway = start_gateway(world, sockets, redis_url=redis_url)
+    except BaseException:
+        sockets.close()
+        server.server_close()
+        raise
+    served.gateway = gateway.gateway
+    served.apns_stream_url, served.apns_url = sockets.urls()
     previous = world.control.get_setting("public_url")
     world.control.set_setting("public_url", served.url)
+    advertise_gateway(world, sockets)
     thread = threading.Thread(target=server.serve_forever, name="mdmsim-serve", daemon=True)
     thread.start()
     try:
@@ -84,8 +185,12 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool) -> Iterator
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        gateway.stop()
+        sockets.close()
         if not world.closed:
             world.control.set_setting("public_url", previous or IN_PROCESS_URL)
+            world.control.set_setting("apns_stream_url", "")
+            world.control.set_setting("apns_provider_url", "")
 
 
 class WorldApplication(BaseApplication):

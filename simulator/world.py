@@ -332,6 +332,9 @@ class World:
                 "controller": self.controller_url,
                 "idp": f"{self.url}/idp",
                 "sim": self.sim_url,
+                # The push gateway's own listeners while served: device streams, HTTP/2 provider API.
+                "apns_stream": self.control.get_setting("apns_stream_url") or None,
+                "apns_provider": self.control.get_setting("apns_provider_url") or None,
             },
             "organization": self._organization,
             "default_server_uuid": self.default_server_uuid,
@@ -393,12 +396,15 @@ class World:
         return self._client
 
     @contextlib.contextmanager
-    def serve(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False) -> Iterator[ServedWorld]:
+    def serve(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False, apns_port: int | None = None,
+              redis_url: str | None = None) -> Iterator[ServedWorld]:  # fmt: skip
         """Serve the world on a real port (threaded server) for as long as the block runs.
 
         ``tls=True`` serves HTTPS with a certificate from :attr:`tls_ca`; profiles defined meanwhile
-        carry that CA as ``anchor_certs``."""
-        with serve_threaded(self, host, port, tls=tls) as served:
+        carry that CA as ``anchor_certs``. The push gateway serves device streams beside it
+        (``served.apns_stream_url``) and, with ``apns_port`` (0: any free port), Apple's HTTP/2 provider
+        API (``served.apns_url``) for an unmodified push client holding a push certificate."""
+        with serve_threaded(self, host, port, tls=tls, apns_port=apns_port, redis_url=redis_url) as served:
             yield served
 
     # -- lifecycle ---------------------------------------------------------------------------------

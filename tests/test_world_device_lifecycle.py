@@ -50,7 +50,7 @@ def test_push_certificate_issued_expired_renewed_and_replaced() -> None:
 
         world.clock.advance(days=366)  # the push certificate is valid one year
         command(world, udid)
-        assert push_state(world, udid)["last_error"] == "403 ExpiredProviderToken"
+        assert push_state(world, udid)["last_error"] == "403 Forbidden"
         shown = world.http.get(PUSH_CERT).json()
         assert shown["expired"] is True and "Renew" in shown["warnings"][0]
 

@@ -47,6 +47,7 @@ MIGRATIONS = [
     apns_store.MIGRATIONS[0],
     apns_store.MIGRATIONS[1],
     pushcert_store.MIGRATIONS[0],
+    apns_store.MIGRATIONS[2],
 ]
 
 

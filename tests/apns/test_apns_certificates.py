@@ -54,13 +54,15 @@ def test_each_refusal_has_apples_reason() -> None:
             "good": (True, "current: ok"),
             "old": (False, "expired: expired at 2026-01-01T00:00:00Z"),
             "gone": (False, "revoked: revoked"),
+            "stranger": (False, "untrusted: not issued by Apple's push certification authority"),
         }
     )
     cases = [
         (_push(gateway, None), 403, "MissingProviderToken"),
         (_push(gateway, "%%%"), 403, "BadCertificate"),
-        (_push(gateway, _header("old")), 403, "ExpiredProviderToken"),
-        (_push(gateway, _header("gone")), 403, "BadCertificate"),
+        (_push(gateway, _header("old")), 403, "Forbidden"),
+        (_push(gateway, _header("gone")), 403, "Forbidden"),
+        (_push(gateway, _header("stranger")), 403, "BadCertificate"),
         (_push(gateway, _header("good"), topic=TOPIC.replace("1111", "9999")), 400, "TopicDisallowed"),
     ]
     for response, status, reason in cases:

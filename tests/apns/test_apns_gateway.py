@@ -26,7 +26,7 @@ def test_push_is_accepted_with_an_apns_id_and_coalesced(gateway: Any, apns: APNs
     assert pending["payload"] == {"mdm": "TWO"} and pending["topic"] == TOPIC
     assert apns.take(TOKEN)[0]["payload"] == {"mdm": "TWO"}
     assert apns.take(TOKEN) == []
-    assert apns.stats(TOKEN) == {"accepted": 2, "coalesced": 1, "rejected": 0, "delivered": 1}
+    assert apns.stats(TOKEN) == {"accepted": 2, "coalesced": 1, "rejected": 0, "delivered": 1, "expired": 0}
 
 
 def test_apples_reason_strings(gateway: Any, apns: APNsService) -> None:

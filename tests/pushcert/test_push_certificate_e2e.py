@@ -85,7 +85,7 @@ def test_push_certificate_from_csr_to_device_through_expiry_renewal_and_a_new_to
     late = stack.command(device)
     assert stack.notifications(device) == []
     push = stack.push_state(device)
-    assert push["failed"] == 1 and push["last_error"] == "403 ExpiredProviderToken"
+    assert push["failed"] == 1 and push["last_error"] == "403 Forbidden"
     state = stack.push_certificate()
     assert state["expired"] is True and state["daysUntilExpiration"] is None
     assert any("expired" in w and APPLE_ID in w for w in state["warnings"])

@@ -80,7 +80,7 @@ def test_download_list_and_revoke(stack: Stack) -> None:
     assert revoked["status"] == "revoked" and revoked["revoked_at"] is not None
     ok, why = stack.pushcert.is_current(cert)
     assert not ok and why.startswith("revoked:")
-    assert _push(stack, issued["topic"], der_b64(cert)).json() == {"reason": "BadCertificate"}
+    assert _push(stack, issued["topic"], der_b64(cert)).json() == {"reason": "Forbidden"}
     renew = stack.renew_at_apple(issued["id"], _csr())
     assert renew.status_code == 409 and "create a new certificate" in renew.json()["error"]
 
@@ -109,14 +109,14 @@ def test_apns_accepts_only_a_current_certificate_for_its_own_topic(stack: Stack)
 
     # After a renewal the old certificate is replaced: only the newest one may push.
     renewed = stack.renew_at_apple(issued["id"], _csr()).json()
-    assert _push(stack, topic, der_b64(cert)).json() == {"reason": "BadCertificate"}
+    assert _push(stack, topic, der_b64(cert)).json() == {"reason": "Forbidden"}
     assert stack.pushcert.is_current(cert)[1].startswith("replaced:")
     new_cert = x509.load_pem_x509_certificate(renewed["certificate"].encode())
     assert new_cert.subject.get_attributes_for_oid(UID_OID)[0].value == topic
     assert _push(stack, topic, der_b64(new_cert)).status_code == 200
     # Revoked after it pushed: APNs's next look at it must see the revocation.
     stack.apple("POST", f"/api/certificates/{renewed['id']}/revoke")
-    assert _push(stack, topic, der_b64(new_cert)).json() == {"reason": "BadCertificate"}
+    assert _push(stack, topic, der_b64(new_cert)).json() == {"reason": "Forbidden"}
     assert stack.pushcert.is_current(new_cert)[1].startswith("revoked:")
 
 

@@ -5,12 +5,22 @@ pending notification per device (a second push replaces the first) and answers w
 strings.
 
 **Provider certificates.** Real APNs knows the provider by the TLS client certificate (the MDM push
-certificate). Over plain HTTP this simulation carries it in the header ``X-Mdmsim-Client-Cert:
-<base64 DER>`` instead: a stand-in for the TLS client certificate, nothing more (a TLS listener would
-take it from the handshake). With a ``certificate_check`` the gateway refuses a push unless the
-certificate is current (403 ``ExpiredProviderToken`` for an expired one, ``BadCertificate`` for a
-revoked, replaced or unknown one, ``MissingProviderToken`` without one) and the ``apns-topic`` is the
-certificate's UID (400 ``TopicDisallowed``).
+certificate). The HTTP/2 listener (:mod:`.provider`) hands :meth:`APNsService.send` the certificate
+from the TLS handshake; over the plain-HTTP convenience path under ``/apple/apns`` it travels in the
+header ``X-Mdmsim-Client-Cert: <base64 DER>`` instead. With a ``certificate_check`` the gateway refuses
+a push unless the certificate is current: 403 ``MissingProviderToken`` without one, ``BadCertificate``
+for one Apple never issued, ``Forbidden`` for a revoked, expired or replaced one,
+``BadCertificateEnvironment`` for a production certificate sent to the sandbox host; ``apns-topic``
+may be left out (an MDM push certificate has one topic, its subject's UID) and must otherwise be that
+topic (400 ``TopicDisallowed``).
+
+**Storage.** Apple keeps one notification per device and topic while the device is away (the
+newest), for ``apns-expiration`` (UNIX seconds on the world clock; 30 days when absent); ``0`` means
+"now or never": delivered to a device whose stream is open when it arrives, dropped otherwise. A
+token that gets more than :data:`BURST_LIMIT` pushes within :data:`BURST_WINDOW_S` seconds is
+answered 429 ``TooManyRequests`` (Apple: "too many requests were made consecutively to the same
+device token"). Every accepted push is announced to :meth:`APNsService.add_listener` listeners after
+its transaction commits: that is how device streams wake (:mod:`.fanout`).
 
 **Token → topic.** A device token belongs to the topic it was made for. APNs learns the pair when the
 device registers (``POST /devices/<token>/register`` ``{"topic": …}``) or, for devices that never
@@ -36,6 +46,7 @@ import json
 import math
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -68,6 +79,11 @@ __all__ = [
     "MAX_LONG_POLL_S",
     "DEFAULT_STREAM_S",
     "MAX_STREAM_S",
+    "DEFAULT_STORAGE_S",
+    "BURST_LIMIT",
+    "BURST_WINDOW_S",
+    "SANDBOX_HOSTS",
+    "PushListener",
 ]
 
 #: The simulation's stand-in for the TLS client certificate: base64 of the push certificate's DER.
@@ -80,6 +96,21 @@ POLL_INTERVAL_S = 0.05
 MAX_LONG_POLL_S = 30.0
 DEFAULT_STREAM_S = 300.0
 MAX_STREAM_S = 3600.0
+
+#: Apple stores a notification for an offline device at most 30 days (FACTS B.3).
+DEFAULT_STORAGE_S = 30 * 86_400.0
+#: ``apns-collapse-id`` may be at most 64 bytes (``BadCollapseId``).
+MAX_COLLAPSE_ID = 64
+#: More pushes than this to one token within the window (wall seconds) get 429 TooManyRequests. Apple
+#: publishes no number; an MDM server pushes once per queued command batch, far below it.
+BURST_LIMIT = 100
+BURST_WINDOW_S = 10.0
+#: The development gateway's names: a production certificate there gets BadCertificateEnvironment.
+SANDBOX_HOSTS = frozenset({"api.sandbox.push.apple.com", "api.development.push.apple.com"})
+#: Refusal reasons for a certificate Apple issued but no longer honours.
+_FORBIDDEN = frozenset({"revoked", "expired", "not-yet-valid", "replaced"})
+#: Called with ``(token, sequence number)`` after a push is stored and committed.
+PushListener = Callable[[str, int], None]
 
 #: Apple's limit for a notification payload (4 KB; VoIP 5 KB does not apply to MDM).
 MAX_PAYLOAD = 4096
@@ -158,39 +189,86 @@ class APNsService:
         self.random = Randomness(seed)
         self._sleep = sleep
         self._monotonic = monotonic
+        self._listeners: list[PushListener] = []
+        self._bursts: dict[str, tuple[float, int]] = {}
+        self._burst_lock = threading.Lock()
+        self.burst_limit = BURST_LIMIT
+
+    def add_listener(self, listener: PushListener) -> None:
+        """``listener(token, seq)`` runs after every accepted push has committed (never inside the
+        transaction, never failing the push): the in-memory fan-out, a Redis publisher."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: PushListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _announce(self, token: str, seq: int) -> None:
+        for listener in self._listeners:
+            try:
+                listener(token, seq)
+            except Exception:  # a broken fan-out must not fail the provider's push; the store has it
+                pass
+
+    def _burst(self, token: str) -> bool:
+        """True when this push is one too many in the token's current window (per process)."""
+        now = self._monotonic()
+        with self._burst_lock:
+            start, n = self._bursts.get(token, (now, 0))
+            if now - start >= BURST_WINDOW_S:
+                start, n = now, 0
+            n += 1
+            if len(self._bursts) > 100_000:
+                self._bursts.clear()
+            self._bursts[token] = (start, n)
+        return n > self.burst_limit
 
     # -- provider side ------------------------------------------------------------------------------
-    def authenticate(self, headers: Mapping[str, str]) -> str | PushResult:
+    def authenticate(self, headers: Mapping[str, str], certificate: x509.Certificate | None = None) -> str | PushResult:
         """The topic the provider's certificate allows (``""``: any, no check configured), or Apple's
-        refusal. ``headers`` are lower-cased."""
+        refusal. ``certificate`` comes from the TLS handshake; without it, from the stand-in header
+        (``headers`` are lower-cased)."""
         if self.certificate_check is None:
             return ""
-        raw = headers.get(CLIENT_CERT_HEADER.lower(), "").strip()
-        if not raw:
-            return PushResult(403, reason="MissingProviderToken")
-        try:
-            cert = x509.load_der_x509_certificate(base64.b64decode(raw, validate=True))
-        except (binascii.Error, ValueError):
-            return PushResult(403, reason="BadCertificate")
-        ok, why = self.certificate_check(cert)
+        if certificate is None:
+            raw = headers.get(CLIENT_CERT_HEADER.lower(), "").strip()
+            if not raw:
+                return PushResult(403, reason="MissingProviderToken")
+            try:
+                certificate = x509.load_der_x509_certificate(base64.b64decode(raw, validate=True))
+            except (binascii.Error, ValueError):
+                return PushResult(403, reason="BadCertificate")
+        ok, why = self.certificate_check(certificate)
         if not ok:
             code = why.split(":", 1)[0].strip()
-            return PushResult(403, reason="ExpiredProviderToken" if code == "expired" else "BadCertificate")
-        topic = push_topic(cert, mdm_only=False)
+            return PushResult(403, reason="Forbidden" if code in _FORBIDDEN else "BadCertificate")
+        topic = push_topic(certificate, mdm_only=False)
         if topic is None:
             return PushResult(403, reason="BadCertificate")
         return topic
 
-    def send(self, token: str, body: bytes, headers: Mapping[str, str]) -> PushResult:
-        """Accept one notification, in the order Apple checks a request (path, headers, then payload)."""
+    def send(
+        self,
+        token: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        certificate: x509.Certificate | None = None,
+        authority: str | None = None,
+    ) -> PushResult:
+        """Accept one notification, in the order Apple checks a request (path, certificate, headers,
+        then payload). ``authority`` is the host the provider asked for (``:authority``/``Host``)."""
         headers = {k.lower(): v for k, v in headers.items()}
         if not valid_token(token):
             return self._reject(token, 400, "BadDeviceToken")
         token = token.lower()
-        allowed = self.authenticate(headers)
+        allowed = self.authenticate(headers, certificate)
         if isinstance(allowed, PushResult):
             return self._reject(token, allowed.status, allowed.reason or "BadCertificate")
-        topic = headers.get("apns-topic", "")
+        if allowed and authority and authority.rsplit(":", 1)[0].lower() in SANDBOX_HOSTS:
+            # The Push Certificates Portal issues production MDM certificates only.
+            return self._reject(token, 403, "BadCertificateEnvironment")
+        topic = headers.get("apns-topic", "") or allowed
         if not topic:
             return self._reject(token, 400, "MissingTopic")
         if allowed and topic != allowed:
@@ -206,6 +284,12 @@ class APNsService:
         apns_id = headers.get("apns-id")
         if apns_id is not None and not _UUID.match(apns_id):
             return self._reject(token, 400, "BadMessageId")
+        expiration = _expiration(headers.get("apns-expiration"))
+        if expiration is False:
+            return self._reject(token, 400, "BadExpirationDate")
+        collapse_id = headers.get("apns-collapse-id")
+        if collapse_id is not None and len(collapse_id.encode()) > MAX_COLLAPSE_ID:
+            return self._reject(token, 400, "BadCollapseId")
         if not body.strip():
             return self._reject(token, 400, "PayloadEmpty")
         if len(body) > MAX_PAYLOAD:
@@ -218,7 +302,11 @@ class APNsService:
         if payload is None:
             # Apple documents no reason for a malformed body; BadPayload names what is wrong.
             return self._reject(token, 400, "BadPayload")
+        if self._burst(token):
+            return self._reject(token, 429, "TooManyRequests")
         now = self.clock.timestamp()
+        expires_at = now + DEFAULT_STORAGE_S if expiration is None else float(expiration)
+        immediate = expires_at <= now  # 0 (or a moment already past): deliver now or drop
         with self.store.transaction() as db:
             unregistered = apns_store.unregistered_at(db, token)
             if unregistered is not None:
@@ -235,10 +323,14 @@ class APNsService:
                 apns_id = self.random.uuid(f"apns:{token}:notification:{number}")
             apns_id = apns_id.upper()
             replaced = apns_store.has_pending(db, token)
-            apns_store.put_pending(db, token, apns_id, topic, push_type, int(priority_text), json.dumps(payload), now)
+            seq = apns_store.put_pending(
+                db, token, apns_id, topic, push_type, int(priority_text), json.dumps(payload), now,
+                expires_at=expires_at, immediate=immediate, collapse_id=collapse_id,
+            )  # fmt: skip
             apns_store.count(db, token, "accepted")
             if replaced:
                 apns_store.count(db, token, "coalesced")
+        self._announce(token, seq)
         return PushResult(200, apns_id=apns_id)
 
     def _reject(self, token: str, status: int, reason: str) -> PushResult:
@@ -254,14 +346,26 @@ class APNsService:
             rows = apns_store.pending(db, token.lower())
         return [_notification(r) for r in rows]
 
-    def take(self, token: str) -> list[dict[str, Any]]:
-        """Deliver: return and remove what is pending, atomically (two pollers never both get it)."""
+    def take(self, token: str, *, connecting: bool = False) -> list[dict[str, Any]]:
+        """Deliver: return and remove what is pending, atomically (two streams never both get it).
+
+        Expired notifications are dropped, not delivered; so are "now or never" ones (``apns-expiration:
+        0``) when ``connecting``: the device was away when they came (a stream's first look)."""
         token = token.lower()
+        with self.store.read() as db:
+            if not apns_store.has_pending(db, token):
+                return []  # most looks find nothing: no write lock for them
+        now = self.clock.timestamp()
         with self.store.transaction() as db:
             rows = apns_store.take_pending(db, token)
-            if rows:
-                apns_store.count(db, token, "delivered", len(rows))
-        return [_notification(r) for r in rows]
+            if not rows:
+                return []
+            live = [r for r in rows if not _stale(r, now, connecting)]
+            if live:
+                apns_store.count(db, token, "delivered", len(live))
+            if len(live) < len(rows):
+                apns_store.count(db, token, "expired", len(rows) - len(live))
+        return [_notification(r) for r in live]
 
     def wait_for_notifications(self, token: str, timeout_s: float | None = None) -> list[dict[str, Any]]:
         """Deliver what is pending for ``token``, waiting up to ``timeout_s`` seconds (default 0, at most
@@ -365,6 +469,22 @@ class APNsService:
             return apns_store.total_stats(db)
 
 
+def _expiration(text: str | None) -> int | None | bool:
+    """``apns-expiration``: ``None`` when absent, UNIX seconds, or ``False`` when not a number."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.isdigit() or len(text) > 12:
+        return False
+    return int(text)
+
+
+def _stale(row: sqlite3.Row, now: float, connecting: bool) -> bool:
+    if row["immediate"]:
+        return connecting
+    return row["expires_at"] is not None and row["expires_at"] < now
+
+
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(body)
@@ -390,4 +510,5 @@ def _notification(row: sqlite3.Row) -> dict[str, Any]:
         "priority": row["priority"],
         "payload": json.loads(row["payload"]),
         "received_at": isoformat(datetime.fromtimestamp(row["received_at"], UTC)),
+        "collapse_id": row["collapse_id"],
     }

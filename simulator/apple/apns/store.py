@@ -25,6 +25,8 @@ __all__ = [
     "put_pending",
     "pending",
     "take_pending",
+    "pending_since",
+    "last_sequence",
     "count",
     "accepted",
     "token_stats",
@@ -65,9 +67,23 @@ MIGRATIONS = [
         bound_at REAL NOT NULL
     );
     """,
+    """
+    -- Apple's storage policy: each pending notification carries when it expires (``apns-expiration``;
+    -- 30 days by default), whether it was for delivery now or never (``apns-expiration: 0``), its
+    -- collapse id, and a number from one sequence, so a process that holds device streams can ask
+    -- "which tokens got a push since number N" with one query (the fan-out without Redis).
+    ALTER TABLE pending ADD COLUMN expires_at REAL;
+    ALTER TABLE pending ADD COLUMN immediate INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pending ADD COLUMN collapse_id TEXT;
+    ALTER TABLE pending ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX pending_seq ON pending (seq);
+    CREATE TABLE push_sequence (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+    INSERT INTO push_sequence (id, value) VALUES (1, 0);
+    ALTER TABLE stats ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
-_COUNTERS = ("accepted", "coalesced", "rejected", "delivered")
+_COUNTERS = ("accepted", "coalesced", "rejected", "delivered", "expired")
 
 
 def open_apns_store(path: str | Path | None = None) -> Store:
@@ -122,13 +138,20 @@ def put_pending(
     priority: int,
     payload: str,
     now: float,
-) -> None:
-    """Store the token's pending notification, replacing an older one (newest only)."""
+    *,
+    expires_at: float | None = None,
+    immediate: bool = False,
+    collapse_id: str | None = None,
+) -> int:
+    """Store the token's pending notification, replacing an older one (newest only); its sequence
+    number, which the fan-out announces."""
+    seq = int(db.execute("UPDATE push_sequence SET value = value + 1 WHERE id = 1 RETURNING value").fetchone()[0])
     db.execute(
-        "INSERT OR REPLACE INTO pending (token, apns_id, topic, push_type, priority, payload, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (token, apns_id, topic, push_type, priority, payload, now),
+        "INSERT OR REPLACE INTO pending (token, apns_id, topic, push_type, priority, payload, received_at, "
+        "expires_at, immediate, collapse_id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (token, apns_id, topic, push_type, priority, payload, now, expires_at, int(immediate), collapse_id, seq),
     )
+    return seq
 
 
 def pending(db: sqlite3.Connection, token: str) -> list[sqlite3.Row]:
@@ -138,6 +161,17 @@ def pending(db: sqlite3.Connection, token: str) -> list[sqlite3.Row]:
 def take_pending(db: sqlite3.Connection, token: str) -> list[sqlite3.Row]:
     """Return and remove what is pending, in one statement."""
     return db.execute("DELETE FROM pending WHERE token = ? RETURNING *", (token,)).fetchall()
+
+
+def last_sequence(db: sqlite3.Connection) -> int:
+    """The number of the newest push ever stored (where a store watcher starts)."""
+    return int(db.execute("SELECT value FROM push_sequence WHERE id = 1").fetchone()[0])
+
+
+def pending_since(db: sqlite3.Connection, seq: int, limit: int = 10_000) -> list[tuple[str, int]]:
+    """``(token, seq)`` of the notifications stored after number ``seq``, oldest first."""
+    rows = db.execute("SELECT token, seq FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+    return [(str(r[0]), int(r[1])) for r in rows]
 
 
 # -- counters ----------------------------------------------------------------------------------------
@@ -168,6 +202,9 @@ def token_stats(db: sqlite3.Connection, token: str) -> dict[str, int]:
 def total_stats(db: sqlite3.Connection) -> dict[str, Any]:
     row = db.execute(
         "SELECT COALESCE(SUM(accepted),0) a, COALESCE(SUM(coalesced),0) c, COALESCE(SUM(rejected),0) r, "
-        "COALESCE(SUM(delivered),0) d, (SELECT COUNT(*) FROM pending) p FROM stats"
+        "COALESCE(SUM(delivered),0) d, COALESCE(SUM(expired),0) e, (SELECT COUNT(*) FROM pending) p FROM stats"
     ).fetchone()
-    return {"accepted": row["a"], "coalesced": row["c"], "rejected": row["r"], "delivered": row["d"], "pending": row["p"]}
+    return {
+        "accepted": row["a"], "coalesced": row["c"], "rejected": row["r"], "delivered": row["d"],
+        "expired": row["e"], "pending": row["p"],
+    }  # fmt: skip

@@ -370,8 +370,8 @@ class PushCertificateService:
         """APNs' ``certificate_check`` hook: ``(ok, "<code>: <sentence>")``.
 
         Codes: ``current``, ``untrusted``, ``unknown``, ``revoked``, ``expired``, ``not-yet-valid``,
-        ``replaced``. APNs answers ``expired`` with ``ExpiredProviderToken`` and the rest with
-        ``BadCertificate``.
+        ``replaced``. APNs answers ``untrusted`` and ``unknown`` with ``BadCertificate`` and the rest with
+        ``Forbidden``.
         """
         return self.check(cert).as_tuple()
 

@@ -1,0 +1,233 @@
+"""The push gateway's async server: the HTTP/2 provider listener and the device-stream listener in one loop.
+
+``mdmsim serve`` and ``World.serve()`` run one :class:`APNsGateway` per server process, on a thread of
+its own (:class:`GatewayThread`) beside the WSGI server that serves every other party. One event loop
+holds thousands of idle device connections for the price of a small object each, which a thread per
+connection never could; the store work (a push, a take) runs on a few executor threads so a busy
+SQLite never stalls the loop.
+
+Listening sockets may be handed in already bound (``mdmsim serve --workers N`` binds them before
+gunicorn forks, and each worker's gateway accepts on the same sockets, as gunicorn's workers do on its
+own), or bound here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from mdm.protocol.x509 import CertificateAuthority, cert_to_pem, key_to_pem, new_private_key
+
+from .fanout import Fanout
+from .provider import IDLE_TIMEOUT_S, ProviderProtocol, certificate_parser
+from .service import APNsService, PushResult
+from .streams import KEEPALIVE_S, DeviceStreamProtocol
+
+__all__ = [
+    "APNsGateway",
+    "GatewayThread",
+    "APPLE_PUSH_HOSTS",
+    "provider_ssl_context",
+    "bind",
+    "X509_V_FLAG_NO_CHECK_TIME",
+]
+
+log = logging.getLogger("mdmsim.apns")
+
+#: The names an unmodified provider dials: production, sandbox, and the legacy development name.
+APPLE_PUSH_HOSTS = ("api.push.apple.com", "api.sandbox.push.apple.com", "api.development.push.apple.com")
+#: OpenSSL's flag to skip validity dates: a world's clock is not the wall clock (a test moves it a
+#: year ahead), so whether a push certificate is current is asked of the Push Certificates Portal on
+#: the world clock, not of OpenSSL on the machine's.
+X509_V_FLAG_NO_CHECK_TIME = 0x200000
+
+
+def provider_ssl_context(tls_ca: CertificateAuthority, push_ca_pem: bytes, now: Any, directory: Path) -> ssl.SSLContext:
+    """TLS for the provider listener: a server certificate from the world's TLS CA naming Apple's push
+    hosts and loopback, TLS 1.2+, ALPN ``h2`` only, client certificates asked for and checked against
+    the Push Certificates Portal's CA. ``directory`` (private) receives the key file ``ssl`` needs."""
+    hosts = [*APPLE_PUSH_HOSTS, "localhost"]
+    key = new_private_key("ec")
+    cert = tls_ca.issue(key.public_key(), subject=APPLE_PUSH_HOSTS[0], now=now, days=397, client_auth=False,
+                        server_auth=True, san_dns=hosts, san_ip=["127.0.0.1", "::1"])  # fmt: skip
+    cert_file, key_file = directory / "apns-server.pem", directory / "apns-server.key"
+    cert_file.write_bytes(cert_to_pem(cert) + cert_to_pem(tls_ca.certificate))
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(key_to_pem(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    context.set_alpn_protocols(["h2"])
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_flags |= X509_V_FLAG_NO_CHECK_TIME
+    context.load_verify_locations(cadata=push_ca_pem.decode())
+    return context
+
+
+def bind(host: str, port: int, *, backlog: int = 4096) -> socket.socket:
+    """A listening TCP socket (``port`` 0: any free one), made before a fork so workers share it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class APNsGateway:
+    """Both listeners of one process over one :class:`~.service.APNsService`."""
+
+    def __init__(self, service: APNsService, *, provider_ssl: ssl.SSLContext | None = None,
+                 watch_store: bool = False, redis_url: str | None = None, redis_channel: str | None = None,
+                 executor_threads: int = 4) -> None:  # fmt: skip
+        self.service = service
+        self.provider_ssl = provider_ssl
+        self.watch_store = watch_store
+        self.redis_url = redis_url
+        self.redis_channel = redis_channel
+        self.executor = concurrent.futures.ThreadPoolExecutor(executor_threads, thread_name_prefix="apns-store")
+        self.parse_certificate = certificate_parser()
+        self.provider_connections: set[ProviderProtocol] = set()
+        self.device_streams: set[DeviceStreamProtocol] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fanout: Fanout = None  # type: ignore[assignment]  # made on the loop, in start()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.device_port: int | None = None
+        self.provider_port: int | None = None
+        self.delivered_count = 0
+        self.on_delivery: Callable[[dict[str, Any]], None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------------
+    async def start(self, *, device: socket.socket | None, provider: socket.socket | None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.fanout = Fanout(self.loop)
+        self.service.add_listener(self.fanout.notify_threadsafe)
+        if device is not None:
+            server = await self.loop.create_server(lambda: DeviceStreamProtocol(self), sock=device, backlog=4096)
+            self._servers.append(server)
+            self.device_port = int(device.getsockname()[1])
+        if provider is not None:
+            if self.provider_ssl is None:
+                raise ValueError("the provider listener needs a TLS context (provider_ssl_context)")
+            server = await self.loop.create_server(
+                lambda: ProviderProtocol(self), sock=provider, ssl=self.provider_ssl, backlog=4096,
+                ssl_handshake_timeout=10,
+            )  # fmt: skip
+            self._servers.append(server)
+            self.provider_port = int(provider.getsockname()[1])
+        self._tasks.append(asyncio.ensure_future(self._ticker()))
+        if self.watch_store:
+            self._tasks.append(asyncio.ensure_future(self.fanout.watch_store(self.service.store, self.executor)))
+        if self.redis_url and self.redis_channel:
+            self._tasks.append(asyncio.ensure_future(self.fanout.follow_redis(self.redis_url, self.redis_channel)))
+
+    async def stop(self) -> None:
+        """GOAWAY ``Shutdown`` to providers, the last chunk to devices, then stop listening."""
+        self.service.remove_listener(self.fanout.notify_threadsafe)
+        for server in self._servers:
+            server.close()
+        for connection in list(self.provider_connections):
+            connection.goaway(0, "Shutdown")
+        for stream in list(self.device_streams):
+            stream.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.sleep(0)  # let the transports write what they hold
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _ticker(self) -> None:
+        """One timer for every connection: keep-alives for idle device streams, IdleTimeout for providers."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            for stream in list(self.device_streams):
+                stream.keepalive()
+            now = time.monotonic()
+            for connection in list(self.provider_connections):
+                if connection.idle_for(now) > IDLE_TIMEOUT_S:
+                    connection.goaway(0, "IdleTimeout")
+
+    # -- work for the protocols ---------------------------------------------------------------------
+    async def send(self, token: str, body: bytes, headers: dict[str, str], *,
+                   certificate: x509.Certificate | None, authority: str | None) -> PushResult:  # fmt: skip
+        assert self.loop is not None
+        try:
+            return await self.loop.run_in_executor(
+                self.executor, lambda: self.service.send(token, body, headers, certificate=certificate,
+                                                         authority=authority))  # fmt: skip
+        except Exception:
+            log.exception("push to %s failed", token[:16])
+            return PushResult(500, reason="InternalServerError")
+
+    def take(self, token: str, *, connecting: bool) -> asyncio.Future[list[dict[str, Any]]]:
+        assert self.loop is not None
+        return self.loop.run_in_executor(self.executor, lambda: self.service.take(token, connecting=connecting))
+
+    def delivered(self, notification: dict[str, Any]) -> None:
+        self.delivered_count += 1
+        if self.on_delivery is not None:
+            self.on_delivery(notification)
+
+    @staticmethod
+    def new_apns_id() -> str:
+        return str(uuid.uuid4()).upper()
+
+    def stats(self) -> dict[str, int]:
+        return {"device_streams": len(self.device_streams), "provider_connections": len(self.provider_connections),
+                "delivered": self.delivered_count, "wakes": self.fanout.wakes if self.fanout else 0}  # fmt: skip
+
+
+class GatewayThread:
+    """An :class:`APNsGateway` on its own event loop in a daemon thread (beside a WSGI server)."""
+
+    def __init__(self, gateway: APNsGateway, *, device: socket.socket | None, provider: socket.socket | None) -> None:
+        self.gateway = gateway
+        self._sockets = (device, provider)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mdmsim-apns", daemon=True)
+
+    def start(self) -> GatewayThread:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.gateway.start(device=self._sockets[0], provider=self._sockets[1]))
+        except BaseException as exc:  # reported to start()'s caller
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.gateway.stop(), self._loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)

@@ -1,0 +1,172 @@
+"""Device streams: each simulated device holds one connection to the push gateway and wakes on a push.
+
+A real device keeps one persistent connection to APNs and is woken through it within a second of a
+push. The simulation's devices do the same over HTTP: ``GET /events?token=<hex>`` on the gateway's
+device listener answers ``text/event-stream`` and stays open; every notification for the token is one
+event (``id:`` the apns-id, ``data:`` the notification as JSON), an idle stream gets a comment line
+every :data:`KEEPALIVE_S` seconds.
+
+**Why server-sent events, not WebSocket**: delivery goes one way (APNs to device); SSE is plain
+HTTP/1.1 that any client reads line by line (``curl -N``, httpx, a browser's ``EventSource``, a
+gevent socket in Locust), needs no upgrade handshake or framing of its own, and costs the server one
+small protocol object per device. The HTTP/1.1 parsing is ``h11`` (python-hyper's sans-I/O HTTP/1.1,
+the one httpx and hypercorn use); after the request is read, each event is one chunk.
+
+What is pending stays in the store: a stream takes it atomically (so two streams of one token never
+both get a notification), first when it opens (what was stored while the device was away, minus what
+expired) and then whenever the process's :class:`~.fanout.Fanout` wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+import h11
+
+from .service import valid_token
+
+if TYPE_CHECKING:
+    from .gateway import APNsGateway
+
+__all__ = ["DeviceStreamProtocol", "KEEPALIVE_S", "event_bytes"]
+
+#: A comment line on an idle stream this often, so proxies and clients keep it open.
+KEEPALIVE_S = 15.0
+_MAX_REQUEST_HEAD = 8 * 1024
+
+
+def event_bytes(notification: dict[str, Any]) -> bytes:
+    """One server-sent event for one notification."""
+    return f"id: {notification['apns_id']}\nevent: push\ndata: {json.dumps(notification)}\n\n".encode()
+
+
+class DeviceStreamProtocol(asyncio.Protocol):
+    """One device connection: read one request, then stream its token's notifications until it closes."""
+
+    __slots__ = ("gateway", "transport", "conn", "token", "_taking", "_again")
+
+    def __init__(self, gateway: APNsGateway) -> None:
+        self.gateway = gateway
+        self.transport: asyncio.Transport | None = None
+        self.conn: h11.Connection | None = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_HEAD)
+        self.token: str | None = None
+        self._taking = False
+        self._again = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.token is not None:
+            self.gateway.fanout.unsubscribe(self.token, self.wake)
+            self.gateway.device_streams.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None:
+            return  # the stream is open; a device says nothing more on it
+        try:
+            conn.receive_data(data)
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._refuse(exc.error_status_hint, "BadRequest")
+            return
+        if event is h11.NEED_DATA:
+            return
+        if isinstance(event, h11.Request):
+            self._request(event)
+        else:
+            self._close()
+
+    # -- the request -------------------------------------------------------------------------------
+    def _request(self, request: h11.Request) -> None:
+        target = request.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        if path.rstrip("/") not in ("/events", "/apple/apns/events"):
+            self._refuse(404, "BadPath")
+            return
+        if request.method != b"GET":
+            self._refuse(405, "MethodNotAllowed")
+            return
+        token = (urllib.parse.parse_qs(query).get("token") or [""])[0]
+        if not valid_token(token):
+            self._refuse(400, "BadDeviceToken")
+            return
+        assert self.conn is not None and self.transport is not None
+        head = self.conn.send(h11.Response(status_code=200, headers=[
+            ("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no"),
+        ]))  # fmt: skip
+        self.transport.write(head or b"")
+        self._write(b": connected\n\n")
+        self.token = token.lower()
+        self.gateway.fanout.subscribe(self.token, self.wake)
+        self.gateway.device_streams.add(self)
+        self._take(connecting=True)
+
+    def _refuse(self, status: int, reason: str) -> None:
+        body = json.dumps({"reason": reason}).encode()
+        conn = self.conn
+        if conn is not None and self.transport is not None:
+            try:
+                head = conn.send(h11.Response(status_code=status, headers=[
+                    ("content-type", "application/json"), ("content-length", str(len(body))), ("connection", "close"),
+                ]))  # fmt: skip
+                self.transport.write((head or b"") + body)
+            except h11.LocalProtocolError:
+                pass
+        self._close()
+
+    # -- delivery ----------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """A push may be waiting: take it (one take at a time; a wake meanwhile means one more)."""
+        if self._taking:
+            self._again = True
+            return
+        self._take(connecting=False)
+
+    def _take(self, *, connecting: bool) -> None:
+        self._taking = True
+        self._again = False
+        future = self.gateway.take(self.token or "", connecting=connecting)
+        future.add_done_callback(self._taken)
+
+    def _taken(self, future: asyncio.Future[list[dict[str, Any]]]) -> None:
+        self._taking = False
+        try:
+            notifications = future.result()
+        except Exception:  # the store was busy: the next wake (or reconnect) looks again
+            notifications = []
+        for notification in notifications:
+            self._write(event_bytes(notification))
+            self.gateway.delivered(notification)
+        if self._again and self.transport is not None:
+            self._take(connecting=False)
+
+    def keepalive(self) -> None:
+        self._write(b": keepalive\n\n")
+
+    def _write(self, data: bytes) -> None:
+        conn, transport = self.conn, self.transport
+        if conn is None or transport is None or transport.is_closing():
+            return
+        chunk = conn.send(h11.Data(data=data))
+        if chunk:
+            transport.write(chunk)
+
+    def close(self) -> None:
+        """End the stream cleanly (server shutdown): the last chunk, then the connection."""
+        conn, transport = self.conn, self.transport
+        if conn is not None and transport is not None and not transport.is_closing():
+            try:
+                transport.write(conn.send(h11.EndOfMessage()) or b"")
+            except h11.LocalProtocolError:
+                pass
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
