@@ -93,15 +93,32 @@ def _identity_settings(identity: str, scep_url: str | None, scep_challenge: str 
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM certificate (chain) to serve with --tls; devices trust its last certificate.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key of --tls-cert.")
+@click.option("--apns-port", type=int, callback=lambda c, p, v: None if v is None else _port(v),
+              help="Also serve Apple's HTTP/2 provider API (POST /3/device/<token>, push certificate as TLS "
+                   "client certificate) on this port, as api.push.apple.com does (0: any free port).")
+@click.option("--apns-stream-port", default=0, show_default=True, type=int, callback=lambda c, p, v: _port(v),
+              help="Port of the device-stream listener devices hold open to wake on a push (0: any free port).")
+@click.option("--redis", "redis_url", metavar="URL",
+              help="Fan pushes out through this Redis server (redis://host:6379/0) to every APNs process on every host.")
 @_identity_options
 def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int | None, depsim_compat: bool,
           depsim_config: Path | None, workers: int | None, threads: int, sync_rules: str, tls: bool,
-          tls_cert: Path | None, tls_key: Path | None, identity: str, scep_url: str | None,
-          scep_challenge: str | None, identity_ca: Path | None) -> None:
-    """Serve every party of a world on one port (gunicorn, gthread workers)."""
-    from .serving import WorldApplication, default_workers, gunicorn_options
+          tls_cert: Path | None, tls_key: Path | None, apns_port: int | None, apns_stream_port: int,
+          redis_url: str | None, identity: str, scep_url: str | None, scep_challenge: str | None,
+          identity_ca: Path | None) -> None:
+    """Serve every party of a world on one port (gunicorn, gthread workers), and the push gateway beside it."""
+    from .serving import (
+        GatewaySockets,
+        WorldApplication,
+        advertise_gateway,
+        default_workers,
+        gunicorn_options,
+        start_gateway,
+        world_channel_id,
+    )
     from .world import World
 
+    _raise_open_files_limit()
     given_pem = _given_tls_pair(tls, tls_cert, tls_key)
     identity_settings = _identity_settings(identity, scep_url, scep_challenge, identity_ca)
     config = _read_depsim_config(depsim_config) if depsim_config else None
@@ -130,6 +147,16 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
                 raise click.BadParameter(f"{depsim_config}: {exc}", param_hint="--depsim-config") from None
     public = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
     world.control.set_setting("public_url", public)
+    if redis_url:
+        _check_redis(redis_url)
+        world_channel_id(world)  # chosen once, before the fork: every worker publishes on one channel
+    try:
+        gateway_sockets = GatewaySockets(host, device_port=apns_stream_port, apns_port=apns_port, per_process=True)
+    except OSError as exc:
+        world.close()
+        raise click.ClickException(f"cannot listen for the push gateway: {exc.strerror} "
+                                   "(is --apns-port or --apns-stream-port already in use?)") from None
+    advertise_gateway(world, gateway_sockets)
     tls_files = _tls_files(world, host, data_dir, tls_cert, tls_key, given_pem) if tls else None
     token = None
     if not _is_loopback(host):
@@ -145,21 +172,35 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         console.print(f"[yellow]Bound beyond {DEFAULT_HOSTS[0]}:[/yellow] /_sim/, /mdm/api/ and /intune/ need "
                       f"[bold]Authorization: Bearer {token}[/bold]"
                       f" (dashboard: open {public}/intune/?api_token={token} once)")
+    worlds: list[Any] = []  # this process's world, once gunicorn's worker has it
+
+    def gateway_in_worker(_worker: Any) -> None:
+        # Threads do not survive a fork: each worker starts its own gateway on the shared sockets.
+        # A world in a data directory may be served by other processes (workers, another mdmsim serve):
+        # without Redis, the gateway looks in the store for the pushes they accepted.
+        start_gateway(worlds[0], gateway_sockets, redis_url=redis_url, watch_store=data_dir is not None and not redis_url)
+
     if data_dir is None:
         options = gunicorn_options(host, port, workers=1, threads=threads, preload=True)
+        worlds.append(world)
         world.build_party_apps()
         # Everything built so far (the world, every party's routes) lives as long as the server: out
         # of the collector's way, a full collection no longer walks it again and again under load.
         gc.collect()
         gc.freeze()
+        options["post_worker_init"] = gateway_in_worker
         app = WorldApplication(lambda: world.wsgi, options)
     else:
         world.close()  # each worker opens the data directory itself, after the fork
         options = gunicorn_options(host, port, workers=workers or default_workers(), threads=threads, preload=False)
-        app = WorldApplication(
-            lambda: World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,
-                          synchronous_push=False, **identity_settings).build_party_apps().wsgi, options
-        )
+        options["post_worker_init"] = gateway_in_worker
+
+        def load() -> Any:
+            worlds.append(World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,
+                                synchronous_push=False, **identity_settings).build_party_apps())
+            return worlds[-1].wsgi
+
+        app = WorldApplication(load, options)
     if tls_files is not None:  # gunicorn read its options when the application was made
         app.cfg.set("certfile", str(tls_files[0]))
         app.cfg.set("keyfile", str(tls_files[1]))
@@ -269,12 +310,38 @@ def _print_banner(world: object, public: str) -> None:
     table.add_column("party")
     table.add_column("URL")
     for party, url in info["urls"].items():
-        table.add_row(party, url)
+        if url:
+            table.add_row(party, url)
     if info.get("depsim_compat"):
         table.add_row("depsim", f"{public}/ (GET /token for credentials)")
     console.print(table)
     console.print(f"DEP credentials (OAuth token keys): [bold]curl {info['credentials']}[/bold]")
     console.print(f"World clock: {info['now']}  ·  move it with POST {public}/_sim/clock  ·  Ctrl-C stops")
+
+
+def _raise_open_files_limit() -> None:
+    """Each device stream is an open socket: let the server hold as many as the hard limit allows."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _check_redis(url: str) -> None:
+    """Fail before serving when ``--redis`` names a server that cannot be reached."""
+    try:
+        import redis
+    except ImportError:
+        raise click.ClickException("--redis needs the redis package: pip install 'redis>=5'") from None
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        client.ping()
+        client.close()
+    except ValueError as exc:
+        raise click.BadParameter(f"{url}: {exc}", param_hint="--redis") from None
+    except redis.RedisError as exc:
+        raise click.ClickException(f"cannot reach Redis at {url}: {exc} (start it with: redis-server)") from None
 
 
 def _read_depsim_config(path: Path) -> dict:

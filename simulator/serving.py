@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -82,12 +83,31 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class GatewaySockets:
-    """The gateway's listening sockets, bound before anything forks: devices, and providers if asked."""
+    """The gateway's ports, chosen before anything forks: devices, and providers if asked.
 
-    def __init__(self, host: str, *, device_port: int = 0, apns_port: int | None = None) -> None:
+    ``per_process=False`` (one process): listening sockets, used as they are. ``per_process=True``
+    (gunicorn's workers): the ports are only reserved here (bound with ``SO_REUSEPORT``, not
+    listening) and each worker listens on them itself (:meth:`listeners`), so the kernel spreads
+    device connections evenly over the workers; with one shared socket, whichever worker woke first
+    took them in batches, and one process can hold at most so many open files."""
+
+    def __init__(self, host: str, *, device_port: int = 0, apns_port: int | None = None,
+                 per_process: bool = False) -> None:  # fmt: skip
         self.host = host
-        self.device = bind(host, device_port)
-        self.provider = bind(host, apns_port) if apns_port is not None else None
+        self.per_process = per_process
+        listen = not per_process
+        self.device = bind(host, device_port, listen=listen, reuse_port=per_process)
+        self.provider = bind(host, apns_port, listen=listen, reuse_port=per_process) if apns_port is not None else None
+
+    def listeners(self) -> tuple[socket.socket, socket.socket | None]:
+        """Listening sockets for this process's gateway (its own, to close without touching others')."""
+        if not self.per_process:
+            return self.device.dup(), self.provider.dup() if self.provider is not None else None
+        device = bind(self.host, self.device.getsockname()[1], reuse_port=True)
+        provider = None
+        if self.provider is not None:
+            provider = bind(self.host, self.provider.getsockname()[1], reuse_port=True)
+        return device, provider
 
     def urls(self) -> tuple[str, str | None]:
         """``(device stream URL, provider URL)`` as clients on this machine reach them."""
@@ -123,9 +143,7 @@ def start_gateway(world: World, sockets: GatewaySockets, *, watch_store: bool = 
         world.apns.add_listener(RedisPublisher(redis_url, channel))
     gateway = APNsGateway(world.apns, provider_ssl=context, watch_store=watch_store, redis_url=redis_url,
                           redis_channel=channel)  # fmt: skip
-    # The thread gets its own duplicates: closing them stops only this process's gateway.
-    device = sockets.device.dup()
-    provider = sockets.provider.dup() if sockets.provider is not None else None
+    device, provider = sockets.listeners()
     return GatewayThread(gateway, device=device, provider=provider).start()
 
 

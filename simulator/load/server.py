@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -67,10 +67,12 @@ def served_world(
 
 
 @contextlib.contextmanager
-def mdmsim_serve(*args: str, timeout_s: float = 300.0) -> Iterator[str]:
+def mdmsim_serve(*args: str, timeout_s: float = 300.0,
+                 on_start: Callable[[subprocess.Popen[bytes]], None] | None = None) -> Iterator[str]:  # fmt: skip
     """Yield the base URL of ``mdmsim serve <args>`` on a free port; stopped (workers too) afterwards.
 
     The one way benchmarks and load runs start a server, so all of them measure the same stack.
+    ``on_start`` receives the server's process (its group holds the workers) once it answers.
     """
     port = free_port()
     cmd = [sys.executable, "-m", "simulator.cli", "serve", "--port", str(port), *args]
@@ -91,6 +93,8 @@ def mdmsim_serve(*args: str, timeout_s: float = 300.0) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("mdmsim serve did not start in time")
                 time.sleep(0.05)
+            if on_start is not None:
+                on_start(proc)
             yield url
         finally:
             _stop(proc)

@@ -97,7 +97,7 @@ class DeviceStreamProtocol(asyncio.Protocol):
             self._refuse(400, "BadDeviceToken")
             return
         assert self.conn is not None and self.transport is not None
-        head = self.conn.send(h11.Response(status_code=200, headers=[
+        head = self.conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no"),
         ]))  # fmt: skip
         self.transport.write(head or b"")
