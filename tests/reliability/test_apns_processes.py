@@ -173,3 +173,31 @@ def test_two_servers_share_one_worlds_pushes_through_redis(tmp_path: Path, redis
             stream.close()
         host_a.stop()
         host_b.stop()
+
+
+def test_two_workers_share_pushes_through_the_store_and_split_the_streams(tmp_path: Path) -> None:
+    """``--workers 2`` on one data directory, no Redis: each worker listens on the stream port itself
+    (SO_REUSEPORT), so both hold device streams, and a push accepted by either wakes the device on
+    the other through the store."""
+    import psutil
+
+    apns_port, stream_port = free_port(), free_port()
+    served = Served(tmp_path / "world", devices=2, workers=2,
+                    extra=["--apns-port", str(apns_port), "--apns-stream-port", str(stream_port)]).start()  # fmt: skip
+    tokens = [f"{i:02x}" * 32 for i in range(16, 56)]
+    streams = [_Stream(f"http://127.0.0.1:{stream_port}", token) for token in tokens]
+    try:
+        assert served.process is not None
+        workers = psutil.Process(served.process.pid).children()
+        holding = [sum(1 for c in w.net_connections("tcp") if c.laddr.port == stream_port and c.status == "ESTABLISHED")
+                   for w in workers]  # fmt: skip
+        assert len(workers) == 2 and sum(holding) == len(tokens) and min(holding) > 0, holding
+        with _push_client(served, tmp_path) as provider:
+            for i, token in enumerate(tokens):
+                assert _push(provider, f"https://127.0.0.1:{apns_port}", token, f"m{i}").status_code == 200
+        poll(lambda: all(s.magics for s in streams), deadline_s=10, what="every device to wake")
+        assert [s.magics for s in streams] == [[f"m{i}"] for i in range(len(tokens))]
+    finally:
+        for stream in streams:
+            stream.close()
+        served.stop()
