@@ -98,13 +98,15 @@ def _identity_settings(identity: str, scep_url: str | None, scep_challenge: str 
                    "client certificate) on this port, as api.push.apple.com does (0: any free port).")
 @click.option("--apns-stream-port", default=0, show_default=True, type=int, callback=lambda c, p, v: _port(v),
               help="Port of the device-stream listener devices hold open to wake on a push (0: any free port).")
+@click.option("--wake-devices/--no-wake-devices", default=True, show_default=True,
+              help="The world's powered-on devices wake on their push and answer their MDM server by themselves.")
 @click.option("--redis", "redis_url", metavar="URL",
               help="Fan pushes out through this Redis server (redis://host:6379/0) to every APNs process on every host.")
 @_identity_options
 def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int | None, depsim_compat: bool,
           depsim_config: Path | None, workers: int | None, threads: int, sync_rules: str, tls: bool,
           tls_cert: Path | None, tls_key: Path | None, apns_port: int | None, apns_stream_port: int,
-          redis_url: str | None, identity: str, scep_url: str | None, scep_challenge: str | None,
+          wake_devices: bool, redis_url: str | None, identity: str, scep_url: str | None, scep_challenge: str | None,
           identity_ca: Path | None) -> None:
     """Serve every party of a world on one port (gunicorn, gthread workers), and the push gateway beside it."""
     from .serving import (
@@ -116,6 +118,7 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         start_gateway,
         world_channel_id,
     )
+    from .wake import PushWaker
     from .world import World
 
     _raise_open_files_limit()
@@ -179,6 +182,8 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         # A world in a data directory may be served by other processes (workers, another mdmsim serve):
         # without Redis, the gateway looks in the store for the pushes they accepted.
         start_gateway(worlds[0], gateway_sockets, redis_url=redis_url, watch_store=data_dir is not None and not redis_url)
+        if wake_devices:
+            worlds[0].apns.add_listener(PushWaker(worlds[0]))
 
     if data_dir is None:
         options = gunicorn_options(host, port, workers=1, threads=threads, preload=True)

@@ -30,6 +30,7 @@ from .apple.apns.fanout import RedisPublisher, redis_channel
 from .apple.apns.gateway import APNsGateway, GatewayThread, bind, provider_ssl_context
 from .in_process import IN_PROCESS_URL
 from .tls import issue_server_pair, server_context, tls_now, write_pair
+from .wake import PushWaker
 
 __all__ = [
     "ServedWorld",
@@ -165,13 +166,14 @@ def advertise_gateway(world: World, sockets: GatewaySockets) -> None:
 
 @contextlib.contextmanager
 def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: int | None = None,
-                   redis_url: str | None = None) -> Iterator[ServedWorld]:  # fmt: skip
+                   redis_url: str | None = None, wake_devices: bool = False) -> Iterator[ServedWorld]:  # fmt: skip
     """The world on werkzeug's threaded server while the block runs; its URL is the world's meanwhile.
 
     With ``tls`` the certificate comes from the world's TLS CA. ``ssl`` loads keys only from files,
     so the pair goes to a private temporary directory that is removed as soon as the context holds it.
     The push gateway runs beside it: device streams on a free port, the HTTP/2 provider API on
-    ``apns_port`` (0: a free one) when given."""
+    ``apns_port`` (0: a free one) when given. ``wake_devices``: the world's own devices wake on their
+    push (:class:`~simulator.wake.PushWaker`), as in ``mdmsim serve``."""
     context = None
     if tls:
         world.control.set_setting("tls_anchor_pem", "")
@@ -192,6 +194,9 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
         raise
     served.gateway = gateway.gateway
     served.apns_stream_url, served.apns_url = sockets.urls()
+    waker = PushWaker(world) if wake_devices else None
+    if waker is not None:
+        world.apns.add_listener(waker)
     previous = world.control.get_setting("public_url")
     world.control.set_setting("public_url", served.url)
     advertise_gateway(world, sockets)
@@ -205,6 +210,9 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
         thread.join(timeout=5)
         gateway.stop()
         sockets.close()
+        if waker is not None:
+            world.apns.remove_listener(waker)
+            waker.close()
         if not world.closed:
             world.control.set_setting("public_url", previous or IN_PROCESS_URL)
             world.control.set_setting("apns_stream_url", "")

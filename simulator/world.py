@@ -397,14 +397,17 @@ class World:
 
     @contextlib.contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False, apns_port: int | None = None,
-              redis_url: str | None = None) -> Iterator[ServedWorld]:  # fmt: skip
+              redis_url: str | None = None, wake_devices: bool = False) -> Iterator[ServedWorld]:  # fmt: skip
         """Serve the world on a real port (threaded server) for as long as the block runs.
 
         ``tls=True`` serves HTTPS with a certificate from :attr:`tls_ca`; profiles defined meanwhile
         carry that CA as ``anchor_certs``. The push gateway serves device streams beside it
         (``served.apns_stream_url``) and, with ``apns_port`` (0: any free port), Apple's HTTP/2 provider
-        API (``served.apns_url``) for an unmodified push client holding a push certificate."""
-        with serve_threaded(self, host, port, tls=tls, apns_port=apns_port, redis_url=redis_url) as served:
+        API (``served.apns_url``) for an unmodified push client holding a push certificate.
+        ``wake_devices=True``: the world's powered-on devices wake on their push and answer their MDM
+        server by themselves, as in ``mdmsim serve`` (off by default: tests here drive agents)."""
+        with serve_threaded(self, host, port, tls=tls, apns_port=apns_port, redis_url=redis_url,
+                            wake_devices=wake_devices) as served:
             yield served
 
     # -- lifecycle ---------------------------------------------------------------------------------

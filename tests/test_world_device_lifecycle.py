@@ -83,3 +83,20 @@ def test_an_erased_device_shows_pending_reset_in_the_controller() -> None:
         world.devices.run_agent(serial)
         assert state() == "pendingReset"
         assert world.devices.describe(serial)["pane"] == "Hello"  # wiped: back to the first pane
+
+
+def test_served_devices_wake_on_their_push_and_answer_by_themselves() -> None:
+    """``mdmsim serve``'s devices (``wake_devices``): the MDM server enqueues and pushes, the device's
+    agent runs on the push alone, with no call to run it."""
+    import time
+
+    with World(devices=2, seed=5, background_sync=False) as world:
+        serial, udid = enrolled_device(world)
+        with world.serve(wake_devices=True):
+            uuid = command(world, udid)
+            deadline = time.monotonic() + 15
+            while status(world, uuid) != "Acknowledged":
+                assert time.monotonic() < deadline, f"the device did not wake: {status(world, uuid)}"
+                time.sleep(0.05)
+            pushes = world.apns.stats(world.fleet.devices.load(serial).push_token)
+            assert pushes["accepted"] >= 1 and pushes["delivered"] >= 1

@@ -49,7 +49,12 @@ MIGRATIONS = [
         updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX devices_by_phase ON devices (phase);
+    """,
     """
+    -- The push token of an enrolled device: a push for it wakes the device (served worlds).
+    ALTER TABLE devices ADD COLUMN push_token TEXT;
+    CREATE INDEX devices_by_push_token ON devices (push_token) WHERE push_token IS NOT NULL;
+    """,
 ]
 
 #: Apple's device CA issuing a device its identity: ``(udid, serial, public_key) -> certificate``
@@ -74,10 +79,17 @@ class DeviceStore:
         with self.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO devices (serial, udid, phase, pane, enrolled, last_entry, state, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "updated_at, push_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (device.serial, device.udid, st.phase if st.powered else "off", st.pane, int(device.enrolled),
-                 last, json.dumps(st.to_dict(), separators=(",", ":")), now),
+                 last, json.dumps(st.to_dict(), separators=(",", ":")), now,
+                 st.push_token.lower() if st.push_token and st.powered else None),
             )  # fmt: skip
+
+    def serial_for_push_token(self, token: str) -> str | None:
+        """The powered-on device that holds ``token`` (its latest TokenUpdate), if it is one of ours."""
+        with self.store.read() as db:
+            row = db.execute("SELECT serial FROM devices WHERE push_token = ?", (token.lower(),)).fetchone()
+        return None if row is None else str(row[0])
 
     def load(self, serial: str) -> DeviceState | None:
         with self.store.read() as db:
