@@ -74,6 +74,7 @@ class ProviderProtocol(asyncio.Protocol):
             client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS}
         )
         self.streams: dict[int, _Stream] = {}
+        self._answering: set[asyncio.Task[None]] = set()  # held here: the loop keeps tasks only weakly
         self.refusals = 0
         self.last_active = time.monotonic()
         self.closing = False
@@ -129,7 +130,9 @@ class ProviderProtocol(asyncio.Protocol):
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None:
-                asyncio.ensure_future(self._answer(event.stream_id, stream))
+                task = asyncio.ensure_future(self._answer(event.stream_id, stream))
+                self._answering.add(task)
+                task.add_done_callback(self._answering.discard)
         elif isinstance(event, h2.events.StreamReset):
             self.streams.pop(event.stream_id, None)
         elif isinstance(event, h2.events.ConnectionTerminated):

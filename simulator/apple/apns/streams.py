@@ -67,8 +67,8 @@ class DeviceStreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if conn is None:
-            return  # the stream is open; a device says nothing more on it
+        if conn is None or self.token is not None:
+            return  # the stream is open: whatever else the device sends is not read
         try:
             conn.receive_data(data)
             event = conn.next_event()
