@@ -37,7 +37,7 @@ import h2.exceptions
 import h2.settings
 from cryptography import x509
 
-from .service import MAX_PAYLOAD, PushResult
+from .service import MAX_PAYLOAD, PushResult, valid_apns_id
 
 if TYPE_CHECKING:
     from .gateway import APNsGateway
@@ -140,14 +140,14 @@ class ProviderProtocol(asyncio.Protocol):
 
     async def _answer(self, stream_id: int, stream: _Stream) -> None:
         result = self._refusal(stream.headers)
+        headers = dict(stream.headers)
         if result is None:
-            headers = dict(stream.headers)
             token = headers[":path"][len(_PATH):]
             result = await self.gateway.send(
                 token, bytes(stream.body), {k: v for k, v in headers.items() if not k.startswith(":")},
                 certificate=self.certificate, authority=headers.get(":authority"),
             )  # fmt: skip
-        self._respond(stream_id, result)
+        self._respond(stream_id, result, headers.get("apns-id"))
 
     def _refusal(self, headers: list[tuple[str, str]]) -> PushResult | None:
         """What Apple says before a push reaches the service: method, path, repeated headers."""
@@ -164,10 +164,13 @@ class ProviderProtocol(asyncio.Protocol):
             return PushResult(400, reason="DuplicateHeaders")
         return None
 
-    def _respond(self, stream_id: int, result: PushResult) -> None:
+    def _respond(self, stream_id: int, result: PushResult, requested_id: str | None = None) -> None:
+        """Apple's answer on the stream. A refusal carries the ``apns-id`` the provider sent too (a
+        well-formed one): aioapns matches every response, refusals included, to its request by it."""
         if self.transport is None or self.transport.is_closing():
             return
-        apns_id = result.apns_id or self.gateway.new_apns_id()
+        echoed = requested_id if valid_apns_id(requested_id) else None
+        apns_id = result.apns_id or echoed or self.gateway.new_apns_id()
         body = result.body()
         try:
             if body is None:

@@ -71,6 +71,7 @@ __all__ = [
     "APNsService",
     "PushResult",
     "valid_token",
+    "valid_apns_id",
     "MAX_PAYLOAD",
     "MAX_TOPIC",
     "CLIENT_CERT_HEADER",
@@ -136,6 +137,11 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 def valid_token(token: str) -> bool:
     """Device tokens are 32 bytes, written as 64 hex digits in the path."""
     return bool(_TOKEN.match(token or ""))
+
+
+def valid_apns_id(apns_id: str | None) -> bool:
+    """``apns-id`` is a canonical UUID (8-4-4-4-12 hex digits, either case)."""
+    return bool(_UUID.match(apns_id or ""))
 
 
 class APNsError(Exception):
@@ -282,7 +288,7 @@ class APNsService:
         if priority_text not in ("1", "5", "10"):
             return self._reject(token, 400, "BadPriority")
         apns_id = headers.get("apns-id")
-        if apns_id is not None and not _UUID.match(apns_id):
+        if apns_id is not None and not valid_apns_id(apns_id):
             return self._reject(token, 400, "BadMessageId")
         expiration = _expiration(headers.get("apns-expiration"))
         if expiration is False:
@@ -320,8 +326,8 @@ class APNsService:
                 apns_store.bind_topic(db, token, topic, "first-push", now)
             if apns_id is None:
                 number = apns_store.accepted(db, token) + 1
-                apns_id = self.random.uuid(f"apns:{token}:notification:{number}")
-            apns_id = apns_id.upper()
+                apns_id = self.random.uuid(f"apns:{token}:notification:{number}").upper()
+            # One the provider sent is echoed as sent: clients (aioapns) find their request by it.
             replaced = apns_store.has_pending(db, token)
             seq = apns_store.put_pending(
                 db, token, apns_id, topic, push_type, int(priority_text), json.dumps(payload), now,
