@@ -68,7 +68,9 @@ class ProviderProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.certificate: x509.Certificate | None = None
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=True)
+            # Headers stay bytes in h2 (``header_encoding=None``): h2 would decode them as strict
+            # UTF-8 inside ``receive_data`` and raise out of it, killing the connection, for one byte.
+            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
         )
         self.conn.local_settings = h2.settings.Settings(
             client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS}
@@ -120,7 +122,7 @@ class ProviderProtocol(asyncio.Protocol):
     # -- h2 events ---------------------------------------------------------------------------------
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
-            self.streams[event.stream_id] = _Stream(list(event.headers or ()))  # type: ignore[arg-type]
+            self.streams[event.stream_id] = _Stream([_text(n, v) for n, v in event.headers or ()])  # type: ignore[arg-type]
         elif isinstance(event, h2.events.DataReceived):
             stream = self.streams.get(event.stream_id)
             if stream is not None and len(stream.body) <= MAX_PAYLOAD:
@@ -218,6 +220,12 @@ class ProviderProtocol(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _text(name: bytes, value: bytes) -> tuple[str, str]:
+    """A header as text. A value that is not UTF-8 (``apns-topic: \\xff``) is then refused by the rule
+    that reads it (no such topic, no such token), as any other wrong value is, not by the connection."""
+    return name.decode("utf-8", "replace"), value.decode("utf-8", "replace")
 
 
 def certificate_parser(cache_size: int = 1024) -> Callable[[bytes], x509.Certificate | None]:
