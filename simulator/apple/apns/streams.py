@@ -14,7 +14,9 @@ the one httpx and hypercorn use); after the request is read, each event is one c
 
 What is pending stays in the store: a stream takes it atomically (so two streams of one token never
 both get a notification), first when it opens (what was stored while the device was away, minus what
-expired) and then whenever the process's :class:`~.fanout.Fanout` wakes it.
+expired) and then whenever the process's :class:`~.fanout.Fanout` wakes it. The comment ``: connected``
+follows that first look: from then on the device is online, and an ``apns-expiration: 0`` push is
+delivered rather than dropped as one that came while it was away.
 """
 
 from __future__ import annotations
@@ -101,7 +103,6 @@ class DeviceStreamProtocol(asyncio.Protocol):
             ("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no"),
         ]))  # fmt: skip
         self.transport.write(head or b"")
-        self._write(b": connected\n\n")
         self.token = token.lower()
         self.gateway.fanout.subscribe(self.token, self.wake)
         self.gateway.device_streams.add(self)
@@ -132,7 +133,14 @@ class DeviceStreamProtocol(asyncio.Protocol):
         self._taking = True
         self._again = False
         future = self.gateway.take(self.token or "", connecting=connecting)
-        future.add_done_callback(self._taken)
+        future.add_done_callback(self._connected if connecting else self._taken)
+
+    def _connected(self, future: asyncio.Future[list[dict[str, Any]]]) -> None:
+        """The first look is over: what was stored while the device was away is delivered (or dropped,
+        expired or "now or never"), so from ``: connected`` on the device is online. Said only now, a
+        push sent after the device saw it is never taken for one that came while it was away."""
+        self._write(b": connected\n\n")
+        self._taken(future)
 
     def _taken(self, future: asyncio.Future[list[dict[str, Any]]]) -> None:
         self._taking = False
