@@ -1,0 +1,49 @@
+"""How the gateway hangs up on a provider: GOAWAY frames whose debug data is ``{"reason": …}``, as Apple's.
+
+NanoMDM and Fleet decode that debug data as they decode a refusal's body, so it has to be the JSON
+Apple sends. Read with ``h2`` directly: the frame itself is what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+
+from apns_h2_clients import PushWorld, push_world
+
+from simulator.apple.apns.provider import MAX_REFUSALS
+
+
+def test_stopping_the_server_sends_goaway_shutdown_and_ends_device_streams() -> None:
+    with push_world() as apns:
+        token = apns.token()
+        client = apns.h2()
+        assert client.push(token).status == 200
+        device = apns.stream(token)
+        assert device.next_push()["topic"] == apns.a.topic
+    # the world stopped serving: what it said on the way out is in the sockets
+    with client:
+        goaway = client.until_terminated()
+    assert json.loads(goaway.additional_data) == {"reason": "Shutdown"}
+    assert (goaway.error_code, goaway.last_stream_id) == (0, 1)
+    with device:
+        device.read_rest()
+        assert device.ended  # the stream's last chunk, then the connection closed
+
+
+def test_refusals_in_a_row_end_with_goaway_naming_the_last_reason(apns: PushWorld) -> None:
+    token = apns.token()
+    with apns.h2() as client:
+        # MAX_REFUSALS - 1 refusals, then an accepted push: the count starts again
+        for stream_id in [client.start(f"/3/device/{token}", method="GET") for _ in range(MAX_REFUSALS - 1)]:
+            assert client.response(stream_id).status == 405
+        assert client.push(token).status == 200
+        assert client.terminated is None
+        # then MAX_REFUSALS in a row: each is answered, and the last is followed by GOAWAY
+        answers = [client.start(f"/3/device/{token}", method="GET") for _ in range(MAX_REFUSALS - 1)]
+        answers.append(client.start("/3/device/", b"{}"))
+        statuses = [client.response(stream_id).status for stream_id in answers]
+        goaway = client.until_terminated()
+    assert statuses == [405] * (MAX_REFUSALS - 1) + [400]
+    assert json.loads(goaway.additional_data) == {"reason": "MissingDeviceToken"}
+    with apns.h2() as again:  # a new connection is served as before
+        assert again.push(token).status == 200
