@@ -8,6 +8,7 @@ UTF-8, a hundred pushes at once) with ``h2`` directly. Every refusal is ``{"reas
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -20,10 +21,11 @@ from dataclasses import replace
 import pytest
 from apns_h2_clients import PROD, SANDBOX, PushWorld, Response, client_context, mdm_body, push_magic
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hyperframe.frame import Frame, GoAwayFrame
 
 from mdm.protocol.x509 import CertificateAuthority, cert_to_pem
-from simulator.apple.apns.service import BURST_LIMIT, MAX_PAYLOAD
+from simulator.apple.apns.service import BURST_LIMIT, CLIENT_CERT_HEADER, MAX_PAYLOAD
 
 UUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 
@@ -42,6 +44,20 @@ def test_no_client_certificate_is_missing_provider_token(apns: PushWorld) -> Non
     sent = apns.curl(token, anonymous=True)
     assert (sent.status, sent.reason) == (403, "MissingProviderToken"), sent
     assert apns.world.apns.stats(token)["accepted"] == 0
+
+
+def test_the_plain_http_stand_in_header_proves_nothing_on_the_tls_listener(apns: PushWorld) -> None:
+    """``X-Mdmsim-Client-Cert`` carries a certificate over the in-process HTTP/1.1 path; a certificate
+    is public, so on the provider listener only the TLS handshake (which proves the key) names the
+    provider: without a client certificate the header is ignored."""
+    token = apns.token()
+    der = x509.load_pem_x509_certificate(apns.a.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    stand_in = [(CLIENT_CERT_HEADER.lower(), base64.b64encode(der).decode())]
+    with apns.h2(anonymous=True) as client:
+        refused(client.push(token, headers=stand_in), 403, "MissingProviderToken")
+    with apns.h2(apns.b) as client:  # nor does it turn another vendor into vendor a
+        refused(client.push(token, headers=stand_in), 400, "DeviceTokenNotForTopic")
+    assert apns.world.apns.pending(token) == []
 
 
 def test_another_vendors_certificate_is_refused_for_the_token_and_for_the_topic(apns: PushWorld) -> None:
