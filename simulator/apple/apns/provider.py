@@ -152,7 +152,7 @@ class ProviderProtocol(asyncio.Protocol):
             result = await self.gateway.send(
                 token, bytes(stream.body), fields, certificate=self.certificate, authority=headers.get(":authority"),
             )  # fmt: skip
-        self._respond(stream_id, result, headers.get("apns-id"))
+        self._respond(stream_id, result, headers.get("apns-id"), head=headers.get(":method") == "HEAD")
 
     def _refusal(self, headers: list[tuple[str, str]]) -> PushResult | None:
         """What Apple says before a push reaches the service: method, path, repeated headers."""
@@ -169,9 +169,11 @@ class ProviderProtocol(asyncio.Protocol):
             return PushResult(400, reason="DuplicateHeaders")
         return None
 
-    def _respond(self, stream_id: int, result: PushResult, requested_id: str | None = None) -> None:
+    def _respond(self, stream_id: int, result: PushResult, requested_id: str | None = None, *,
+                 head: bool = False) -> None:  # fmt: skip
         """Apple's answer on the stream. A refusal carries the ``apns-id`` the provider sent too (a
-        well-formed one): aioapns matches every response, refusals included, to its request by it."""
+        well-formed one): aioapns matches every response, refusals included, to its request by it.
+        The answer to a HEAD has no body (HTTP semantics; h2 clients reject one as a protocol error)."""
         if self.transport is None or self.transport.is_closing():
             return
         echoed = requested_id if valid_apns_id(requested_id) else None
@@ -185,9 +187,10 @@ class ProviderProtocol(asyncio.Protocol):
                 self.conn.send_headers(
                     stream_id,
                     [(":status", str(result.status)), ("apns-id", apns_id), ("content-type", "application/json"),
-                     ("content-length", str(len(data)))],
+                     ("content-length", str(len(data)))], end_stream=head,
                 )  # fmt: skip
-                self.conn.send_data(stream_id, data, end_stream=True)
+                if not head:
+                    self.conn.send_data(stream_id, data, end_stream=True)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
             return  # the client reset the stream or went away meanwhile
         self._flush()
