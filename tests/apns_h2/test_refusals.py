@@ -200,6 +200,14 @@ def test_each_malformed_request_gets_apples_reason_on_one_connection(apns: PushW
     assert apns.world.apns.stats(token)["accepted"] == 3
 
 
+def test_head_is_refused_without_a_body(apns: PushWorld) -> None:
+    """A HEAD's answer carries no body (h2 clients treat one as a protocol error and drop the connection)."""
+    with apns.h2() as client:
+        response = client.response(client.start(f"/3/device/{apns.token()}", method="HEAD"))
+        assert (response.status, response.body, response.headers["content-type"]) == (405, b"", "application/json")
+        assert client.push(apns.token()).status == 200  # the connection is still good
+
+
 def test_apns_id_is_echoed_when_sent_and_generated_otherwise(apns: PushWorld) -> None:
     token = apns.token()
     mine = str(uuid.uuid4())  # lower case, as aioapns and most clients send it
