@@ -75,7 +75,10 @@ class DeviceStreamProtocol(asyncio.Protocol):
             conn.receive_data(data)
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            self._refuse(exc.error_status_hint, "BadRequest")
+            # h11 hints 501 for a Transfer-Encoding it does not implement: still the device's
+            # malformed request, refused as one (the gateway answers no 5xx for what it was sent).
+            hint = exc.error_status_hint
+            self._refuse(hint if hint < 500 else 400, "BadRequest")
             return
         if event is h11.NEED_DATA:
             return
