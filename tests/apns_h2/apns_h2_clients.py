@@ -263,8 +263,18 @@ class H2Client:
         self.conn.send_headers(stream_id, [*pseudo, *headers], end_stream=not body and end)
         if body:
             self._send_body(stream_id, body, end)
-        self.sock.sendall(self.conn.data_to_send())
+        self.flush()
         return stream_id
+
+    def flush(self) -> None:
+        """Write what h2 has queued; a connection the server closed is a :class:`ConnectionError`."""
+        try:
+            self.sock.sendall(self.conn.data_to_send())
+        except TimeoutError:
+            raise
+        except OSError as exc:  # SSLEOFError, BrokenPipeError, ConnectionResetError
+            self.closed = True
+            raise ConnectionError(f"the server closed the connection: {exc!r}") from exc
 
     def _send_body(self, stream_id: int, body: bytes, end: bool) -> None:
         """The body in frames the peer's window and frame size allow (a 5 KB body is two frames)."""
@@ -272,7 +282,7 @@ class H2Client:
         while view:
             size = min(len(view), self.conn.max_outbound_frame_size, self.conn.local_flow_control_window(stream_id))
             if size <= 0:
-                self.sock.sendall(self.conn.data_to_send())
+                self.flush()
                 self._receive()
                 continue
             self.conn.send_data(stream_id, bytes(view[:size]), end_stream=end and size == len(view))
