@@ -126,8 +126,8 @@ class PushWorld:
         return H2Client(self.port, self.ca, chosen.cert if chosen else None, chosen.key if chosen else None,
                         authority=authority)  # fmt: skip
 
-    def stream(self, token: str) -> DeviceStream:
-        return DeviceStream(self.served.apns_stream_url, token)
+    def stream(self, token: str, path: str = "/events") -> DeviceStream:
+        return DeviceStream(self.served.apns_stream_url, token, path)
 
     def curl(self, token: str, *args: str, vendor: Vendor | None = None, anonymous: bool = False, host: str = PROD,
              body: bytes | None = None, http: str = "--http2") -> CurlResult:  # fmt: skip
@@ -343,11 +343,11 @@ class DeviceStream:
 
     Construction returns once the gateway said ``: connected``: from then on the device is online."""
 
-    def __init__(self, base_url: str, token: str) -> None:
+    def __init__(self, base_url: str, token: str, path: str = "/events") -> None:
         host, port = base_url.removeprefix("http://").rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=READ_TIMEOUT_S)
         self.conn = h11.Connection(h11.CLIENT)
-        request = h11.Request(method="GET", target=f"/events?token={token}",
+        request = h11.Request(method="GET", target=f"{path}?token={token}",
                               headers=[("host", f"{host}:{port}"), ("accept", "text/event-stream")])  # fmt: skip
         self.sock.sendall(self.conn.send(request) + self.conn.send(h11.EndOfMessage()))
         event = self._next()
@@ -405,6 +405,12 @@ class DeviceStream:
                 notification: dict[str, Any] = json.loads(fields["data"])
                 assert fields.get("id") == notification["apns_id"] and fields.get("event") == "push", fields
                 return notification
+
+    def until_comment(self, comment: str) -> None:
+        """Read until the gateway writes ``comment`` (``: keepalive``); a push meanwhile fails the test."""
+        while comment not in self.comments:
+            fields = self._block()
+            assert fields is None, f"expected only comments, got {fields}"
 
     def read_rest(self) -> bytes:
         """Everything until the gateway ends the stream (its last chunk)."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from apns_h2_clients import PushWorld, push_world
 
+from simulator.apple.apns import gateway as gateway_module
 from simulator.apple.apns.provider import MAX_REFUSALS
 
 
@@ -47,3 +49,15 @@ def test_refusals_in_a_row_end_with_goaway_naming_the_last_reason(apns: PushWorl
     assert json.loads(goaway.additional_data) == {"reason": "MissingDeviceToken"}
     with apns.h2() as again:  # a new connection is served as before
         assert again.push(token).status == 200
+
+
+def test_an_idle_provider_gets_goaway_idle_timeout_and_idle_devices_keepalives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apple's hour without a request (and the streams' 15 s keep-alive), shortened to a fraction of a
+    second: the gateway's one timer sends both."""
+    monkeypatch.setattr(gateway_module, "IDLE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(gateway_module, "KEEPALIVE_S", 0.05)
+    with push_world() as apns, apns.h2() as client, apns.stream(apns.token()) as device:
+        assert client.push(apns.token()).status == 200
+        goaway = client.until_terminated()  # read with a deadline: 5 s, well beyond 0.2 s
+        device.until_comment(": keepalive")
+    assert json.loads(goaway.additional_data) == {"reason": "IdleTimeout"}
