@@ -14,6 +14,7 @@ import ssl
 import httpx
 import pytest
 from aioapns import APNs, NotificationRequest
+from aioapns.common import NotificationResult
 from aioapns.connection import APNsProductionClientProtocol
 from apns_h2_clients import PushWorld, mdm_body, push_magic
 
@@ -47,13 +48,13 @@ def test_aioapns_pushes_with_only_host_port_and_trust_store_changed(
     token, unknown = apns.token(), apns.token(apns.b)
     magic = push_magic("aioapns")
 
-    async def send() -> tuple[object, object]:
+    async def send() -> tuple[NotificationResult, NotificationResult]:
         client = APNs(client_cert=str(apns.a.combined), use_sandbox=False, topic=None,
                       ssl_context=ssl.create_default_context(cafile=str(apns.ca)))  # fmt: skip
         try:
-            ok = await asyncio.wait_for(client.send_notification(NotificationRequest(token, {"mdm": magic})), 10)
+            ok = await asyncio.wait_for(client.send_notification(NotificationRequest(token, {"mdm": magic})), 5)
             # A refusal reaches aioapns too: matched to its request by the echoed apns-id.
-            refused = await asyncio.wait_for(client.send_notification(NotificationRequest(unknown, {"mdm": magic})), 10)
+            refused = await asyncio.wait_for(client.send_notification(NotificationRequest(unknown, {"mdm": magic})), 5)
         finally:
             client.pool.close()
         return ok, refused
@@ -61,10 +62,10 @@ def test_aioapns_pushes_with_only_host_port_and_trust_store_changed(
     with apns.stream(token) as device:
         ok, refused = asyncio.run(send())
         notification = device.next_push()
-    assert (ok.status, ok.is_successful) == ("200", True)  # type: ignore[attr-defined]
-    assert (refused.status, refused.description) == ("400", "DeviceTokenNotForTopic")  # type: ignore[attr-defined]
+    assert (ok.status, ok.is_successful) == ("200", True)
+    assert (refused.status, refused.description) == ("400", "DeviceTokenNotForTopic")
     assert notification["payload"] == {"mdm": magic}
-    assert notification["apns_id"] == ok.notification_id  # type: ignore[attr-defined]
+    assert notification["apns_id"] == ok.notification_id
 
 
 def test_httpx_http2_client_pushes_with_the_certificate(apns: PushWorld) -> None:
