@@ -1,17 +1,19 @@
 """The world's one WSGI app: every party's Flask app under its prefix, and what wraps them.
 
-From the outside in: :class:`TrafficMiddleware` counts every response, the admin-token check
-(:class:`simulator.admin_token.APITokenMiddleware`) guards the surfaces that rewrite the world, and
-werkzeug's ``DispatcherMiddleware`` hands each request to its party (the URL map of DESIGN.md). Each
-party's app gets :class:`FaultHook` as its ``before`` hook, which plays the faults scripted through
-``/_sim/faults`` (and depsim's schedules) before the party sees the request.
+From the outside in: :class:`TrafficMiddleware` counts every response, :class:`AppleHostRouter` hands a
+request whose ``Host`` is one of Apple's names (:data:`simulator.apple.hosts.APPLE_HOSTS`) to that party
+at ``/``, the admin-token check (:class:`simulator.admin_token.APITokenMiddleware`) guards the surfaces
+that rewrite the world, and werkzeug's ``DispatcherMiddleware`` hands every other request to its party
+by path (the URL map of DESIGN.md). Each party's app gets :class:`FaultHook` as its ``before`` hook,
+which plays the faults scripted through ``/_sim/faults`` (and depsim's schedules) before the party sees
+the request. :func:`party_at_root` is one party alone at the root of a port of its own.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from flask import Flask, Response, request
@@ -26,6 +28,7 @@ from .admin_token import APITokenMiddleware
 from .apple.activation import http as activation_http
 from .apple.apns import http as apns_http
 from .apple.dep import http as dep_http
+from .apple.hosts import APPLE_HOSTS, prefix_for_host
 from .apple.portal import http as portal_http
 from .apple.portal import pages as portal_pages
 from .apple.pushcert import http as pushcert_http
@@ -34,7 +37,24 @@ from .control.service import ControlService
 from .depsim import DepsimSchedules, fault_reply
 from .idp import http as idp_http
 
-__all__ = ["mount", "LazyApp", "FaultHook", "TrafficMiddleware", "World"]
+__all__ = [
+    "mount",
+    "party_at_root",
+    "PARTY_PREFIXES",
+    "LazyApp",
+    "FaultHook",
+    "TrafficMiddleware",
+    "AppleHostRouter",
+    "World",
+]
+
+#: The parties one port can serve alone (:func:`party_at_root`), by the name a command-line option uses.
+PARTY_PREFIXES: Mapping[str, str] = {
+    "dep": "/apple/dep",
+    "apns": "/apple/apns",
+    "activation": "/apple/activation",
+    "portal": "/apple/portal",
+}
 
 
 class World(Protocol):
@@ -107,7 +127,47 @@ def mount(world: World) -> tuple[Callable, dict[str, LazyApp]]:
     }
     root = _depsim_root_app(world, before) if world.depsim_compat else _root_app(world)
     token = APITokenMiddleware(DispatcherMiddleware(root, apps), lambda: world.control.get_setting("api_token"))
-    return TrafficMiddleware(token, world.control), apps
+    return TrafficMiddleware(AppleHostRouter(token, apps), world.control), apps
+
+
+def party_at_root(world: World, apps: Mapping[str, LazyApp], party: str = "dep") -> Callable:
+    """One party's app alone, at the root of a port of its own (``--dep-port``: ``/session`` there is
+    DEP's), its traffic counted with the world's. ``apps`` are :func:`mount`'s, so the party is the
+    very app the main port serves (one set of routes, one fault hook) and nothing is built twice.
+
+    Only Apple's parties serve alone: the vendor's are reached by path on the main port."""
+    try:
+        prefix = PARTY_PREFIXES[party]
+    except KeyError:
+        raise ValueError(f"no party {party!r} to serve alone; one of {sorted(PARTY_PREFIXES)}") from None
+    return TrafficMiddleware(apps[prefix], world.control)
+
+
+class AppleHostRouter:
+    """Requests to Apple's host names reach that party at ``/``; every other request goes on by path.
+
+    A client that hard-codes ``https://mdmenrollment.apple.com/`` (one hosts-file line pointing the
+    name at the world) then calls ``/session`` on the main port and is answered by DEP, as Apple
+    would; the same for the push gateway and activation. The path is left as sent (``SCRIPT_NAME``
+    stays empty), so URLs the party builds, and the OAuth signature DEP checks, are the ones the
+    client used. ``hosts`` maps a host name to a prefix of ``apps``: one line adds a service.
+    """
+
+    def __init__(
+        self, app: Callable, apps: Mapping[str, Callable], hosts: Mapping[str, str] = APPLE_HOSTS
+    ) -> None:
+        unknown = set(hosts.values()) - set(apps)
+        if unknown:
+            raise ValueError(f"APPLE_HOSTS names parties the world does not mount: {sorted(unknown)}")
+        self.app = app
+        self.apps = apps
+        self.hosts = hosts
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        prefix = prefix_for_host(environ.get("HTTP_HOST") or environ.get("SERVER_NAME"), self.hosts)
+        if prefix is None:
+            return self.app(environ, start_response)
+        return self.apps[prefix](environ, start_response)
 
 
 def _controller_app(world: World, before: FaultHook) -> Flask:

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import serialization
 
 from mdm.protocol.x509 import CertificateAuthority, cert_to_pem, key_to_pem, new_private_key
 
+from .apple.hosts import APPLE_HOSTS
+
 __all__ = [
     "TLSError",
     "issue_server_pair",
@@ -59,16 +61,26 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def issue_server_pair(ca: CertificateAuthority, host: str, now: datetime, days: float = 397) -> tuple[bytes, bytes]:
+def issue_server_pair(
+    ca: CertificateAuthority, host: str, now: datetime, days: float = 397, *, apple_hosts: bool = True
+) -> tuple[bytes, bytes]:
     """A server certificate for ``host`` plus ``localhost``/``127.0.0.1``/``::1`` (so the same world
     is reachable by its bind address and by the usual loopback names), and its key, as PEM.
 
+    With ``apple_hosts`` the certificate also names Apple's hosts the world answers for
+    (:data:`simulator.apple.hosts.APPLE_HOSTS`: ``mdmenrollment.apple.com``, ``api.push.apple.com``…),
+    so a client that hard-codes Apple's URL needs only a hosts-file line and the world's CA.
+
     397 days: the longest lifetime Apple's clients accept for a TLS server certificate."""
-    hosts = {host.strip("[]"), "localhost", "127.0.0.1", "::1"} - {"", "0.0.0.0", "::"}
+    bind = host.strip("[]")
+    hosts = {bind, "localhost", "127.0.0.1", "::1"} - {"", "0.0.0.0", "::"}
+    if apple_hosts:
+        hosts |= set(APPLE_HOSTS)
     ips = sorted(h for h in hosts if _is_ip(h))
     dns = sorted(h for h in hosts if not _is_ip(h))
+    subject = bind if bind in dns else "localhost"  # the name the world is served under, not Apple's
     key = new_private_key("ec")
-    cert = ca.issue(key.public_key(), subject=dns[0] if dns else ips[0], now=now, days=days,
+    cert = ca.issue(key.public_key(), subject=subject, now=now, days=days,
                     client_auth=False, server_auth=True, san_dns=dns, san_ip=ips)  # fmt: skip
     return cert_to_pem(cert), key_to_pem(key)
 

@@ -51,7 +51,7 @@ from .device.store import DeviceFleetService, DeviceRun, open_device_store
 from .idp.service import IdentityProvider
 from .idp.store import open_idp_store
 from .in_process import IN_PROCESS_URL, WorldAddress, WorldClient
-from .mounting import mount
+from .mounting import mount, party_at_root
 from .serving import ServedWorld, serve_threaded
 from .tls import anchor_b64
 
@@ -201,6 +201,12 @@ class World:
         for app in self._party_apps.values():
             app.build()
         return self
+
+    def party_wsgi(self, party: str = "dep") -> Callable:
+        """One of Apple's parties alone, at the root of whatever socket serves it (``dep``: ``/session``
+        is DEP's there, as on ``mdmenrollment.apple.com``). The same app the main port mounts, so its
+        state, faults and traffic counters are the world's. See :func:`simulator.mounting.party_at_root`."""
+        return party_at_root(self, self._party_apps, party)
 
     # -- devices and certificates ------------------------------------------------------------------
     def _generate_devices(self, count: int) -> list[dict[str, Any]]:

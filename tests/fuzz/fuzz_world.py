@@ -53,7 +53,10 @@ class Route:
 
 def routes(world: World) -> list[Route]:
     """Every route of every party, the control plane last (it can reset the world or move its clock)."""
-    dispatcher = world.wsgi.app.app  # TrafficMiddleware → APITokenMiddleware → DispatcherMiddleware (simulator.mounting)
+    # TrafficMiddleware → AppleHostRouter → APITokenMiddleware → DispatcherMiddleware (simulator.mounting)
+    dispatcher = world.wsgi
+    while not hasattr(dispatcher, "mounts"):
+        dispatcher = dispatcher.app
     apps = [("", dispatcher.app), *dispatcher.mounts.items()]
     found: list[Route] = []
     for prefix, app in apps:
