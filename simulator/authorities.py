@@ -63,8 +63,12 @@ class Manufacturer:
 
 
 def dep_record(identity: DeviceIdentity) -> dict[str, Any]:
-    """What Apple Business Manager knows of a device: its DEP record, from the device's identity."""
-    return {
+    """What Apple Business Manager knows of a device: its DEP record, from the device's identity.
+
+    The hardware identifiers (IMEI, MEID, the eSIM's EID, the MAC addresses) are the very values the
+    device reports in DeviceInformation, so an MDM vendor matching DEP's record (protocol v10) with the
+    enrolled device finds one device."""
+    record: dict[str, Any] = {
         "serial_number": identity.serial_number,
         "model": identity.model_name,
         "description": identity.description,
@@ -72,7 +76,15 @@ def dep_record(identity: DeviceIdentity) -> dict[str, Any]:
         "os": identity.os,
         "device_family": identity.device_family,
         "product_name": identity.product_name,
+        "wifi_mac_address": identity.wifi_mac,
+        "bluetooth_mac_address": identity.bluetooth_mac,
     }
+    if identity.imei:
+        record["imei"] = [identity.imei]
+        record["eid"] = identity.eid
+    if identity.meid:
+        record["meid"] = [identity.meid]
+    return record
 
 
 def _stored_ca(control: ControlService, key: str, create: Callable[[], CertificateAuthority]) -> tuple[str, CertificateAuthority]:

@@ -124,7 +124,10 @@ class World:
         self._tls = TLSAuthority(self.control, seed)
 
         apple_store = self._store("apple")
-        self.portal_service = PortalService(apple_store, self.clock, generate_devices=self._generate_devices, seed=seed)
+        self.portal_service = PortalService(
+            apple_store, self.clock, generate_devices=self._generate_devices, seed=seed,
+            describe_serial=lambda serial: dep_record(self.identity(serial)),
+        )  # fmt: skip
         self.dep_service = DEPService(
             apple_store, self.clock, session_lifetime_s=session_lifetime_s, public_url=lambda: self.dep_url, seed=seed
         )

@@ -48,6 +48,9 @@ MIGRATIONS = [
     apns_store.MIGRATIONS[1],
     pushcert_store.MIGRATIONS[0],
     apns_store.MIGRATIONS[2],
+    devices.MIGRATIONS[1],
+    portal_store.MIGRATIONS[1],
+    dep_store.MIGRATIONS[1],
 ]
 
 

@@ -138,6 +138,16 @@ def _query_responses(device: Device) -> dict[str, Any]:
         answers["ModemFirmwareVersion"] = "1.00.00"
     if ident.meid:
         answers["MEID"] = ident.meid
+    if ident.imei:
+        # The cellular subscription of the one SIM slot: the same IMEI, MEID and eSIM EID that Apple's
+        # DEP record of the device lists (simulator.authorities.dep_record).
+        subscription: dict[str, Any] = {
+            "Slot": "CTSubscriptionSlotOne", "Label": "Primary", "IsDataPreferred": True,
+            "IsVoicePreferred": True, "IsRoaming": False, "IMEI": ident.imei, "EID": ident.eid,
+        }
+        if ident.meid:
+            subscription["MEID"] = ident.meid
+        answers["ServiceSubscriptions"] = [subscription]
     return answers
 
 

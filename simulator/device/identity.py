@@ -41,6 +41,7 @@ from .identity_formats import (
     MODERN_SERIAL_LETTERS,
     WEEK_CODES,
     ModelPlan,
+    eid_for,
     is_valid_imei,
     legacy_triples,
     luhn_check_digit,
@@ -91,6 +92,12 @@ class DeviceIdentity:
     @property
     def is_cellular(self) -> bool:
         return self.imei is not None
+
+    @property
+    def eid(self) -> str | None:
+        """The EID of a cellular device's eSIM chip (None without a modem): derived from the serial, not
+        stored, so identities kept by older worlds have one too."""
+        return eid_for(self.serial_number) if self.imei is not None else None
 
 
 @functools.lru_cache(maxsize=8)

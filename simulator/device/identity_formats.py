@@ -22,6 +22,10 @@ a 6-digit serial and a Luhn check digit. MEID (CDMA-capable iPhones only) is the
 check digit, which is how dual-mode iPhones report it.
 
 MACs: an Apple OUI and a random NIC part; Bluetooth is Wi-Fi + 1, as on real iPhones.
+
+EID (the eSIM chip of a cellular device): 32 digits, ``89`` (telecom) ``049`` (the country code of the
+chip's maker) ``032`` (its issuer) then an individual number, closed by two check digits that make
+the whole number ≡ 1 (mod 97), as an IBAN's do (GSMA SGP.02, ISO/IEC 7064 MOD 97-10).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import hashlib
 from simulator.catalog import Model, OSRelease
 
 __all__ = [
+    "eid_for",
+    "is_valid_eid",
     "APPLE_OUIS",
     "ECID_SUFFIXES",
     "HEX_BYTES",
@@ -78,6 +84,18 @@ def luhn_check_digit(digits: str) -> str:
         total += _DOUBLED[d] if double else d
         double = not double
     return str(-total % 10)
+
+
+def eid_for(serial: str) -> str:
+    """The EID of the eSIM chip in the cellular device with this serial: derived from the serial alone,
+    so Apple's DEP record and the device's own DeviceInformation answer always name the same chip."""
+    body = "89049032" + str(int.from_bytes(hashlib.sha256(f"eid:{serial}".encode()).digest()[:12], "big"))[-22:].zfill(22)
+    return body + f"{98 - int(body + '00') % 97:02d}"
+
+
+def is_valid_eid(s: str) -> bool:
+    """32 digits whose MOD 97-10 check holds."""
+    return len(s) == 32 and s.isascii() and s.isdigit() and int(s) % 97 == 1
 
 
 def is_valid_imei(s: str) -> bool:

@@ -66,7 +66,9 @@ def make_generator() -> Callable[[int], list[dict[str, Any]]]:
                     "color": color,
                     "os": os_name,
                     "device_family": family,
-                    "imei": "ignored",
+                    "wifi_mac_address": f"f0:18:98:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 254:02x}",
+                    "bluetooth_mac_address": f"f0:18:98:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 254 | 1:02x}",
+                    **({"imei": [f"35{i:013d}"]} if family == "iPhone" else {}),
                 }
             )
         return out

@@ -188,3 +188,19 @@ class DEPClient:
         if lost_message is not None:
             body["lost_message"] = lost_message
         return self.call("POST", "/device/activationlock", body)
+
+    def replacement_details(self, serial: str) -> dict[str, Any]:
+        """``GET /device/replacementDetails?device=`` (Apple asks for protocol version 10)."""
+        return self.call("GET", "/device/replacementDetails", params={"device": serial})
+
+    def beta_enrollment_tokens(self) -> dict[str, Any]:
+        return self.call("GET", "/os-beta-enrollment/tokens")
+
+    def discovery_profile(self) -> dict[str, Any]:
+        return self.call("GET", "/account-driven-enrollment/profile")
+
+    def set_discovery_profile(self, url: str) -> dict[str, Any]:
+        return self.call("POST", "/account-driven-enrollment/profile", {"mdm_service_discovery_url": url})
+
+    def delete_discovery_profile(self) -> dict[str, Any]:
+        return self.call("DELETE", "/account-driven-enrollment/profile")

@@ -211,7 +211,7 @@ def test_session_tokens_are_stored_only_as_digests() -> None:
     dep = DEPService(store, clock)
     with store.transaction() as db:
         token = dep._mint(db, db.execute("SELECT id FROM servers WHERE server_uuid = ?",
-                                         (server["server_uuid"],)).fetchone()[0], clock.timestamp())
+                                         (server["server_uuid"],)).fetchone()[0], 1, clock.timestamp())
     assert dep.authenticate(token).server_id
     with store.read() as db:
         stored = [r[0] for r in db.execute("SELECT token FROM sessions")]

@@ -43,9 +43,13 @@ def test_account_fields_follow_the_protocol_version(live: Any, validate) -> None
     v3 = live.client(protocol_version=3).account()
     validate(v3, "AccountDetail")
     assert v3["org_type"] == "org" and v3["org_version"] == "v1" and len(v3["org_id_hash"]) == 64
+    # Apple's paths, as Apple's replies list them: a client finds the paging limit under "/server/devices"
     urls = {u["uri"]: u for u in v3["urls"]}
-    fetch = urls[live.dep_url + "/server/devices"]
-    assert fetch["http_method"] == ["POST"] and fetch["limit"] == {"default": 100, "maximum": 1000}
+    for path in ("/server/devices", "/devices/sync"):
+        assert urls[path]["http_method"] == ["POST"] and urls[path]["limit"] == {"default": 1000, "maximum": 1000}
+    assert urls["/profile/devices"]["http_method"] == ["DELETE", "POST", "PUT"] and "limit" not in urls["/profile/devices"]
+    assert {"/session", "/account", "/devices", "/devices/disown", "/profile", "/device/activationlock",
+            "/device/replacementDetails", "/os-beta-enrollment/tokens", "/account-driven-enrollment/profile"} < set(urls)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,8 @@ def test_device_fields_follow_the_protocol_version(
 def test_fetch_limits(live: Any, validate) -> None:
     live.world.portal.generate(1100, server_uuid=live.world.server["server_uuid"])
     client = live.client()
-    assert len(client.fetch_devices()["devices"]) == 100  # default
+    assert len(client.fetch_devices()["devices"]) == 1000  # the default the account advertises
+    assert len(client.fetch_devices(limit=100)["devices"]) == 100
     big = client.fetch_devices(limit=5000)  # silently capped
     validate(big, "FetchDeviceResponse")
     assert len(big["devices"]) == 1000 and big["more_to_follow"] is True

@@ -41,7 +41,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 SCHEMAS = Path(__file__).resolve().parents[2] / "fixtures" / "dep" / "schemas"
 
 # (method, path) → (schema of the request body or None, schema of the 200 reply or None).
-# GET /session's {"auth_session_token"} has no object of its own in Apple's documentation.
+# GET /session's {"auth_session_token"} has no object of its own in Apple's documentation, nor have the
+# replies of POST and DELETE /account-driven-enrollment/profile (Apple documents a bare 200).
 ENDPOINTS: dict[tuple[str, str], tuple[str | None, str | None]] = {
     ("GET", "/session"): (None, None),
     ("GET", "/account"): (None, "AccountDetail"),
@@ -55,6 +56,11 @@ ENDPOINTS: dict[tuple[str, str], tuple[str | None, str | None]] = {
     ("PUT", "/profile/devices"): ("ProfileServiceRequest", "AssignProfileResponse"),
     ("DELETE", "/profile/devices"): ("ClearProfileRequest", "ClearProfileResponse"),
     ("POST", "/device/activationlock"): ("ActivationLockRequest", "ActivationLockStatusResponse"),
+    ("GET", "/device/replacementDetails"): (None, "GetReplacementDetailsResponse"),
+    ("GET", "/os-beta-enrollment/tokens"): (None, "GetSeedBuildTokenResponse"),
+    ("POST", "/account-driven-enrollment/profile"): ("AccountDrivenEnrollmentProfileRequest", None),
+    ("GET", "/account-driven-enrollment/profile"): (None, "GetAccountDrivenEnrollmentProfileResponse"),
+    ("DELETE", "/account-driven-enrollment/profile"): (None, None),
 }
 
 # Endpoints the controller's client has no method for; the independent client covers them.
@@ -63,6 +69,11 @@ NOT_IN_CONTROLLER_CLIENT = {
     ("PUT", "/profile/devices"),
     ("DELETE", "/profile/devices"),
     ("POST", "/device/activationlock"),
+    ("GET", "/device/replacementDetails"),
+    ("GET", "/os-beta-enrollment/tokens"),
+    ("POST", "/account-driven-enrollment/profile"),
+    ("GET", "/account-driven-enrollment/profile"),
+    ("DELETE", "/account-driven-enrollment/profile"),
 }
 
 # A value of the wrong JSON type for each declared type.
@@ -233,7 +244,17 @@ def exchanges(live: Any, rsa_identity: Callable[[str], tuple[Path, Path]]) -> li
     client.activation_lock(ours[2], escrow_key="ab" * 32, lost_message="Call IT")
     client.disown(ours[4:5])
     portal.generate(1, server_uuid=server_uuid)
+    # version 8 and 10 fields: a migration deadline, a replaced device, beta programs, a discovery URL
+    portal.set_migration_deadline(ours[1:2], "2026-09-30T12:00:00Z")
+    replacement = portal.replace_device(ours[3])["replacement"]["serial_number"]
+    portal.add_beta_program("iOS 26 Beta", "iOS")
+    client.replacement_details(replacement)
+    client.beta_enrollment_tokens()
+    client.set_discovery_profile("https://mdm.contoso.example/.well-known/com.apple.remotemanagement")
+    client.discovery_profile()
+    client.delete_discovery_profile()
     client.sync_devices(cursor, limit=50)
+    client.device_details([replacement, ours[1]])
 
     token = live.world.token()
     credentials = OAuthCredentials(token["consumer_key"], token["consumer_secret"], token["access_token"], token["access_secret"])
@@ -287,6 +308,10 @@ def test_every_request_and_reply_of_both_clients_matches_its_schema(
     # the sync really reported every kind of change, so op_type/op_date were exercised
     synced = [e.response for e in exchanges if e.client == "tests" and e.path == "/devices/sync"]
     assert {d["op_type"] for page in synced for d in page["devices"]} == {"added", "modified", "deleted"}
+    # and every key of protocol versions 8 and 10 that the test fleet can have was sent (no Macs: no Ethernet)
+    sent = {key for page in synced for d in page["devices"] for key in d}
+    assert {"mdm_migration_deadline", "wifi_mac_address", "bluetooth_mac_address", "imei", "is_replacement_device",
+            "released_by_replacement", "profile_push_time"} <= sent, sent
 
 
 # -- walking a message alongside its schema ------------------------------------------------------
@@ -335,7 +360,8 @@ class Walker:
             yield from self.required(slot.schema, slot.file, _get(instance, slot.path[-1:]), slot.path)
 
     def children(self, schema: dict[str, Any], file: str, instance: Any, path: KeyPath) -> Iterator[Slot]:
-        """Each member of ``instance`` a schema describes; only the first item of a list or map."""
+        """Each member of ``instance`` a schema describes; of a list only its fullest item (the one with
+        the most keys: an account's ``urls`` entry with a ``limit``), of a map only its first entry."""
         for sub, sub_file in self._resolve(schema, file):
             if isinstance(instance, dict):
                 properties = sub.get("properties", {})
@@ -348,7 +374,8 @@ class Walker:
                         first_extra = False
                         yield Slot((*path, key), sub_file, extra)
             elif isinstance(instance, list) and instance and isinstance(sub.get("items"), dict):
-                yield Slot((*path, 0), sub_file, sub["items"])
+                fullest = max(range(len(instance)), key=lambda i: len(instance[i]) if isinstance(instance[i], dict) else 0)
+                yield Slot((*path, fullest), sub_file, sub["items"])
 
     def slots(self, schema: dict[str, Any], file: str, instance: Any, path: KeyPath = ()) -> Iterator[Slot]:
         """Every described member at any depth."""

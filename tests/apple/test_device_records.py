@@ -24,17 +24,24 @@ PROFILE = {"profile_name": "Contoso", "url": "https://mdm.example.com/enroll", "
 def _assert_docs_true(apple: Any) -> int:
     """Every device row's document is exactly what its columns render; returns how many rows."""
     with apple.store.read() as db:
-        rows = db.execute(f"SELECT doc, {devices.DOC_COLUMNS} FROM devices").fetchall()
+        rows = db.execute(
+            f"SELECT doc, doc_v8, doc_v10, {devices.V8_COLUMNS}, {devices.V10_COLUMNS}, {devices.DOC_COLUMNS} "
+            "FROM devices"
+        ).fetchall()
     for row in rows:
-        assert row["doc"] == devices.render_doc(*tuple(row)[1:]), row["serial"]
-        assert json.loads(row["doc"] + "}")["serial_number"] == row["serial"]
+        values = tuple(row)
+        assert row["doc"] == devices.render_doc(*values[11:]), row["serial"]
+        assert row["doc_v8"] == devices.render_v8(values[3]), row["serial"]
+        assert row["doc_v10"] == devices.render_v10(*values[4:11]), row["serial"]
+        whole = json.loads(row["doc"] + row["doc_v8"] + row["doc_v10"] + "}")
+        assert whole["serial_number"] == row["serial"]
     return len(rows)
 
 
 def _session(apple: Any, server: dict[str, Any]) -> Any:
     with apple.store.transaction() as db:
         server_id = portal_store.server_id(db, server["server_uuid"])
-        return apple.dep.authenticate(apple.dep._mint(db, server_id, apple.clock.timestamp()))
+        return apple.dep.authenticate(apple.dep._mint(db, server_id, 1, apple.clock.timestamp()))
 
 
 def test_every_portal_dep_and_activation_write_keeps_the_document_true(apple: Any) -> None:
@@ -66,6 +73,12 @@ def test_every_portal_dep_and_activation_write_keeps_the_document_true(apple: An
     again = portal.add_serials(serials[6:8], server_uuid=apple.server["server_uuid"])  # bought again
     assert again["added"] == 2
     assert _assert_docs_true(apple) == 8
+    portal.assign(apple.server["server_uuid"], serials[3:4], mdm_migration_deadline="2026-09-30T12:00:00Z")
+    portal.set_migration_deadline(serials[4:5], "2026-10-01T00:00:00Z")
+    _assert_docs_true(apple)
+    replaced = portal.replace_device(serials[0])
+    assert replaced["replacement"]["replaces_serial_number"] == serials[0]
+    assert _assert_docs_true(apple) == 9
 
 
 def test_leaving_a_server_detaches_and_clears_alike_from_the_portal_and_over_dep(apple: Any) -> None:

@@ -1,7 +1,9 @@
 """The DEP web service over HTTP: parse, call :class:`~simulator.apple.dep.service.DEPService`, render.
 
-Routes sit at the app root (the world mounts the app at ``/apple/dep``), error bodies are Apple's
-short plain-text strings, and every authenticated reply carries ``X-ADM-Auth-Session``. The raw body
+Routes sit at the app root, as on ``mdmenrollment.apple.com``: the world mounts the app at
+``/apple/dep``, answers for Apple's host name with it at ``/``, and can serve it alone on a port of its
+own. Error bodies are Apple's short plain-text strings, and every authenticated reply carries
+``X-ADM-Auth-Session``. The raw body
 is read before authentication so a keep-alive connection never carries an unread body forward, but
 it is decoded only after, so an unauthenticated client learns nothing from ``MALFORMED_REQUEST_BODY``.
 """
@@ -86,8 +88,7 @@ def create_app(dep: DEPService, before: BeforeHook | None = None) -> Flask:
     @app.get("/account")
     def get_account() -> Response:
         s = session()
-        base = dep.public_url() if dep.public_url is not None else request.host_url + request.script_root
-        return reply(s, dep.account(s, version(), base))
+        return reply(s, dep.account(s, version()))
 
     @app.post("/server/devices")
     def post_server_devices() -> Response:
@@ -133,5 +134,31 @@ def create_app(dep: DEPService, before: BeforeHook | None = None) -> Flask:
     def post_device_activationlock() -> Response:
         s, body = authed_body()
         return reply(s, dep.activation_lock(s, body))
+
+    @app.get("/device/replacementDetails")
+    def get_device_replacement_details() -> Response:
+        s = session()
+        return reply(s, dep.replacement_details(s, request.args.get("device")))
+
+    @app.get("/os-beta-enrollment/tokens")
+    def get_os_beta_enrollment_tokens() -> Response:
+        s = session()
+        return reply(s, dep.beta_enrollment_tokens(s))
+
+    @app.get("/account-driven-enrollment/profile")
+    def get_account_driven_enrollment_profile() -> Response:
+        s = session()
+        return reply(s, dep.discovery_profile(s))
+
+    @app.post("/account-driven-enrollment/profile")
+    def post_account_driven_enrollment_profile() -> Response:
+        s, body = authed_body()
+        return reply(s, dep.set_discovery_profile(s, body))
+
+    @app.delete("/account-driven-enrollment/profile")
+    def delete_account_driven_enrollment_profile() -> Response:
+        read_body()  # a body sent anyway is read (and ignored), never left on the connection
+        s = session()
+        return reply(s, dep.delete_discovery_profile(s))
 
     return app

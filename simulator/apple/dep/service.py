@@ -24,6 +24,15 @@ Choices where Apple documents nothing (each one visible to a client):
 * A serial that is not accessible in ``POST /devices`` comes back as
   ``{"serial_number", "model": "", "response_status": "NOT_ACCESSIBLE"}`` so that the reply still
   validates against Apple's ``Device`` schema (which requires ``model``).
+* ``GET /account`` lists every endpoint by Apple's path (``/server/devices``), as Apple's replies do;
+  only fetch and sync carry a ``limit`` (Apple's replies advertise none for the others).
+* ``GET /device/replacementDetails`` needs protocol version 10 at Apple, which documents no answer for
+  older clients: they get the same answer as version 10 ones.
+* Account-driven enrollment: ``ORG_NOT_SUPPORTED`` when the portal turned the organisation's
+  account-driven enrollment off (Apple does not say which organisations are not supported); the
+  discovery URL is the server's own, and ``POST``/``DELETE`` answer ``{}`` (Apple documents no body).
+* Beta enrollment tokens are the organisation's beta programs (made in the portal), listed under both
+  ``betaEnrollmentTokens`` (Apple's page) and ``seedBuildTokens`` (the key real replies carry).
 
 With a ``seed``, session tokens derive from the signed request that opened them (consumer key, nonce,
 timestamp) or from the session they refresh, profile UUIDs from the server and the profile's number,
@@ -58,10 +67,10 @@ from .oauth import read_signed_request, session_key, signature_matches
 from .profiles import render_profile, validate_profile
 from .requests import (
     DEFAULT_LIMIT,
-    MAX_DEVICES_PER_REQUEST,
     MAX_LIMIT,
     device_status,
     devices_of,
+    discovery_url,
     malformed,
     page_request,
     parse_protocol_version,
@@ -75,6 +84,7 @@ __all__ = [
     "validate_profile",
     "parse_protocol_version",
     "DEFAULT_SESSION_LIFETIME_S",
+    "ACCOUNT_URLS",
 ]
 
 DEFAULT_SESSION_LIFETIME_S = 3600.0
@@ -83,16 +93,22 @@ OAUTH_TIMESTAMP_WINDOW_S = 600.0
 CURSOR_LIFETIME_S = 7 * 24 * 3600
 RETRY_AFTER_SECONDS = 60
 
-_ACCOUNT_URLS: tuple[tuple[str, tuple[str, ...], int, int], ...] = (
-    ("/session", ("GET",), 1, 1),
-    ("/account", ("GET",), 1, 1),
-    ("/server/devices", ("POST",), DEFAULT_LIMIT, MAX_LIMIT),
-    ("/devices/sync", ("POST",), DEFAULT_LIMIT, MAX_LIMIT),
-    ("/devices", ("POST",), MAX_DEVICES_PER_REQUEST, MAX_DEVICES_PER_REQUEST),
-    ("/devices/disown", ("POST",), MAX_DEVICES_PER_REQUEST, MAX_DEVICES_PER_REQUEST),
-    ("/profile", ("GET", "POST"), 1, 1),
-    ("/profile/devices", ("POST", "PUT", "DELETE"), MAX_DEVICES_PER_REQUEST, MAX_DEVICES_PER_REQUEST),
-    ("/device/activationlock", ("POST",), 1, 1),
+#: Every endpoint as ``GET /account`` lists it (Apple's ``Url``: ``uri`` is Apple's path, as Apple's own
+#: replies have it, so a client finds ``/server/devices`` by that string), and the paging limit of the
+#: two that page. The HTTP layer serves exactly these (a test keeps the two lists equal).
+ACCOUNT_URLS: tuple[tuple[str, tuple[str, ...], tuple[int, int] | None], ...] = (
+    ("/session", ("GET",), None),
+    ("/account", ("GET",), None),
+    ("/server/devices", ("POST",), (DEFAULT_LIMIT, MAX_LIMIT)),
+    ("/devices/sync", ("POST",), (DEFAULT_LIMIT, MAX_LIMIT)),
+    ("/devices", ("POST",), None),
+    ("/devices/disown", ("POST",), None),
+    ("/profile", ("GET", "POST"), None),
+    ("/profile/devices", ("DELETE", "POST", "PUT"), None),
+    ("/device/activationlock", ("POST",), None),
+    ("/device/replacementDetails", ("GET",), None),
+    ("/os-beta-enrollment/tokens", ("GET",), None),
+    ("/account-driven-enrollment/profile", ("DELETE", "GET", "POST"), None),
 )
 
 
@@ -167,15 +183,17 @@ class DEPService:
                 token = None
             else:
                 label = f"dep:session:{signed.consumer_key}:{signed.nonce}:{signed.timestamp}"
-                token = self._mint(db, server["id"], now, label)
+                token = self._mint(db, server["id"], server["token_generation"], now, label)
         if token is None:
             raise DEPError(403, "T_C_NOT_SIGNED")
         return token
 
-    def _mint(self, db: sqlite3.Connection, server_id: int, now: float, label: str | None = None) -> str:
-        """A new session token for ``server_id``, stored by its digest only."""
+    def _mint(
+        self, db: sqlite3.Connection, server_id: int, generation: int, now: float, label: str | None = None
+    ) -> str:
+        """A new session token for ``server_id``, opened with its token of ``generation``, stored by its digest only."""
         token = self.random.urlsafe(32, label or f"dep:session:{server_id}:{now!r}")
-        dep_store.insert_session(db, session_key(token), server_id, now, now + self.session_lifetime_s)
+        dep_store.insert_session(db, session_key(token), server_id, now, now + self.session_lifetime_s, generation)
         return token
 
     def authenticate(self, token: str | None) -> Session:
@@ -188,17 +206,17 @@ class DEPService:
             row = dep_store.session_row(db, key)
         if row is None or row[2] <= now:
             raise DEPError(401, UNAUTHORIZED)
-        server_id, issued_at, _, terms, secret = row
+        server_id, issued_at, _, terms, secret, generation = row
         if terms:
             raise DEPError(403, "T_C_NOT_SIGNED")
         header = token
         if now - issued_at >= self.refresh_after_s:
             with self.store.transaction() as db:
-                header = self._mint(db, server_id, now, f"dep:session:{server_id}:refresh:{key}:{now!r}")
+                header = self._mint(db, server_id, generation, now, f"dep:session:{server_id}:refresh:{key}:{now!r}")
         return Session(server_id=server_id, header_token=header, secret=secret, now=now)
 
     # -- account -----------------------------------------------------------------------------------
-    def account(self, session: Session, version: int, base_url: str) -> dict[str, Any]:
+    def account(self, session: Session, version: int) -> dict[str, Any]:
         """``GET /account``."""
         with self.store.read() as db:
             server = dep_store.server_identity(db, session.server_id)
@@ -216,16 +234,12 @@ class DEPService:
             "org_address": org["address"],
         }
         if version >= 3:
-            base = base_url.rstrip("/")
             body.update(
                 org_id=org["org_id"],
                 org_id_hash=hashlib.sha256(org["org_id"].encode()).hexdigest(),
                 org_type=org["org_type"],
                 org_version=org["org_version"],
-                urls=[
-                    {"uri": base + path, "http_method": list(methods), "limit": {"default": d, "maximum": m}}
-                    for path, methods, d, m in _ACCOUNT_URLS
-                ],
+                urls=[_url(path, methods, limit) for path, methods, limit in ACCOUNT_URLS],
             )
         return body
 
@@ -287,7 +301,12 @@ class DEPService:
             visible = row is not None and row["server_id"] == session.server_id
             status = forced or ("SUCCESS" if visible else "NOT_ACCESSIBLE")
             if row is not None and (visible or forced == "SUCCESS"):
-                device = json.loads(row["doc"] + "}")
+                device = json.loads(
+                    row["doc"]
+                    + (row["doc_v8"] if version >= 8 else "")
+                    + (row["doc_v10"] if version >= 10 else "")
+                    + "}"
+                )
                 device.update(_os_fields(row["os"], row["device_family"], version))
             else:
                 device = {"serial_number": serial, "model": ""}
@@ -438,6 +457,60 @@ class DEPService:
                 status = "DEVICE_ALREADY_LOCKED"
         return {"serial_number": serial, "response_status": status}
 
+    # -- replacements, beta programs, account-driven enrollment --------------------------------------
+    def replacement_details(self, session: Session, serial: str | None) -> dict[str, str]:
+        """``GET /device/replacementDetails?device=``: which device a replacement replaced, and when."""
+        if not serial:
+            raise bad_request("DEVICE_ID_REQUIRED")
+        with self.store.read() as db:
+            row = devices.replacement_of(db, serial, session.server_id)
+        if row is None:
+            raise DEPError(404, "DEVICE_NOT_FOUND")
+        return {
+            "serial_number": row["serial"],
+            "original_device_serial_number": row["replaces_serial"],
+            "replacement_date": row["replacement_date"],
+        }
+
+    def beta_enrollment_tokens(self, session: Session) -> dict[str, Any]:
+        """``GET /os-beta-enrollment/tokens``: 403 ``APPLE_SEED_FOR_IT_TURNED_OFF`` unless the organisation allows it."""
+        with self.store.read() as db:
+            org = portal_store.organization(db)
+            tokens = portal_store.beta_programs(db)
+        if org is None or not org["apple_seed_for_it"]:
+            raise DEPError(403, "APPLE_SEED_FOR_IT_TURNED_OFF")
+        return {"betaEnrollmentTokens": tokens, "seedBuildTokens": tokens}
+
+    def _require_account_driven_enrollment(self, db: sqlite3.Connection) -> None:
+        org = portal_store.organization(db)
+        if org is None or not org["account_driven_enrollment"]:
+            raise bad_request("ORG_NOT_SUPPORTED")
+
+    def discovery_profile(self, session: Session) -> dict[str, str]:
+        """``GET /account-driven-enrollment/profile``: the server's service discovery URL, or 404 ``NOT_FOUND``."""
+        with self.store.read() as db:
+            self._require_account_driven_enrollment(db)
+            row = dep_store.discovery_profile(db, session.server_id)
+        if row is None:
+            raise DEPError(404, "NOT_FOUND")
+        return {"mdm_service_discovery_url": row["url"], "last_updated_timestamp": row["updated_at"]}
+
+    def set_discovery_profile(self, session: Session, body: Any) -> dict[str, Any]:
+        """``POST /account-driven-enrollment/profile``: where account-driven enrollment sends users."""
+        with self.store.read() as db:
+            self._require_account_driven_enrollment(db)
+        url = discovery_url(body)
+        with self.store.transaction() as db:
+            dep_store.set_discovery_profile(db, session.server_id, url, iso_from_timestamp(session.now))
+        return {}
+
+    def delete_discovery_profile(self, session: Session) -> dict[str, Any]:
+        """``DELETE /account-driven-enrollment/profile`` (200 whether or not one was set, as Apple lists no 404)."""
+        with self.store.transaction() as db:
+            self._require_account_driven_enrollment(db)
+            dep_store.delete_discovery_profile(db, session.server_id)
+        return {}
+
     # -- for the world and the activation service --------------------------------------------------
     def credentials(self, server_uuid: str) -> dict[str, str]:
         """The server token's contents: OAuth keys and ``access_token_expiry`` (ISO 8601, world time)."""
@@ -459,6 +532,13 @@ class DEPService:
         """What Apple tells a device during activation (:func:`simulator.apple.activation.store.cloud_configuration`)."""
         with self.store.read() as db:
             return activation_store.cloud_configuration(db, serial)
+
+
+def _url(path: str, methods: tuple[str, ...], limit: tuple[int, int] | None) -> dict[str, Any]:
+    url: dict[str, Any] = {"uri": path, "http_method": list(methods)}
+    if limit is not None:
+        url["limit"] = {"default": limit[0], "maximum": limit[1]}
+    return url
 
 
 def _os_fields(os_name: str, family: str, version: int) -> dict[str, str]:

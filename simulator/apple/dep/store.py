@@ -1,10 +1,13 @@
-"""The DEP web service's tables (profiles, sessions, nonces, activation locks, the cursor secret) and
-the SQL the service runs, including its reads of the portal's servers and of the shared device records.
+"""The DEP web service's tables (profiles, sessions, nonces, activation locks, the cursor secret, the
+account-driven enrollment service discovery URLs) and the SQL the service runs, including its reads of
+the portal's servers and of the shared device records.
 
 Device *writes* are :mod:`simulator.apple.devices`'s (the portal and activation write the same rows).
 Fetch and sync pages are each one statement over the pre-rendered device documents: the statement
-appends the protocol-version dependent ``os``/``device_family`` (and for sync ``op_type``/``op_date``),
-closes each object and joins the page with ``group_concat``, so Python never touches a row.
+appends the fragments the protocol version allows (``doc_v8``, ``doc_v10``), the version dependent
+``os``/``device_family`` (and for sync ``op_type``/``op_date``, and from version 10 a deleted device's
+``released_by_replacement``), closes each object and joins the page with ``group_concat``, so Python
+never touches a row.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ __all__ = [
     "profile_id",
     "profile_body",
     "lock_device",
+    "discovery_profile",
+    "set_discovery_profile",
+    "delete_discovery_profile",
 ]
 
 #: DEP's tables, part of the Apple store's first migration (see :mod:`simulator.apple.store`).
@@ -66,7 +72,17 @@ MIGRATIONS = [
         lost_message TEXT,
         locked_at REAL NOT NULL
     );
+    """,
+    # 2: the account-driven enrollment service discovery URL each MDM server sets; which generation of
+    # its server's token opened a session (a session ends when the portal replaces that token).
     """
+    ALTER TABLE sessions ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE enrollment_discovery (
+        server_id INTEGER PRIMARY KEY REFERENCES servers (id),
+        url TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -77,35 +93,42 @@ def set_cursor_secret(db: sqlite3.Connection, secret: bytes) -> None:
 
 # -- sessions ----------------------------------------------------------------------------------------
 
+# A session opened with a token the portal has since replaced is found, but ended (its expiry is 0).
 _AUTH_SQL = """
-SELECT s.server_id, s.issued_at, s.expires_at,
+SELECT s.server_id, s.issued_at,
+       CASE WHEN v.token_generation = s.token_generation THEN s.expires_at ELSE 0 END,
        coalesce((SELECT require_terms FROM organization WHERE id = 1), 0),
-       (SELECT value FROM meta WHERE key = 'cursor_secret')
-FROM sessions s WHERE s.token = ?
+       (SELECT value FROM meta WHERE key = 'cursor_secret'), s.token_generation
+FROM sessions s JOIN servers v ON v.id = s.server_id WHERE s.token = ?
 """
 
 
-def session_row(db: sqlite3.Connection, key: str) -> tuple[int, float, float, int, bytes] | None:
-    """``(server_id, issued_at, expires_at, terms_required, cursor_secret)`` of a session, in the one
-    indexed query every authenticated request makes."""
+def session_row(db: sqlite3.Connection, key: str) -> tuple[int, float, float, int, bytes, int] | None:
+    """``(server_id, issued_at, expires_at, terms_required, cursor_secret, token_generation)`` of a
+    session, in the one indexed query every authenticated request makes; ``expires_at`` is 0 once the
+    token that opened it was replaced."""
     row = db.execute(_AUTH_SQL, (key,)).fetchone()
-    return None if row is None else (row[0], row[1], row[2], row[3], bytes(row[4]))
+    return None if row is None else (row[0], row[1], row[2], row[3], bytes(row[4]), row[5])
 
 
-def insert_session(db: sqlite3.Connection, key: str, server_id: int, now: float, expires_at: float) -> None:
+def insert_session(
+    db: sqlite3.Connection, key: str, server_id: int, now: float, expires_at: float, token_generation: int
+) -> None:
     """Store a session (by its key) and forget the expired ones. A seeded world may derive the same
     token twice for one server at one instant; the row is then the same session again."""
     db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
     db.execute(
-        "INSERT OR REPLACE INTO sessions (token, server_id, issued_at, expires_at) VALUES (?, ?, ?, ?)",
-        (key, server_id, now, expires_at),
+        "INSERT OR REPLACE INTO sessions (token, server_id, issued_at, expires_at, token_generation) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (key, server_id, now, expires_at, token_generation),
     )
 
 
 def oauth_server(db: sqlite3.Connection, consumer_key: str, access_token: str) -> sqlite3.Row | None:
-    """The server whose token holds both keys: ``id, consumer_secret, access_secret, access_token_expiry``."""
+    """The server whose active token holds both keys: ``id, consumer_secret, access_secret,
+    access_token_expiry, token_generation`` (a replaced token's access token is no longer stored)."""
     return db.execute(
-        "SELECT id, consumer_secret, access_secret, access_token_expiry FROM servers "
+        "SELECT id, consumer_secret, access_secret, access_token_expiry, token_generation FROM servers "
         "WHERE consumer_key = ? AND access_token = ?",
         (consumer_key, access_token),
     ).fetchone()
@@ -139,16 +162,29 @@ def _os_sql(alias: str) -> str:
     )
 
 
+def _newer_sql(alias: str) -> str:
+    """SQL appending the v8 fragment from protocol version 8 and the v10 one from version 10."""
+    return (
+        f"CASE WHEN ?1 >= 8 THEN {alias}.doc_v8 ELSE '' END || "
+        f"CASE WHEN ?1 >= 10 THEN {alias}.doc_v10 ELSE '' END"
+    )
+
+
 _FETCH_SQL = f"""
 SELECT group_concat(j, ','), max(seq), count(*) FROM (
-    SELECT d.doc || {_os_sql("d")} || '}}' AS j, d.seq AS seq
+    SELECT d.doc || {_newer_sql("d")} || {_os_sql("d")} || '}}' AS j, d.seq AS seq
     FROM devices d WHERE d.server_id = ?2 AND d.seq > ?3 ORDER BY d.seq LIMIT ?4
 )
 """
 
+# released_by_replacement: "only present with Sync the List of Devices when op_type is deleted", v10 on.
 _SYNC_SQL = f"""
 SELECT group_concat(j, ','), max(id), count(*) FROM (
-    SELECT coalesce(e.doc, d.doc) || ',"op_type":"' || e.op_type || '","op_date":"' || e.op_date || '"'
+    SELECT coalesce(e.doc, d.doc) || {_newer_sql("d")}
+           || CASE WHEN ?1 >= 10 AND e.op_type = 'deleted'
+                   THEN ',"released_by_replacement":' || CASE WHEN e.by_replacement THEN 'true' ELSE 'false' END
+                   ELSE '' END
+           || ',"op_type":"' || e.op_type || '","op_date":"' || e.op_date || '"'
            || {_os_sql("d")} || '}}' AS j, e.id AS id
     FROM events e JOIN devices d ON d.id = e.device_id
     WHERE e.server_id = ?2 AND e.id > ?3 ORDER BY e.id LIMIT ?4
@@ -231,3 +267,24 @@ def lock_device(db: sqlite3.Connection, device_id: int, escrow_key: Any, lost_me
     except sqlite3.IntegrityError:
         return False
     return True
+
+
+# -- account-driven enrollment service discovery --------------------------------------------------
+
+
+def discovery_profile(db: sqlite3.Connection, server_id: int) -> sqlite3.Row | None:
+    """``(url, updated_at)`` the server set, or None."""
+    return db.execute("SELECT url, updated_at FROM enrollment_discovery WHERE server_id = ?", (server_id,)).fetchone()
+
+
+def set_discovery_profile(db: sqlite3.Connection, server_id: int, url: str, stamp: str) -> None:
+    db.execute(
+        "INSERT INTO enrollment_discovery (server_id, url, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (server_id) DO UPDATE SET url = excluded.url, updated_at = excluded.updated_at",
+        (server_id, url, stamp),
+    )
+
+
+def delete_discovery_profile(db: sqlite3.Connection, server_id: int) -> None:
+    db.execute("DELETE FROM enrollment_discovery WHERE server_id = ?", (server_id,))
+

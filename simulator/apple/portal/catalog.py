@@ -85,12 +85,39 @@ def _text(record: Mapping[str, Any], key: str, default: str) -> str:
     return value
 
 
+_IMEI = re.compile(r"[0-9]{15,16}")  # IMEI, or IMEISV
+_MEID = re.compile(r"[0-9A-Fa-f]{14}")
+_EID = re.compile(r"[0-9]{32}")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def _identifiers(record: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """``imei``/``meid`` as Apple lists them (an array; one string is taken as a list of one)."""
+    value = record.get(key)
+    if value is None or value == [] or value == "":
+        return ()
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or len(values) > 4 or not all(isinstance(v, str) and pattern.fullmatch(v) for v in values):
+        raise PortalError(400, f"{key} must be a list of at most 4 {key.upper()}s")
+    return tuple(values)
+
+
+def _identifier(record: Mapping[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str | None:
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise PortalError(400, f"{key} must be {what}")
+    return value
+
+
 def normalize_device(record: Any, order_number: str | None) -> DeviceRecord:
     """One order line as the portal stores it.
 
     The family comes from the record or the model's name (iPhone when neither says); the OS from the
     record or the family. iPads are stored with the modern ``iPadOS`` (DEP protocol versions before 7
-    show them ``iOS``).
+    show them ``iOS``). Hardware identifiers use the names DEP reports them under (``imei``, ``meid``,
+    ``eid``, ``wifi_mac_address``, ``bluetooth_mac_address``, ``ethernet_mac_address``).
     """
     if not isinstance(record, Mapping):
         raise PortalError(400, "each device must be an object with a serial_number")
@@ -113,4 +140,12 @@ def normalize_device(record: Any, order_number: str | None) -> DeviceRecord:
     order = record.get("order_number", order_number)
     if order is not None and (not isinstance(order, str) or len(order) > MAX_FIELD):
         raise PortalError(400, "order_number must be a string")
-    return DeviceRecord(serial, model, description, color, asset_tag, os_name, family, order)
+    return DeviceRecord(
+        serial, model, description, color, asset_tag, os_name, family, order,
+        imei=_identifiers(record, "imei", _IMEI),
+        meid=_identifiers(record, "meid", _MEID),
+        eid=_identifier(record, "eid", _EID, "32 digits"),
+        wifi_mac=_identifier(record, "wifi_mac_address", _MAC, "a MAC address (aa:bb:cc:dd:ee:ff)"),
+        bluetooth_mac=_identifier(record, "bluetooth_mac_address", _MAC, "a MAC address (aa:bb:cc:dd:ee:ff)"),
+        ethernet_mac=_identifier(record, "ethernet_mac_address", _MAC, "a MAC address (aa:bb:cc:dd:ee:ff)"),
+    )  # fmt: skip

@@ -83,6 +83,23 @@ def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask
     def get_organization() -> Response:
         return json_response(portal.organization())
 
+    @app.patch("/api/organization")
+    def patch_organization() -> Response:
+        return json_response(portal.set_organization_settings(_json_object()))
+
+    @app.get("/api/beta-programs")
+    def get_beta_programs() -> Response:
+        return json_response(portal.beta_programs())
+
+    @app.post("/api/beta-programs")
+    def post_beta_programs() -> Response:
+        body = _json_object()
+        return json_response(portal.add_beta_program(body.get("title"), body.get("os")), status=201)
+
+    @app.delete("/api/beta-programs/<token>")
+    def delete_beta_program(token: str) -> Response:
+        return json_response(portal.remove_beta_program(token))
+
     @app.get("/api/servers")
     def get_servers() -> Response:
         return json_response(portal.servers())
@@ -124,9 +141,24 @@ def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask
         )
         return response
 
+    @app.post("/api/servers/<server_uuid>/token.p7m")
+    def post_server_token_p7m(server_uuid: str) -> Response:
+        """A new token (Download Token in the portal): the previous one stops working."""
+        data = portal.renew_server_token_p7m(server_uuid)
+        response = Response(data, mimetype="application/pkcs7-mime")
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="{portal.token_filename(server_uuid)}"'
+        )
+        return response
+
     @app.get("/api/servers/<server_uuid>/token")
     def get_server_token(server_uuid: str) -> Response:
         return json_response(portal.server_token(server_uuid))
+
+    @app.post("/api/servers/<server_uuid>/token")
+    def post_server_token(server_uuid: str) -> Response:
+        """A new token, its JSON in clear (as depsim's ``GET /token``): the previous one stops working."""
+        return json_response(portal.renew_server_token(server_uuid))
 
     @app.get("/api/devices")
     def get_devices() -> Response:
@@ -155,6 +187,24 @@ def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask
     def patch_device(serial: str) -> Response:
         return json_response(portal.edit_device(serial, _json_object()))
 
+    @app.post("/api/devices/<serial>/replace")
+    def post_device_replace(serial: str) -> Response:
+        body = _json_object()
+        replacement = body.get("replacement")
+        if replacement is not None and not isinstance(replacement, dict):
+            raise PortalError(400, "replacement must be a device object (serial_number, model, ...)")
+        return json_response(portal.replace_device(serial, replacement, body.get("replacement_date")), status=201)
+
+    @app.post("/api/devices/migration-deadline")
+    def post_devices_migration_deadline() -> Response:
+        body = _json_object()
+        serials = _serial_list(body.get("serial_numbers"))
+        if not serials:
+            raise PortalError(400, "serial_numbers is empty")
+        if "mdm_migration_deadline" not in body:
+            raise PortalError(400, "mdm_migration_deadline is required (null clears it)")
+        return json_response(portal.set_migration_deadline(serials, body["mdm_migration_deadline"]))
+
     @app.post("/api/devices/release")
     def post_devices_release() -> Response:
         body = _json_object()
@@ -163,27 +213,29 @@ def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask
             raise PortalError(400, "serial_numbers is empty")
         return json_response(portal.release(serials))
 
-    def assignment_request() -> tuple[str | None, list[str] | None, str | None]:
+    def assignment_request() -> tuple[str | None, list[str] | None, str | None, str | None]:
         if (request.mimetype or "").lower() in ("text/csv", "text/plain"):
-            return request.args.get("server_uuid") or None, serials_from_csv(read_body()), None
+            deadline = request.args.get("mdm_migration_deadline") or None
+            return request.args.get("server_uuid") or None, serials_from_csv(read_body()), None, deadline
         body = _json_object()
         serials = body.get("serial_numbers")
         order_number = _optional_str(body, "order_number")
         server_uuid = _optional_str(body, "server_uuid") or request.args.get("server_uuid") or None
+        deadline = _optional_str(body, "mdm_migration_deadline")
         if serials is None and order_number is None:
             raise PortalError(400, "name the devices: serial_numbers, order_number, or a text/csv body")
-        return server_uuid, (_serial_list(serials) if serials is not None else None), order_number
+        return server_uuid, (_serial_list(serials) if serials is not None else None), order_number, deadline
 
     @app.post("/api/assignments")
     def post_assignments() -> Response:
-        server_uuid, serials, order_number = assignment_request()
+        server_uuid, serials, order_number, deadline = assignment_request()
         if server_uuid is None:
             raise PortalError(400, "server_uuid is required")
-        return json_response(portal.assign(server_uuid, serials, order_number))
+        return json_response(portal.assign(server_uuid, serials, order_number, deadline))
 
     @app.delete("/api/assignments")
     def delete_assignments() -> Response:
-        server_uuid, serials, order_number = assignment_request()
+        server_uuid, serials, order_number, _ = assignment_request()
         return json_response(portal.unassign(serials, order_number, server_uuid))
 
     @app.post("/api/terms")

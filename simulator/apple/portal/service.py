@@ -10,6 +10,14 @@ layer renders them as ``{"error": ...}``.
 With a ``seed``, the organisation id, each server's UUID and OAuth keys, and the serials of the
 default device generator are derived from labels naming the server (``portal:server:<name>:…``), so
 two ``mdmsim serve --seed 3`` starts hand out the same server token.
+
+Server tokens are renewed as Apple Business Manager renews them ("Link to an external device
+management service", https://support.apple.com/guide/apple-business-manager/axm1c1be359d/web): a
+token expires one year after it is generated, and generating a new one for the same MDM server
+replaces the active token, which the MDM server must then install. :meth:`PortalService.renew_server_token`
+makes the new token (new access token and secret, a year from now; the consumer key stays, it names
+the server) and the previous one stops working at once: ``GET /session`` with it answers 401, and the
+sessions it opened end with it.
 """
 
 from __future__ import annotations
@@ -45,9 +53,13 @@ from .catalog import (
 )
 from .errors import PortalError
 
-__all__ = ["PortalError", "PortalService", "SERIAL_PATTERN", "plausible_device", "FAMILIES", "OS_NAMES"]
+__all__ = ["PortalError", "PortalService", "SERIAL_PATTERN", "plausible_device", "FAMILIES", "OS_NAMES", "BETA_OS"]
 
 TOKEN_LIFETIME = timedelta(days=365)
+#: The platforms of a beta program (Apple's SeedBuildToken ``os``).
+BETA_OS = ("homePodOS", "iOS", "OSX", "tvOS", "visionOS", "watchOS")
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_GENERATE = 100_000
 SERIAL_LENGTH = 12
 _KEY_PREFIXES = (
@@ -68,11 +80,15 @@ class PortalService:
         generate_devices: Callable[[int], list[dict[str, Any]]] | None = None,
         *,
         seed: int | None = None,
+        describe_serial: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.random = Randomness(seed)
         self.generate_devices = generate_devices or self._random_devices
+        # A device known only by its serial: the world gives it the identity its maker gave it (so DEP's
+        # record and the powered-on device agree); without a world, plausible model data.
+        self.describe_serial = describe_serial or plausible_device
 
     def _random_devices(self, count: int) -> list[dict[str, Any]]:
         """Plausible devices with Apple-style serials, for a portal without the world's Faker generator.
@@ -148,6 +164,49 @@ class PortalService:
         with self.store.transaction() as db:
             portal_store.set_terms_required(db, required)
         return {"require_acceptance": bool(required)}
+
+    def set_organization_settings(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn the organisation's switches: ``apple_seed_for_it`` (off: the DEP service answers
+        ``APPLE_SEED_FOR_IT_TURNED_OFF`` for beta tokens) and ``account_driven_enrollment`` (off:
+        ``ORG_NOT_SUPPORTED`` for the service discovery profile)."""
+        if not isinstance(changes, Mapping) or not changes:
+            raise PortalError(400, f"send an object with one or more of {', '.join(portal_store.ORGANIZATION_FLAGS)}")
+        unknown = set(changes) - set(portal_store.ORGANIZATION_FLAGS)
+        if unknown:
+            raise PortalError(400, f"only {', '.join(portal_store.ORGANIZATION_FLAGS)} can be set, not {sorted(unknown)}")
+        for key, value in changes.items():
+            if not isinstance(value, bool):
+                raise PortalError(400, f"{key} must be true or false")
+        self.organization()
+        with self.store.transaction() as db:
+            for key, value in changes.items():
+                portal_store.set_organization_flag(db, key, value)
+            return dict(portal_store.organization(db) or {})
+
+    # -- beta programs (AppleSeed for IT) ----------------------------------------------------------
+    def beta_programs(self) -> list[dict[str, Any]]:
+        with self.store.read() as db:
+            return portal_store.beta_programs(db)
+
+    def add_beta_program(self, title: Any, os_name: Any) -> dict[str, Any]:
+        """A beta program the organisation's devices may enroll in (``iOS 26 Beta``); its token is what
+        ``GET /os-beta-enrollment/tokens`` hands MDM servers."""
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_FIELD:
+            raise PortalError(400, f"title must be a non-empty string of at most {MAX_FIELD} characters")
+        if os_name not in BETA_OS:
+            raise PortalError(400, f"os must be one of {', '.join(BETA_OS)}")
+        self.organization()
+        with self.store.transaction() as db:
+            number = len(portal_store.beta_programs(db)) + 1
+            token = self.random.hex(40, f"portal:beta-program:{number}:{title}").upper()
+            portal_store.insert_beta_program(db, title.strip(), os_name, token, self.clock.timestamp())
+        return {"title": title.strip(), "os": os_name, "token": token}
+
+    def remove_beta_program(self, token: str) -> dict[str, Any]:
+        with self.store.transaction() as db:
+            if not portal_store.delete_beta_program(db, token):
+                raise PortalError(404, f"no beta program with token {token[:80]}")
+        return {"removed": token}
 
     # -- MDM servers -------------------------------------------------------------------------------
     def create_server(self, server_name: str, credentials: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -237,6 +296,36 @@ class PortalService:
         cert = x509.load_pem_x509_certificate(pem.encode())
         return smime_envelope(text_part(json.dumps(token, separators=(",", ":"))), cert)
 
+    def renew_server_token(self, server_uuid: str) -> dict[str, str]:
+        """Generate a new token for the server (the portal's "Download Token"): new access keys, valid
+        one year from now. The previous token stops working at once and the DEP sessions it opened
+        end (see the module docstring for Apple's page). Returns the new token's JSON in clear."""
+        now = self.clock.timestamp()
+        with self.store.transaction() as db:
+            row = portal_store.server(db, server_uuid)
+            if row is None:
+                raise PortalError(404, f"no MDM server {server_uuid}")
+            generation = row["token_generation"] + 1
+            label = f"portal:server:{row['server_name']}:token:{generation}"
+            access_token = "AT_" + self.random.hex(64, label + ":access_token")
+            access_secret = "AS_" + self.random.hex(64, label + ":access_secret")
+            portal_store.renew_token(
+                db, server_uuid, access_token, access_secret, now, now + TOKEN_LIFETIME.total_seconds()
+            )
+        return self.server_token(server_uuid)
+
+    def renew_server_token_p7m(self, server_uuid: str) -> bytes:
+        """:meth:`renew_server_token`, downloaded as the ``.p7m`` enveloped to the server's certificate
+        (which must have been uploaded first: nothing is renewed without one)."""
+        with self.store.read() as db:
+            if portal_store.server_id(db, server_uuid) is None:
+                raise PortalError(404, f"no MDM server {server_uuid}")
+            pem = portal_store.public_key_pem(db, server_uuid)
+        if pem is None:
+            raise PortalError(400, "upload the MDM server's public key (PEM certificate) before downloading a token")
+        self.renew_server_token(server_uuid)
+        return self.server_token_p7m(server_uuid)
+
     def token_filename(self, server_uuid: str) -> str:
         """``<server name>_Token_<date>_smime.p7m``, as the portal names the download."""
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.server(server_uuid)["server_name"]) or "server"
@@ -302,7 +391,7 @@ class PortalService:
         """Devices known only by serial number get plausible model data."""
         for serial in serials:
             check_serial(serial)
-        return self.add_devices([plausible_device(s) for s in serials], server_uuid, order_number)
+        return self.add_devices([self.describe_serial(s) for s in serials], server_uuid, order_number)
 
     def edit_device(self, serial: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Edit ``asset_tag``, ``description`` or ``color``; the device's server sees ``modified``."""
@@ -362,9 +451,17 @@ class PortalService:
         raise PortalError(400, "name the devices: serial_numbers or order_number")
 
     def assign(
-        self, server_uuid: str, serials: Iterable[str] | None = None, order_number: str | None = None
+        self,
+        server_uuid: str,
+        serials: Iterable[str] | None = None,
+        order_number: str | None = None,
+        mdm_migration_deadline: str | None = None,
     ) -> dict[str, Any]:
-        """ "Assign to Server": ``added`` for the new server, ``deleted`` for the one the device leaves."""
+        """ "Assign to Server": ``added`` for the new server, ``deleted`` for the one the device leaves.
+
+        ``mdm_migration_deadline`` (ISO 8601): when devices moving from another server must have
+        migrated; DEP reports it from protocol version 8 on."""
+        deadline = _deadline(mdm_migration_deadline)
         org = self.organization()
         stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
@@ -373,8 +470,52 @@ class PortalService:
                 raise PortalError(400, "server_uuid is required")
             rows, missing = self._select(db, serials, order_number)
             moving = [r for r in rows if r["server_id"] != server_id]
-            devices.move_to_server(db, moving, server_id, stamp, org["admin_id"])
+            devices.move_to_server(db, moving, server_id, stamp, org["admin_id"], deadline)
         return {"assigned": len(moving), "unchanged": len(rows) - len(moving), "not_found": missing}
+
+    def set_migration_deadline(self, serials: Iterable[str], mdm_migration_deadline: Any) -> dict[str, Any]:
+        """Set (or with ``None`` clear) the MDM migration deadline of devices on a server; each server
+        hears ``modified``. Devices on no server are listed in ``unassigned``."""
+        deadline = _deadline(mdm_migration_deadline)
+        stamp = iso_from_timestamp(self.clock.timestamp())
+        with self.store.transaction() as db:
+            rows, missing = self._select(db, serials, None)
+            devices.set_migration_deadline(db, rows, deadline, stamp)
+        unassigned = [r["serial"] for r in rows if r["server_id"] is None]
+        return {"updated": len(rows) - len(unassigned), "unassigned": unassigned, "not_found": missing,
+                "mdm_migration_deadline": deadline}  # fmt: skip
+
+    def replace_device(
+        self, serial: str, replacement: Mapping[str, Any] | None = None, replacement_date: Any = None
+    ) -> dict[str, Any]:
+        """AppleCare replaced a device: ``replacement`` (an order line; a new device from the world's
+        generator when omitted) joins the organisation on the original's server, marked as a replacement
+        (``is_replacement_device``, ``GET /device/replacementDetails``), and the original leaves the
+        organisation (its server hears ``deleted`` with ``released_by_replacement``).
+        ``replacement_date``: the day (``YYYY-MM-DD``), today in world time when omitted."""
+        if replacement is None:
+            replacement = self.generate_devices(1)[0]
+        record = normalize_device(replacement, None)
+        if record.serial == serial:
+            raise PortalError(400, "a device cannot replace itself")
+        if replacement_date is None:
+            replacement_date = self.clock.now().strftime("%Y-%m-%d")
+        if not isinstance(replacement_date, str) or not _ISO_DATE.fullmatch(replacement_date):
+            raise PortalError(400, "replacement_date must be a day, YYYY-MM-DD")
+        org = self.organization()
+        stamp = iso_from_timestamp(self.clock.timestamp())
+        with self.store.transaction() as db:
+            original = devices.active_device(db, serial)
+            if original is None:
+                raise PortalError(404, f"no device {serial} in the organization")
+            known = devices.serial_states(db, [record.serial]).get(record.serial)
+            if known is not None and not known[1]:
+                raise PortalError(400, f"{record.serial} is already a device of the organization")
+            devices.replace_device(
+                db, original, record, known[0] if known is not None else None,
+                stamp=stamp, replacement_date=replacement_date, assigned_by=org["admin_id"],
+            )  # fmt: skip
+        return {"original": serial, "replacement": self.device(record.serial), "replacement_date": replacement_date}
 
     def unassign(
         self,
@@ -405,6 +546,15 @@ class PortalService:
         return {"released": len(rows), "not_found": missing}
 
 
+def _deadline(value: Any) -> str | None:
+    """An MDM migration deadline as stored: ISO 8601 date-time with its zone, or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ISO_DATETIME.fullmatch(value):
+        raise PortalError(400, "mdm_migration_deadline must be an ISO 8601 date-time, e.g. 2026-09-30T12:00:00Z")
+    return value
+
+
 def _device_dict(row: Any) -> dict[str, Any]:
     return {
         "serial_number": row["serial"],
@@ -419,4 +569,6 @@ def _device_dict(row: Any) -> dict[str, Any]:
         "device_assigned_date": row["assigned_date"],
         "profile_status": row["profile_status"],
         "profile_uuid": row["profile_uuid"],
+        "mdm_migration_deadline": row["mdm_migration_deadline"],
+        "replaces_serial_number": row["replaces_serial"],
     }

@@ -1,4 +1,4 @@
-"""The portal's tables (the organisation and its MDM servers) and the SQL the portal runs.
+"""The portal's tables (the organisation, its MDM servers and beta programs) and the SQL the portal runs.
 
 Devices belong to :mod:`simulator.apple.devices` (DEP and activation write them too); this module only
 reads them for the portal's own listings. Every function takes an open connection, so the service
@@ -31,6 +31,12 @@ __all__ = [
     "device_page",
     "device_count",
     "serials",
+    "set_organization_flag",
+    "ORGANIZATION_FLAGS",
+    "renew_token",
+    "beta_programs",
+    "insert_beta_program",
+    "delete_beta_program",
 ]
 
 #: The portal's tables, part of the Apple store's first migration (see :mod:`simulator.apple.store`).
@@ -56,7 +62,21 @@ MIGRATIONS = [
         public_key_pem TEXT,
         created_at REAL NOT NULL
     );
+    """,
+    # 2: what the organisation allows (AppleSeed for IT, account-driven enrollment), the beta programs
+    # it may enroll devices in, and which generation of each server's token is the active one.
     """
+    ALTER TABLE organization ADD COLUMN apple_seed_for_it INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE organization ADD COLUMN account_driven_enrollment INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE servers ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE beta_programs (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        os TEXT NOT NULL,
+        token TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 
 _ORGANIZATION_FIELDS = ("name", "email", "phone", "address", "org_id", "org_type", "org_version", "admin_id")
@@ -95,6 +115,16 @@ def set_terms_required(db: sqlite3.Connection, required: bool) -> None:
     db.execute("UPDATE organization SET require_terms = ? WHERE id = 1", (1 if required else 0,))
 
 
+#: The organisation's switches an admin turns in the portal (column names, never taken from a request).
+ORGANIZATION_FLAGS = ("apple_seed_for_it", "account_driven_enrollment")
+
+
+def set_organization_flag(db: sqlite3.Connection, flag: str, value: bool) -> None:
+    if flag not in ORGANIZATION_FLAGS:
+        raise ValueError(f"not an organisation switch: {flag}")
+    db.execute(f"UPDATE organization SET {flag} = ? WHERE id = 1", (1 if value else 0,))
+
+
 def terms_required(db: sqlite3.Connection) -> bool:
     """Whether new terms wait for the admin (no organisation yet: no terms)."""
     row = db.execute("SELECT require_terms FROM organization WHERE id = 1").fetchone()
@@ -129,6 +159,18 @@ def insert_server(
         "access_secret, token_issued_at, access_token_expiry, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (server_uuid, name, *(keys[k] for k in _CREDENTIALS), now, expiry, now),
     )
+
+
+def renew_token(
+    db: sqlite3.Connection, server_uuid: str, access_token: str, access_secret: str, now: float, expiry: float
+) -> bool:
+    """A new active token for the server: new access keys, issued now, the next generation (False: no
+    such server). The consumer key and secret stay: they name the MDM server, not one token."""
+    return db.execute(
+        "UPDATE servers SET access_token = ?, access_secret = ?, token_issued_at = ?, access_token_expiry = ?, "
+        "token_generation = token_generation + 1 WHERE server_uuid = ?",
+        (access_token, access_secret, now, expiry, server_uuid),
+    ).rowcount > 0
 
 
 def server(db: sqlite3.Connection, server_uuid: str) -> sqlite3.Row | None:
@@ -175,7 +217,8 @@ def public_key_pem(db: sqlite3.Connection, server_uuid: str) -> str | None:
 
 _DEVICE_LIST_SQL = (
     "SELECT d.serial, d.model, d.description, d.color, d.asset_tag, d.os, d.device_family, d.order_number, "
-    "s.server_uuid, d.assigned_date, d.profile_status, d.profile_uuid FROM devices d "
+    "s.server_uuid, d.assigned_date, d.profile_status, d.profile_uuid, d.mdm_migration_deadline, d.replaces_serial "
+    "FROM devices d "
     "LEFT JOIN servers s ON s.id = d.server_id"
 )
 
@@ -212,3 +255,20 @@ def serials(db: sqlite3.Connection, server: int | None = None) -> list[str]:
             "SELECT serial FROM devices WHERE released = 0 AND server_id = ? ORDER BY id", (server,)
         ).fetchall()
     return [r[0] for r in rows]
+
+
+# -- beta programs (AppleSeed for IT) ------------------------------------------------------------------
+
+
+def beta_programs(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in db.execute("SELECT title, os, token FROM beta_programs ORDER BY id").fetchall()]
+
+
+def insert_beta_program(db: sqlite3.Connection, title: str, os_name: str, token: str, now: float) -> None:
+    db.execute(
+        "INSERT INTO beta_programs (title, os, token, created_at) VALUES (?, ?, ?, ?)", (title, os_name, token, now)
+    )
+
+
+def delete_beta_program(db: sqlite3.Connection, token: str) -> bool:
+    return db.execute("DELETE FROM beta_programs WHERE token = ?", (token,)).rowcount > 0
