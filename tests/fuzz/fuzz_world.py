@@ -35,34 +35,50 @@ MIN_REQUESTS = 10_000
 
 @dataclass(frozen=True)
 class Route:
-    """One (method, rule) of one party, as mounted in the world."""
+    """One (method, rule) of one party, as mounted in the world; ``host``: reached by Apple's host name
+    at ``/`` instead of by its prefix (simulator.apple.hosts), when set."""
 
     prefix: str
     method: str
     rule: str
     arguments: tuple[str, ...]
+    host: str | None = None
 
     @property
     def id(self) -> str:
-        return f"{self.method} {self.prefix}{self.rule}"
+        return f"{self.method} {self.host}{self.rule}" if self.host else f"{self.method} {self.prefix}{self.rule}"
 
     @property
     def party(self) -> str:
         return self.prefix or "/"
 
+    @property
+    def path_prefix(self) -> str:
+        """What goes before the rule in the request's path: nothing when Apple's host name routes it."""
+        return "" if self.host else self.prefix
+
+
+def dispatcher_of(world: World) -> Any:
+    """The world's path dispatcher, under its middlewares: TrafficMiddleware → AppleHostRouter →
+    APITokenMiddleware → DispatcherMiddleware (simulator.mounting)."""
+    app = world.wsgi
+    while not hasattr(app, "mounts"):
+        app = app.app
+    return app
+
 
 def routes(world: World) -> list[Route]:
     """Every route of every party, the control plane last (it can reset the world or move its clock)."""
-    # TrafficMiddleware → AppleHostRouter → APITokenMiddleware → DispatcherMiddleware (simulator.mounting)
-    dispatcher = world.wsgi
-    while not hasattr(dispatcher, "mounts"):
-        dispatcher = dispatcher.app
+    dispatcher = dispatcher_of(world)
     apps = [("", dispatcher.app), *dispatcher.mounts.items()]
     found: list[Route] = []
     for prefix, app in apps:
         for rule in _flask_app(app).url_map.iter_rules():
             for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
                 found.append(Route(prefix, method, rule.rule, tuple(sorted(rule.arguments))))
+    # DEP once more as unmodified clients reach it: Host mdmenrollment.apple.com, Apple's paths at /
+    found += [Route(r.prefix, r.method, r.rule, r.arguments, host="mdmenrollment.apple.com")
+              for r in found if r.prefix == "/apple/dep"]  # fmt: skip
 
     def order(route: Route) -> tuple[int, int, str]:
         late = route.prefix == "/_sim"
@@ -179,9 +195,11 @@ VOCABULARY = sorted({
     # DEP
     "cursor", "limit", "devices", "profile_uuid", "profile_name", "url", "is_supervised", "is_mdm_removable",
     "anchor_certs", "supervising_host_certs", "skip_setup_items", "language", "region", "device", "escrow_key",
-    "lost_message", "configuration_web_url", "await_device_configured",
+    "lost_message", "configuration_web_url", "await_device_configured", "mdm_service_discovery_url",
     # portal, pushcert, sim, idp
     "server_name", "certificate", "count", "serial_numbers", "server_uuid", "order_number", "require_acceptance",
+    "replacement", "replacement_date", "mdm_migration_deadline", "title", "os", "apple_seed_for_it",
+    "account_driven_enrollment",
     "apple_id", "csr", "advance_seconds", "now", "party", "latency_ms", "post_devices_sync_responses", "serials",
     "upn", "password", "display_name", "mfa_required", "department", "topic", "key", "udids", "command", "priority",
     # Graph
@@ -203,7 +221,7 @@ CONTENT_TYPES = ["application/json", "application/json;charset=UTF8", "applicati
                  "application/x-www-form-urlencoded", "multipart/form-data; boundary=zz", "multipart/form-data",
                  "application/octet-stream", "x/y; charset=bogus", ";;;", "application/json; charset=utf-16", ""]
 QUERY_NAMES = ["limit", "offset", "token", "wait", "server_uuid", "$top", "$skiptoken", "$filter", "apple_id", "notice",
-               "id", "rounds", "auth", "profile_uuid", "skiptoken", "token_id", "profile", "x", "", "a[b]"]
+               "id", "rounds", "auth", "profile_uuid", "skiptoken", "token_id", "profile", "x", "", "a[b]", "device"]
 HEADER_NAMES = ["User-Agent", "Authorization", "X-ADM-Auth-Session", "X-Server-Protocol-Version", "Mdm-Signature",
                 "x-apple-aspen-deviceinfo", "Accept", "apns-topic", "apns-push-type", "apns-priority",
                 "apns-expiration", "apns-id", "apns-collapse-id", "Cookie", "Content-Encoding", "If-None-Match",
@@ -344,12 +362,12 @@ def fuzz_request(draw: st.DrawFn, route: Route, known: Known) -> dict[str, Any]:
     sign = draw(st.integers(0, 2)) == 0  # a valid Mdm-Signature over the (hostile) body
     truncate = draw(st.integers(0, 15)) == 0  # Content-Length claims more than is sent
     chunked = not truncate and draw(st.integers(0, 15)) == 0  # no Content-Length at all
-    return {"method": method, "path": route.prefix + path, "query": query, "headers": headers, "body": body,
-            "sign": sign, "truncate": truncate, "chunked": chunked}
+    return {"method": method, "path": route.path_prefix + path, "query": query, "headers": headers, "body": body,
+            "sign": sign, "truncate": truncate, "chunked": chunked, "host": route.host}
 
 
 def send(app: Any, known: Known, method: str, path: str, query: str, headers: list[tuple[str, str]],
-         body: bytes, sign: bool = False, truncate: bool = False, chunked: bool = False) -> Any:
+         body: bytes, sign: bool = False, truncate: bool = False, chunked: bool = False, host: str | None = None) -> Any:
     """Send one request through the world's WSGI stack and return the (fully read) response."""
     if path.startswith("/apple/apns/events"):
         # A long poll or event stream waits up to minutes by design: ask for no wait at all.
@@ -357,6 +375,8 @@ def send(app: Any, known: Known, method: str, path: str, query: str, headers: li
     if sign and known.identity is not None:
         signature = base64.b64encode(cms.sign(body, known.identity[0], known.identity[1], detached=True)).decode()
         headers = [*headers, ("Mdm-Signature", signature)]
+    if host is not None:  # Apple's host name, as a hosts-file line makes a client send it
+        headers = [h for h in headers if h[0].lower() != "host"] + [("Host", host)]
     builder = EnvironBuilder(path=path, method=method, query_string=query, headers=headers, data=body)
     try:
         environ = builder.get_environ()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fuzz_world import Known, _flask_app, send
+from fuzz_world import Known, _flask_app, dispatcher_of, send
 
 from simulator import World
 
@@ -74,8 +74,7 @@ CASES: list[tuple[str, str, str, str, bytes, Callable[[Any], None]]] = [
 
 
 def _bound(world: World, prefix: str) -> int:
-    dispatcher = world.wsgi.app.app
-    return int(_flask_app(dispatcher.mounts[prefix]).config["MAX_CONTENT_LENGTH"])
+    return int(_flask_app(dispatcher_of(world).mounts[prefix]).config["MAX_CONTENT_LENGTH"])
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])

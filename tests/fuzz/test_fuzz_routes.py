@@ -43,7 +43,7 @@ def _check_error_format(route: Route, path: str, response: Any) -> None:
         return
     body = response.get_data()
     where = f"{response.status_code} {path}: {body[:200]!r}"
-    if route.prefix == "/apple/dep":
+    if route.prefix == "/apple/dep":  # by path or by Apple's host name
         # Apple's DEP service: a short plain-text code (MALFORMED_REQUEST_BODY, UNAUTHORIZED, …)
         assert response.mimetype == "text/plain", where
         assert body.strip() and len(body) <= 80 and body.upper() == body and b" " not in body.strip(), where
