@@ -37,10 +37,10 @@ def host_name(host_header: str) -> str:
     """The host name of a ``Host`` header value: lower case, without port or trailing dot.
 
     ``mdmenrollment.apple.com:8080`` and ``MDMENROLLMENT.APPLE.COM.`` both name Apple's DEP host; an
-    IPv6 literal (``[::1]:8080``) keeps its brackets off so it never matches a name."""
+    IP literal in brackets (``[::1]:8080``) keeps its brackets, so it never matches a name."""
     host = host_header.strip().lower()
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
+        return host[: host.find("]") + 1] if "]" in host else host
     host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return host.rstrip(".")
 

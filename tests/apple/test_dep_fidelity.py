@@ -230,3 +230,15 @@ def test_a_new_token_replaces_the_active_one(live: Any, rsa_identity: Any) -> No
     assert live.world.token()["access_token"] != renewed["access_token"]
     assert new_client.session_request().status_code == 401
     assert live.portal("POST", "/api/servers/NOSUCHSERVER/token").status_code == 404
+
+
+def test_the_account_lists_exactly_the_endpoints_the_service_answers(apple: Any) -> None:
+    """``GET /account``'s urls and the HTTP layer's routes are one list: no endpoint served unlisted, none
+    listed that answers 404."""
+    from simulator.apple.dep.service import ACCOUNT_URLS
+
+    routes: dict[str, set[str]] = {}
+    for rule in apple.dep_app().url_map.iter_rules():
+        if rule.endpoint != "static":
+            routes.setdefault(rule.rule, set()).update((rule.methods or set()) - {"HEAD", "OPTIONS"})
+    assert {path: set(methods) for path, methods, _ in ACCOUNT_URLS} == routes
