@@ -96,6 +96,9 @@ def _identity_settings(identity: str, scep_url: str | None, scep_challenge: str 
 @click.option("--apns-port", type=int, callback=lambda c, p, v: None if v is None else _port(v),
               help="Also serve Apple's HTTP/2 provider API (POST /3/device/<token>, push certificate as TLS "
                    "client certificate) on this port, as api.push.apple.com does (0: any free port).")
+@click.option("--dep-port", type=int, callback=lambda c, p, v: None if v is None else _port(v),
+              help="Also serve Apple's DEP web service alone at the root of this port (/session, /account, …), "
+                   "as mdmenrollment.apple.com does, for clients that keep only a base URL's host.")
 @click.option("--apns-stream-port", default=0, show_default=True, type=int, callback=lambda c, p, v: _port(v),
               help="Port of the device-stream listener devices hold open to wake on a push (0: any free port).")
 @click.option("--wake-devices/--no-wake-devices", default=True, show_default=True,
@@ -105,12 +108,14 @@ def _identity_settings(identity: str, scep_url: str | None, scep_challenge: str 
 @_identity_options
 def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int | None, depsim_compat: bool,
           depsim_config: Path | None, workers: int | None, threads: int, sync_rules: str, tls: bool,
-          tls_cert: Path | None, tls_key: Path | None, apns_port: int | None, apns_stream_port: int,
+          tls_cert: Path | None, tls_key: Path | None, apns_port: int | None, dep_port: int | None,
+          apns_stream_port: int,
           wake_devices: bool, redis_url: str | None, identity: str, scep_url: str | None, scep_challenge: str | None,
           identity_ca: Path | None) -> None:
     """Serve every party of a world on one port (gunicorn, gthread workers), and the push gateway beside it."""
     from .serving import (
         GatewaySockets,
+        PortDispatch,
         WorldApplication,
         advertise_gateway,
         default_workers,
@@ -185,6 +190,13 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         if wake_devices:
             worlds[0].apns.add_listener(PushWaker(worlds[0]))
 
+    def wsgi_of(served_world: Any) -> Any:
+        if dep_port is None:
+            return served_world.wsgi
+        return PortDispatch(served_world.wsgi, {dep_port: served_world.party_wsgi("dep")})
+
+    dep_root = f"{'https' if tls else 'http'}://{_url_host(host)}:{dep_port}" if dep_port is not None else ""
+    world.control.set_setting("dep_root_url", dep_root)  # a data directory keeps settings: say it each start
     if data_dir is None:
         options = gunicorn_options(host, port, workers=1, threads=threads, preload=True)
         worlds.append(world)
@@ -194,7 +206,7 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         gc.collect()
         gc.freeze()
         options["post_worker_init"] = gateway_in_worker
-        app = WorldApplication(lambda: world.wsgi, options)
+        app = WorldApplication(lambda: wsgi_of(world), options)
     else:
         world.close()  # each worker opens the data directory itself, after the fork
         options = gunicorn_options(host, port, workers=workers or default_workers(), threads=threads, preload=False)
@@ -203,9 +215,11 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         def load() -> Any:
             worlds.append(World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,
                                 synchronous_push=False, **identity_settings).build_party_apps())
-            return worlds[-1].wsgi
+            return wsgi_of(worlds[-1])
 
         app = WorldApplication(load, options)
+    if dep_port is not None:
+        app.cfg.set("bind", [options["bind"], f"{_url_host(host)}:{dep_port}"])
     if tls_files is not None:  # gunicorn read its options when the application was made
         app.cfg.set("certfile", str(tls_files[0]))
         app.cfg.set("keyfile", str(tls_files[1]))
@@ -322,6 +336,10 @@ def _print_banner(world: object, public: str) -> None:
     console.print(table)
     console.print(f"DEP credentials (OAuth token keys): [bold]curl {info['credentials']}[/bold]")
     console.print(f"World clock: {info['now']}  ·  move it with POST {public}/_sim/clock  ·  Ctrl-C stops")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _raise_open_files_limit() -> None:

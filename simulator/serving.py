@@ -41,6 +41,7 @@ __all__ = [
     "World",
     "GatewaySockets",
     "start_gateway",
+    "PortDispatch",
 ]
 
 
@@ -52,6 +53,9 @@ class World(Protocol):
     closed: bool
     wsgi: Any
     apns: Any
+
+    def party_wsgi(self, party: str = "dep") -> Any: ...
+
     pushcert: Any
 
     @property
@@ -71,6 +75,8 @@ class ServedWorld:
         self.apns_stream_url: str | None = None
         self.apns_url: str | None = None
         self.gateway: APNsGateway | None = None
+        #: DEP alone at the root of a port of its own (``dep_port``), as on mdmenrollment.apple.com.
+        self.dep_url: str | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.world, name)
@@ -81,6 +87,21 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
+
+
+class PortDispatch:
+    """WSGI: a request that arrived on one of the server's other ports goes to that port's app.
+
+    ``mdmsim serve --dep-port P`` binds gunicorn to both ports; gunicorn puts the listening socket's
+    port in ``SERVER_PORT``, so DEP alone answers at the root of P, as ``mdmenrollment.apple.com``
+    does, while the main port serves every party by path."""
+
+    def __init__(self, default: Callable[..., Any], by_port: dict[int, Callable[..., Any]]) -> None:
+        self.default = default
+        self.by_port = {str(port): app for port, app in by_port.items()}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return self.by_port.get(str(environ.get("SERVER_PORT", "")), self.default)(environ, start_response)
 
 
 class GatewaySockets:
@@ -166,14 +187,16 @@ def advertise_gateway(world: World, sockets: GatewaySockets) -> None:
 
 @contextlib.contextmanager
 def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: int | None = None,
-                   redis_url: str | None = None, wake_devices: bool = False) -> Iterator[ServedWorld]:  # fmt: skip
+                   redis_url: str | None = None, wake_devices: bool = False,
+                   dep_port: int | None = None) -> Iterator[ServedWorld]:  # fmt: skip
     """The world on werkzeug's threaded server while the block runs; its URL is the world's meanwhile.
 
     With ``tls`` the certificate comes from the world's TLS CA. ``ssl`` loads keys only from files,
     so the pair goes to a private temporary directory that is removed as soon as the context holds it.
     The push gateway runs beside it: device streams on a free port, the HTTP/2 provider API on
     ``apns_port`` (0: a free one) when given. ``wake_devices``: the world's own devices wake on their
-    push (:class:`~simulator.wake.PushWaker`), as in ``mdmsim serve``."""
+    push (:class:`~simulator.wake.PushWaker`), as in ``mdmsim serve``. ``dep_port`` (0: a free one)
+    serves DEP alone at the root of a second port (``served.dep_url``), as ``mdmsim serve --dep-port``."""
     context = None
     if tls:
         world.control.set_setting("tls_anchor_pem", "")
@@ -185,6 +208,12 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
             shutil.rmtree(cert_file.parent, ignore_errors=True)
     server = make_server(host, port, world.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=context)
     served = ServedWorld(world, server, scheme="https" if tls else "http")
+    servers = [server]
+    if dep_port is not None:
+        dep_server = make_server(host, dep_port, world.party_wsgi("dep"), threaded=True,
+                                 request_handler=_QuietHandler, ssl_context=context)  # fmt: skip
+        servers.append(dep_server)
+        served.dep_url = f"{'https' if tls else 'http'}://{host}:{dep_server.server_address[1]}"
     sockets = GatewaySockets(host, apns_port=apns_port)
     try:
         gateway = start_gateway(world, sockets, redis_url=redis_url)
@@ -200,14 +229,18 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
     previous = world.control.get_setting("public_url")
     world.control.set_setting("public_url", served.url)
     advertise_gateway(world, sockets)
-    thread = threading.Thread(target=server.serve_forever, name="mdmsim-serve", daemon=True)
-    thread.start()
+    if served.dep_url:
+        world.control.set_setting("dep_root_url", served.dep_url)
+    threads = [threading.Thread(target=s.serve_forever, name="mdmsim-serve", daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
     try:
         yield served
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        for each, thread in zip(servers, threads, strict=True):
+            each.shutdown()
+            each.server_close()
+            thread.join(timeout=5)
         gateway.stop()
         sockets.close()
         if waker is not None:
@@ -217,6 +250,7 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
             world.control.set_setting("public_url", previous or IN_PROCESS_URL)
             world.control.set_setting("apns_stream_url", "")
             world.control.set_setting("apns_provider_url", "")
+            world.control.set_setting("dep_root_url", "")
 
 
 class WorldApplication(BaseApplication):

@@ -344,6 +344,8 @@ class World:
                 # The push gateway's own listeners while served: device streams, HTTP/2 provider API.
                 "apns_stream": self.control.get_setting("apns_stream_url") or None,
                 "apns_provider": self.control.get_setting("apns_provider_url") or None,
+                # DEP at the root of a port of its own (--dep-port), as on mdmenrollment.apple.com.
+                "dep_root": self.control.get_setting("dep_root_url") or None,
             },
             "organization": self._organization,
             "default_server_uuid": self.default_server_uuid,
@@ -406,7 +408,8 @@ class World:
 
     @contextlib.contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False, apns_port: int | None = None,
-              redis_url: str | None = None, wake_devices: bool = False) -> Iterator[ServedWorld]:  # fmt: skip
+              redis_url: str | None = None, wake_devices: bool = False,
+              dep_port: int | None = None) -> Iterator[ServedWorld]:  # fmt: skip
         """Serve the world on a real port (threaded server) for as long as the block runs.
 
         ``tls=True`` serves HTTPS with a certificate from :attr:`tls_ca`; profiles defined meanwhile
@@ -414,9 +417,11 @@ class World:
         (``served.apns_stream_url``) and, with ``apns_port`` (0: any free port), Apple's HTTP/2 provider
         API (``served.apns_url``) for an unmodified push client holding a push certificate.
         ``wake_devices=True``: the world's powered-on devices wake on their push and answer their MDM
-        server by themselves, as in ``mdmsim serve`` (off by default: tests here drive agents)."""
+        server by themselves, as in ``mdmsim serve`` (off by default: tests here drive agents).
+        ``dep_port`` (0: any free port) serves DEP alone at the root of a second port
+        (``served.dep_url``): ``/session``, ``/account``, as on mdmenrollment.apple.com."""
         with serve_threaded(self, host, port, tls=tls, apns_port=apns_port, redis_url=redis_url,
-                            wake_devices=wake_devices) as served:
+                            wake_devices=wake_devices, dep_port=dep_port) as served:
             yield served
 
     # -- lifecycle ---------------------------------------------------------------------------------

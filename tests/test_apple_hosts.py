@@ -12,7 +12,6 @@ and the world's CA is the only trust, so the world's certificate must name Apple
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,6 @@ import httpx
 import pytest
 from oauthlib.oauth1 import Client as OAuth1
 from tests_support import GRAPH, onboard
-from werkzeug.serving import make_server
 
 from simulator import World
 from simulator.authorities import dep_record
@@ -177,31 +175,43 @@ def test_other_hosts_keep_the_world_s_paths(served) -> None:
         assert plain.get(f"{live.url}/").json()["default_server_uuid"] == world.default_server_uuid
 
 
+def _dep_pages_at_root(base: str, token: dict[str, str]) -> list[str]:
+    """A NanoDEP-like client given ``base``: ``/session`` and ``/server/devices`` from the root."""
+    oauth = OAuth1(token["consumer_key"], client_secret=token["consumer_secret"],
+                   resource_owner_key=token["access_token"], resource_owner_secret=token["access_secret"],
+                   realm="ADM")  # fmt: skip
+    _, headers, _ = oauth.sign(f"{base}/session")
+    with httpx.Client(base_url=base, headers={"User-Agent": "nanodep-like/1"}, timeout=30) as http:
+        session = http.get("/session", headers=headers).json()["auth_session_token"]
+        page = http.post("/server/devices", json={}, headers={"X-ADM-Auth-Session": session}).json()
+        assert http.get("/apple/dep/session").status_code == 404  # the world's paths are not here
+        assert http.get("/_sim/").status_code == 404
+    return sorted(d["serial_number"] for d in page["devices"])
+
+
 def test_dep_alone_at_the_root_of_its_own_port() -> None:
-    """What ``--dep-port`` puts on a socket: DEP at ``/``, as a client with ``base_url`` expects."""
+    """``World.serve(dep_port=0)``: DEP at ``/`` of a second port, as a client with ``base_url`` expects."""
     with World(devices=3, seed=5, background_sync=False, push_certificate=False) as world:
-        server = make_server("127.0.0.1", 0, world.party_wsgi("dep"), threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-        thread.start()
-        try:
-            base = f"http://127.0.0.1:{server.server_port}"
-            token = world.dep_credentials
-            oauth = OAuth1(token["consumer_key"], client_secret=token["consumer_secret"],
-                           resource_owner_key=token["access_token"], resource_owner_secret=token["access_secret"],
-                           realm="ADM")  # fmt: skip
-            _, headers, _ = oauth.sign(f"{base}/session")
-            with httpx.Client(base_url=base, headers={"User-Agent": "nanodep-like/1"}, timeout=30) as http:
-                session = http.get("/session", headers=headers).json()["auth_session_token"]
-                page = http.post("/server/devices", json={}, headers={"X-ADM-Auth-Session": session}).json()
-                assert sorted(d["serial_number"] for d in page["devices"]) == sorted(world.serials)
-                assert http.get("/apple/dep/session").status_code == 404  # the world's paths are not here
+        with world.serve(dep_port=0) as served:
+            assert served.dep_url and world.info()["urls"]["dep_root"] == served.dep_url
+            assert _dep_pages_at_root(served.dep_url, world.dep_credentials) == sorted(world.serials)
             assert world.traffic()["dep"]["post_server_devices"]["200"] == 1
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
     with World(devices=0, push_certificate=False) as empty, pytest.raises(ValueError):
         empty.party_wsgi("intune")
+
+
+def test_mdmsim_serve_dep_port() -> None:
+    """``mdmsim serve --dep-port P``: gunicorn listens on both ports and P answers as Apple's DEP host."""
+    from simulator.load.server import free_port, mdmsim_serve
+
+    dep_port = free_port()
+    with mdmsim_serve("--devices", "4", "--seed", "2", "--dep-port", str(dep_port), timeout_s=120) as url:
+        info = httpx.get(f"{url}/_sim/", timeout=10).json()
+        assert info["urls"]["dep_root"] == f"http://127.0.0.1:{dep_port}"
+        token = httpx.get(info["credentials"], timeout=10).json()
+        serials = _dep_pages_at_root(info["urls"]["dep_root"], token)
+        assert len(serials) == 4
+        assert httpx.get(f"{url}/apple/dep/account", timeout=10).status_code == 401  # the main port still has it
 
 
 def test_the_imei_a_device_reports_is_the_one_dep_lists() -> None:
