@@ -225,7 +225,7 @@ class Demo:
             done = self.world.controller.wait_for_sync(setting, 60)
             self.call("DELETE", "/_sim/faults")
             if done.get("syncStatus") == "failed":
-                raise DemoError(f"the sync failed: {done.get('lastSyncErrorCode')}")
+                raise DemoError(f"the sync failed: {done.get('lastSyncErrorReason')}")
             self.say(f"  {done.get('lastSyncKind')} sync: {done.get('syncedDeviceCount')} devices")
             self.say(f"  next sync allowed at {done.get('nextSyncAvailableDateTime')}; next full sync at "
                      f"{done.get('nextFullSyncAvailableDateTime')} (at most once every 7 days; syncs before "

@@ -70,7 +70,7 @@ def test_terms_not_signed_fails_the_sync_with_what_to_do(world: World) -> None:
     script(world, "post_server_devices", "forbidden_t_c_not_signed")
     after = sync(world, setting)
     assert after["syncStatus"] == "failed"
-    assert "terms" in (after["lastSyncErrorCode"] + after.get("lastSyncErrorMessage", "")).lower()
+    assert (after["lastSyncErrorCode"], after["lastSyncErrorReason"]) == (403, "termsAndConditionsNotAccepted")
     assert "Apple Business Manager" in after.get("lastSyncErrorMessage", "")
 
 

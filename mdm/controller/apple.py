@@ -3,7 +3,8 @@
 Every rule module that calls Apple (tokens, syncing, enrollment profiles, assignments) gets its
 :class:`~mdm.controller.depclient.DEPClient` here, so the session a token earned is kept on its row
 and reused by the next request, thread or worker; and says what went wrong with :func:`apple_failure`,
-so the same refusal reads the same on a setting (``lastSyncErrorCode``) and in an error reply.
+so the same refusal reads the same on a setting (``lastSyncErrorReason``) and in an error reply; and
+:func:`failure_number` gives the integer Graph types ``lastSyncErrorCode`` as.
 """
 
 from __future__ import annotations
@@ -19,12 +20,25 @@ from .depclient import DEPClient, DEPError, OAuthCredentials, TermsNotSigned
 from .errors import GraphError, retry_after_seconds
 from .store import tokens as token_table
 
-__all__ = ["Apple", "TERMS_MESSAGE", "apple_failure", "graph_from_apple"]
+__all__ = [
+    "SYNC_TIMED_OUT",
+    "TERMS_MESSAGE",
+    "TOKEN_EXPIRED",
+    "Apple",
+    "apple_failure",
+    "failure_number",
+    "graph_from_apple",
+]
 
 TERMS_MESSAGE = (
     "Apple refused the request (403 T_C_NOT_SIGNED): accept the new terms and conditions in "
     "Apple Business Manager, then sync again"
 )
+
+#: ``lastSyncErrorCode`` of the failures that are not an answer from Apple: the sync's window ran out
+#: (408, a request timeout) or the token expired (401, what Apple answers an expired token with).
+SYNC_TIMED_OUT = 408
+TOKEN_EXPIRED = 401
 
 
 class Apple:
@@ -91,6 +105,16 @@ def apple_failure(exc: Exception) -> tuple[str, str]:
     if isinstance(exc, httpx.HTTPError):
         return "appleUnreachable", f"Apple's DEP service could not be reached: {type(exc).__name__}"
     return "internalError", f"the sync stopped unexpectedly: {type(exc).__name__}"
+
+
+def failure_number(exc: Exception) -> int:
+    """``lastSyncErrorCode`` (Graph's Int32) for a failed sync: the HTTP status Apple answered with;
+    503 when Apple could not be reached, 500 for anything else."""
+    if isinstance(exc, DEPError):
+        return exc.status
+    if isinstance(exc, httpx.HTTPError):
+        return 503
+    return 500
 
 
 def graph_from_apple(exc: Exception, what: str) -> GraphError:

@@ -2,7 +2,7 @@
 
 A device is listed by a sync, assigned a profile by an assignment, and learns its enrollment state
 from the MDM server's events; this module only reads and renders, a page at a time, with ``$top``,
-``$skiptoken`` and ``$filter`` (:mod:`mdm.controller.odata`).
+``$skip``, ``$skiptoken``, ``$filter``, ``$orderby``, ``$select`` and ``$count`` (:mod:`mdm.controller.odata`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from mdm.platform.storage import Store
 from mdm.protocol.isotime import iso_from_timestamp
 
 from . import odata
-from .errors import not_found
+from .errors import GraphError, not_found
 from .pushcert import PushCertificates
 from .rows import token_row
 from .store import devices as device_table
 
-__all__ = ["DEFAULT_TOP", "FILTER_FIELDS", "MAX_TOP", "Devices", "render_device"]
+__all__ = ["DEFAULT_TOP", "FIELDS", "FILTER_FIELDS", "MAX_TOP", "ORDER_FIELDS", "Devices", "render_device"]
 
 DEFAULT_TOP = 100
 MAX_TOP = 1000
@@ -30,7 +30,23 @@ FILTER_FIELDS = {
     "requestedEnrollmentProfileId": "requested_profile_id",
     "isDeleted": "is_deleted",
     "isSupervised": "is_supervised",
+    "description": "description",
 }
+#: The properties ``$orderby`` takes, and their columns.
+ORDER_FIELDS = {
+    **FILTER_FIELDS,
+    "createdDateTime": "created_at",
+    "lastContactedDateTime": "last_contacted",
+    "requestedEnrollmentProfileAssignmentDateTime": "requested_at",
+}
+#: What ``$select`` may name: every property :func:`render_device` writes.
+SELECT_FIELDS = (
+    "id", "serialNumber", "requestedEnrollmentProfileId", "requestedEnrollmentProfileAssignmentDateTime",
+    "isSupervised", "discoverySource", "isDeleted", "createdDateTime", "lastContactedDateTime", "description",
+    "enrollmentState", "platform", "model", "color", "deviceFamily", "appleProfileStatus",
+    "profileAssignmentStatus", "pushTopic", "reenrollmentRequired",
+)  # fmt: skip
+FIELDS = odata.Fields("importedAppleDeviceIdentity", FILTER_FIELDS, ORDER_FIELDS, SELECT_FIELDS)
 
 
 class Devices:
@@ -40,26 +56,40 @@ class Devices:
         self.store = store
         self.push_certificates = push_certificates
 
-    def list_page(
-        self,
-        token_id: str,
-        *,
-        top: str | None = None,
-        skiptoken: str | None = None,
-        filter: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of ``importedAppleDeviceIdentities`` and the ``$skiptoken`` of the next, if any."""
-        size = odata.parse_top(top, default=DEFAULT_TOP, maximum=MAX_TOP)
-        after = odata.decode_skiptoken(skiptoken)
-        equal = [(FILTER_FIELDS[field], value) for field, value in odata.parse_filter(filter, FILTER_FIELDS)]
+    def list_page(self, token_id: str, query: odata.Query | None = None) -> odata.Page:
+        """One page of ``importedAppleDeviceIdentities``, filtered and ordered in SQL (a token may list
+        200,000 devices). Unordered pages are keyset-paged on ``seq``; ordered ones by offset."""
+        query = query or odata.Query()
+        size = odata.parse_top(query.top, default=DEFAULT_TOP, maximum=MAX_TOP)
+        after, offset = 0, query.skip
+        if query.skiptoken is not None:
+            kind, position = odata.decode_position(query.skiptoken)
+            if (kind == "offset") != bool(query.orderby):
+                raise GraphError(400, "badRequest", "$skiptoken is not one this API handed out")
+            after, offset = (0, position) if kind == "offset" else (position, 0)
+        conditions = [(FILTER_FIELDS[c.field], c.op, _column_value(c.value)) for c in query.filter]
+        order = [(ORDER_FIELDS[field], descending) for field, descending in query.orderby]
         with self.store.read() as db:
             token_row(db, token_id)
-            rows = device_table.page(db, token_id, after_seq=after, limit=size + 1, equal=equal)
+            rows = device_table.page(
+                db, token_id, after_seq=after, offset=offset, limit=size + 1, conditions=conditions, order=order
+            )
+            count = device_table.count_matching(db, token_id, conditions) if query.count else None
         more = len(rows) > size
         rows = rows[:size]
-        token = odata.encode_skiptoken(rows[-1]["seq"]) if more else None
+        token = None
+        if more:
+            token = odata.encode_offset(offset + size) if order else odata.encode_skiptoken(rows[-1]["seq"])
         push_topic = self.push_certificates.topic()
-        return [render_device(r, push_topic) for r in rows], token
+        items = [odata.project(render_device(r, push_topic), query.select) for r in rows]
+        return odata.Page(items, token, count)
+
+    def count(self, token_id: str, query: odata.Query) -> int:
+        """``/$count``: how many of the token's devices match ``$filter``."""
+        conditions = [(FILTER_FIELDS[c.field], c.op, _column_value(c.value)) for c in query.filter]
+        with self.store.read() as db:
+            token_row(db, token_id)
+            return device_table.count_matching(db, token_id, conditions)
 
     def get(self, token_id: str, device_id: str) -> dict[str, Any]:
         with self.store.read() as db:
@@ -67,6 +97,11 @@ class Devices:
         if row is None:
             raise not_found("importedAppleDeviceIdentity", device_id)
         return render_device(row, self.push_certificates.topic())
+
+
+def _column_value(value: Any) -> Any:
+    """A ``$filter`` value as its column stores it: booleans are 0/1."""
+    return int(value) if isinstance(value, bool) else value
 
 
 def render_device(row: sqlite3.Row, push_topic: str | None = None) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 Graph's settings become Apple's profile JSON by the pure rules of :mod:`mdm.controller.profiles`;
 this module stores both and talks to Apple. Apple profiles cannot change: an edit defines a new one
 and moves the profile's devices to it. Apple has no call to delete a profile either: a deleted
-profile stays on its devices at Apple until another one is assigned. A token's default profile is
-what a sync assigns to serials that have none.
+profile stays on its devices at Apple until another one is assigned. A token has a default profile
+per platform (``defaultIosEnrollmentProfile``, ``defaultMacOsEnrollmentProfile``): what a sync assigns
+to serials that have none. ``exportMobileConfig`` asks the MDM server (over HTTP, like every call to
+another party) for the signed enrollment profile a device installs for profile-based enrollment.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from mdm.platform.storage import Store
 from mdm.protocol.isotime import iso_from_timestamp
 from mdm.protocol.randomness import Randomness
 
+from . import odata
 from . import profiles as profile_rules
 from .apple import Apple, graph_from_apple
 from .depclient import DEPError
@@ -33,9 +37,13 @@ from .store import profiles as profile_table
 if TYPE_CHECKING:
     from .assignments import Assignments
 
-__all__ = ["MAX_PROFILES_PER_TOKEN", "EnrollmentProfiles", "profile_row"]
+__all__ = ["FIELDS", "MAX_PROFILES_PER_TOKEN", "EnrollmentProfiles", "profile_row"]
 
 MAX_PROFILES_PER_TOKEN = 1000
+MAX_MOBILECONFIG = 256 * 1024
+#: Every property a profile renders: what ``$filter``, ``$orderby`` and ``$select`` may name.
+_RENDERED = ("id", *profile_rules.PROPERTY_NAMES, "createdDateTime", "lastModifiedDateTime", "appleProfileUuid")
+FIELDS = odata.Fields("enrollmentProfile", _RENDERED, _RENDERED, _RENDERED)
 
 
 class EnrollmentProfiles:
@@ -56,6 +64,8 @@ class EnrollmentProfiles:
         mdm_enroll_url: Callable[[], str],
         random: Randomness | None = None,
         anchor_certs: Callable[[], list[str]] | None = None,
+        http: httpx.Client | None = None,
+        mdm_api_url: Callable[[], str] | None = None,
     ) -> None:
         self.random = random or Randomness(None)
         self.store = store
@@ -65,6 +75,8 @@ class EnrollmentProfiles:
         self.push_certificates = push_certificates
         self.mdm_enroll_url = mdm_enroll_url
         self.anchor_certs = anchor_certs
+        self.http = http
+        self.mdm_api_url = mdm_api_url
 
     # == reading ==================================================================================
     def list_all(self, token_id: str) -> list[dict[str, Any]]:
@@ -82,6 +94,43 @@ class EnrollmentProfiles:
             row = profile_row(db, token_id, profile_id)
         return {"profile_uuid": row["profile_uuid"], "profile": json.loads(row["apple_json"])}
 
+    def page(self, token_id: str, query: odata.Query) -> odata.Page:
+        """``GET …/enrollmentProfiles`` with its OData options (a token holds at most 1,000)."""
+        return odata.apply(self.list_all(token_id), query, default_top=MAX_PROFILES_PER_TOKEN,
+                           maximum=MAX_PROFILES_PER_TOKEN)
+
+    def default(self, token_id: str, kind: str) -> dict[str, Any] | None:
+        """The token's default profile of one platform (``defaultIosEnrollmentProfile``…), or None."""
+        with self.store.read() as db:
+            token_row(db, token_id)
+            for row in profile_table.defaults(db, token_id):
+                if _kind(row) == kind:
+                    return self.get(token_id, row["id"])
+        return None
+
+    def export_mobile_config(self, token_id: str, profile_id: str) -> str:
+        """``exportMobileConfig``: the signed ``.mobileconfig`` (base64) a device installs to enroll without
+        Setup Assistant, made by the MDM server for this profile (user affinity included)."""
+        with self.store.read() as db:
+            row = profile_row(db, token_id, profile_id)
+        if _kind(row) != profile_rules.IOS_TYPE:
+            raise GraphError(400, "badRequest", "exportMobileConfig is for iOS/iPadOS enrollment profiles")
+        if self.mdm_api_url is None or self.http is None:
+            raise GraphError(503, "mdmServerUnavailable", "no MDM server is configured to make the profile")
+        settings = json.loads(row["settings"])
+        url = f"{self.mdm_api_url().rstrip('/')}/enrollment-profiles"
+        body = {"require_user": bool(settings.get("requiresUserAuthentication")),
+                "display_name": str(settings.get("displayName") or "")[:125]}
+        try:
+            reply = self.http.post(url, json=body, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise GraphError(503, "mdmServerUnreachable", f"the MDM server could not be reached: {type(exc).__name__}") from None
+        if reply.status_code != 200 or not reply.content or len(reply.content) > MAX_MOBILECONFIG:
+            raise GraphError(
+                502, "mdmServerRejected", f"the MDM server did not make the profile ({reply.status_code}: {reply.text[:200]})"
+            )
+        return base64.b64encode(reply.content).decode("ascii")
+
     # == writing ==================================================================================
     def create(self, token_id: str, body: Any) -> dict[str, Any]:
         settings = _settings(None, body)
@@ -98,7 +147,7 @@ class EnrollmentProfiles:
         with self.store.transaction() as db:
             token_row(db, token_id)
             if settings["isDefault"]:
-                _clear_default(db, token_id)
+                _clear_default(db, token_id, settings["@odata.type"])
             profile_table.insert(
                 db,
                 profile_id,
@@ -121,7 +170,7 @@ class EnrollmentProfiles:
         with self.store.transaction() as db:
             profile_row(db, token_id, profile_id)
             if settings["isDefault"]:
-                _clear_default(db, token_id)
+                _clear_default(db, token_id, settings["@odata.type"])
             profile_table.update(
                 db,
                 profile_id,
@@ -145,6 +194,16 @@ class EnrollmentProfiles:
             profile_row(db, token_id, profile_id)
             device_table.forget_profile(db, token_id, profile_id)
             profile_table.delete(db, profile_id)
+
+    def set_default(self, token_id: str, profile_id: str) -> None:
+        """``setDefaultProfile``: this profile becomes its platform's default for the token (the one a
+        sync assigns to new serials); the previous default stops being it. Apple's profile is unchanged."""
+        with self.store.transaction() as db:
+            row = profile_row(db, token_id, profile_id)
+            settings = json.loads(row["settings"])
+            _clear_default(db, token_id, _kind(row))
+            settings["isDefault"] = True
+            profile_table.set_default(db, profile_id, json.dumps(settings), self.clock.timestamp())
 
     def _define(self, token: sqlite3.Row, settings: dict[str, Any]) -> tuple[str, str]:
         """``POST /profile`` → (the JSON sent, Apple's profile_uuid); Apple's refusals become 400s."""
@@ -172,18 +231,28 @@ def _settings(current: dict[str, Any] | None, body: Any) -> dict[str, Any]:
         raise GraphError(400, "badRequest", str(exc)) from None
 
 
-def _clear_default(db: sqlite3.Connection, token_id: str) -> None:
-    """The token's default profile (if any) stops being it: a new one is about to be."""
+def _kind(row: sqlite3.Row) -> str:
+    """A stored profile's ``@odata.type`` (profiles stored before macOS ones existed are iOS)."""
+    return str(json.loads(row["settings"]).get("@odata.type") or profile_rules.IOS_TYPE)
+
+
+def _clear_default(db: sqlite3.Connection, token_id: str, kind: str) -> None:
+    """The token's default profile of this platform (if any) stops being it: a new one is about to be."""
     for row in profile_table.defaults(db, token_id):
+        if _kind(row) != kind:
+            continue
         settings = json.loads(row["settings"])
         settings["isDefault"] = False
         profile_table.unset_default(db, row["id"], json.dumps(settings))
 
 
 def _render(row: sqlite3.Row) -> dict[str, Any]:
-    settings = json.loads(row["settings"])
+    settings = profile_rules.normalize(json.loads(row["settings"]))
+    apple = json.loads(row["apple_json"])
+    # Where devices enroll: the MDM server's URL the profile was defined with, as Intune shows its own.
+    settings["configurationEndpointUrl"] = apple.get("url")
     return {
-        "@odata.type": profile_rules.ODATA_TYPE,
+        "@odata.type": settings.pop("@odata.type"),
         "id": row["id"],
         **settings,
         "createdDateTime": iso_from_timestamp(row["created_at"]),

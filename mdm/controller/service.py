@@ -9,8 +9,9 @@ and one HTTP client to Apple, and answers each Graph operation by delegating to 
 * :mod:`.enrollment_profiles`: enrollment profiles defined at Apple (the Graph ↔ Apple mapping is
   :mod:`.profiles`);
 * :mod:`.assignments`: profile assignments and THROTTLED retries;
-* :mod:`.devices`: imported device identities, with :mod:`.odata` for ``$filter`` and paging;
-* :mod:`.events`: the MDM server's webhook events;
+* :mod:`.devices`: imported device identities; :mod:`.odata` parses and applies Graph's query options;
+* :mod:`.events`: the MDM server's webhook events, and :mod:`.after_enrollment` what an enrolled
+  device is sent next (its name from ``deviceNameTemplate``, then DeviceConfigured);
 * :mod:`.pushcert`: the tenant's Apple MDM push certificate.
 
 Every SQL statement is in :mod:`.store`; :mod:`.apple` makes the DEP clients and words Apple's
@@ -29,8 +30,11 @@ from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol.randomness import Randomness
 
+from . import odata
+from .after_enrollment import AfterEnrollment
 from .apple import Apple
 from .assignments import Assignments
+from .devices import FIELDS as DEVICE_FIELDS
 from .devices import Devices
 from .enrollment_profiles import EnrollmentProfiles
 from .errors import GraphError
@@ -74,6 +78,7 @@ class Controller:
         self.store = store
         self.clock = clock
         random = Randomness(seed)
+        self.random = random
         self.rules: SyncRules = rules_for(rules)
         self.apple = Apple(store, http=http, dep_url=dep_url, sleep=sleep, protocol_version=protocol_version)
         self.push_certificates = PushCertificates(store, clock, http=http, mdm_api_url=mdm_api_url, seed=seed)
@@ -92,9 +97,12 @@ class Controller:
             mdm_enroll_url=mdm_enroll_url,
             anchor_certs=anchor_certs,
             random=random,
+            http=http,
+            mdm_api_url=mdm_api_url,
         )
         self.devices = Devices(store, self.push_certificates)
-        self.events = MdmEvents(store, clock)
+        self.after_enrollment = AfterEnrollment(store, http=http, mdm_api_url=mdm_api_url)
+        self.events = MdmEvents(store, clock, on_enrolled=self.after_enrollment.enrolled)
 
     @property
     def page_limit(self) -> int:
@@ -115,6 +123,10 @@ class Controller:
 
     def list_settings(self) -> list[dict[str, Any]]:
         return self.tokens.list_all()
+
+    def settings_page(self, query: odata.Query) -> odata.Page:
+        """``GET depOnboardingSettings`` with its OData options (a tenant holds a handful of tokens)."""
+        return odata.apply(self.tokens.list_all(), query, default_top=1000, maximum=1000)
 
     def get_setting(self, token_id: str) -> dict[str, Any]:
         return self.tokens.get(token_id)
@@ -195,6 +207,21 @@ class Controller:
         """The exact JSON sent to Apple's ``POST /profile`` for this profile, and Apple's uuid."""
         return self.profiles.get_apple_profile(token_id, profile_id)
 
+    def profiles_page(self, token_id: str, query: odata.Query) -> odata.Page:
+        return self.profiles.page(token_id, query)
+
+    def default_profile(self, token_id: str, kind: str) -> dict[str, Any] | None:
+        """``defaultIosEnrollmentProfile`` / ``defaultMacOsEnrollmentProfile`` (None: the token has none)."""
+        return self.profiles.default(token_id, kind)
+
+    def set_default_profile(self, token_id: str, profile_id: str) -> None:
+        """``setDefaultProfile``: the profile a sync assigns to new serials of its platform."""
+        self.profiles.set_default(token_id, profile_id)
+
+    def export_mobile_config(self, token_id: str, profile_id: str) -> str:
+        """``exportMobileConfig``: base64 of the signed ``.mobileconfig`` for profile-based enrollment."""
+        return self.profiles.export_mobile_config(token_id, profile_id)
+
     def create_profile(self, token_id: str, body: Any) -> dict[str, Any]:
         return self.profiles.create(token_id, body)
 
@@ -225,7 +252,19 @@ class Controller:
         filter: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of ``importedAppleDeviceIdentities`` and the ``$skiptoken`` of the next, if any."""
-        return self.devices.list_page(token_id, top=top, skiptoken=skiptoken, filter=filter)
+        query = odata.parse_query(
+            [(k, v) for k, v in (("$top", top), ("$skiptoken", skiptoken), ("$filter", filter)) if v is not None],
+            DEVICE_FIELDS,
+        )
+        page = self.devices.list_page(token_id, query)
+        return page.items, page.next_skiptoken
+
+    def devices_page(self, token_id: str, query: odata.Query) -> odata.Page:
+        """``GET importedAppleDeviceIdentities`` with its OData options (filtered and paged in SQL)."""
+        return self.devices.list_page(token_id, query)
+
+    def count_devices(self, token_id: str, query: odata.Query) -> int:
+        return self.devices.count(token_id, query)
 
     def get_device(self, token_id: str, device_id: str) -> dict[str, Any]:
         return self.devices.get(token_id, device_id)

@@ -17,6 +17,7 @@ pure rules of :mod:`mdm.controller.sync_rules`; this module applies them to the 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import uuid
@@ -28,9 +29,10 @@ from mdm.platform.storage import Store
 from mdm.protocol.isotime import iso_from_timestamp
 from mdm.protocol.randomness import Randomness
 
-from .apple import Apple, apple_failure
+from .apple import SYNC_TIMED_OUT, TOKEN_EXPIRED, Apple, apple_failure, failure_number
 from .depclient import DEPClient, DEPError
 from .errors import GraphError, retry_after_seconds
+from .profiles import IOS_TYPE, MACOS_TYPE
 from .rows import token_row
 from .store import devices as device_table
 from .store import profiles as profile_table
@@ -163,7 +165,7 @@ class Syncing:
                 raise refusal
             if row["token_expiration"] is not None and row["token_expiration"] <= now:
                 expired_at = row["token_expiration"]
-                token_table.record_error(db, token_id, "depTokenExpired", expired_message(expired_at))
+                token_table.record_error(db, token_id, "depTokenExpired", expired_message(expired_at), TOKEN_EXPIRED)
             else:
                 kind = next_kind(self.rules, row, now)
                 claim = _Claim(token_id, str(uuid.uuid4()), kind, now + self.rules.window_s)
@@ -228,11 +230,16 @@ class Syncing:
                 row["sync_id"],
                 "syncTimedOut",
                 f"the sync did not finish within its {int(self.rules.window_s // 60)} minutes",
+                SYNC_TIMED_OUT,
             )
 
-    def _mark_failed(self, db: sqlite3.Connection, token_id: str, sync_id: str, code: str, message: str) -> None:
+    def _mark_failed(
+        self, db: sqlite3.Connection, token_id: str, sync_id: str, code: str, message: str, number: int
+    ) -> None:
         # Under the current rules a failed delta makes the next sync full; a failed full stays due anyway.
-        token_table.fail_sync(db, token_id, sync_id, code, message[:500], force_full=self.rules.name == "current")
+        token_table.fail_sync(
+            db, token_id, sync_id, code, message[:500], number, force_full=self.rules.name == "current"
+        )
 
     # == the sync itself ==========================================================================
     def _run_sync(self, claim: _Claim) -> None:
@@ -260,7 +267,7 @@ class Syncing:
         except Exception as exc:  # noqa: BLE001 - any failure must end as a visible state, never "running"
             code, message = apple_failure(exc)
             with self.store.transaction() as db:
-                self._mark_failed(db, claim.token_id, claim.sync_id, code, message)
+                self._mark_failed(db, claim.token_id, claim.sync_id, code, message, failure_number(exc))
 
     def _owned(self, db: sqlite3.Connection, claim: _Claim, now: float) -> None:
         """Raise _SyncLost unless ``claim`` still owns the token and is inside its window."""
@@ -339,13 +346,22 @@ class Syncing:
             token_table.add_progress(db, claim.token_id, len(devices))
 
     def _assign_defaults(self, claim: _Claim) -> None:
-        """After a sync, serials without a requested profile get the token's default profile."""
+        """After a sync, serials without a requested profile get the token's default profile for their
+        platform (``defaultIosEnrollmentProfile`` or ``defaultMacOsEnrollmentProfile``)."""
         with self.store.read() as db:
-            default = profile_table.default_id(db, claim.token_id)
-            if default is None:
+            defaults = {
+                json.loads(row["settings"]).get("@odata.type", IOS_TYPE): row["id"]
+                for row in profile_table.defaults(db, claim.token_id)
+            }
+            if not defaults:
                 return
-            serials = device_table.serials_awaiting_default(db, claim.token_id)
-        if serials:
+            waiting = device_table.serials_awaiting_default(db, claim.token_id)
+        groups: dict[str, list[str]] = {}
+        for serial, os_name in waiting:
+            default = defaults.get(MACOS_TYPE if os_name == "OSX" else IOS_TYPE)
+            if default is not None:
+                groups.setdefault(default, []).append(serial)
+        for default, serials in groups.items():
             self._check_window(claim)
             try:
                 self.assignments.assign(claim.token_id, default, serials)

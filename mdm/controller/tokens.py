@@ -26,6 +26,7 @@ from mdm.protocol import x509 as mx509
 from mdm.protocol.isotime import IsoTimeError, iso_from_timestamp, parse_iso
 from mdm.protocol.randomness import Randomness
 
+from . import odata
 from .apple import Apple, apple_failure
 from .depclient import DEPError, OAuthCredentials
 from .errors import GraphError, retry_after_seconds
@@ -37,9 +38,21 @@ from .sync_rules import next_full_at
 if TYPE_CHECKING:
     from .syncing import Syncing
 
-__all__ = ["MAX_TOKEN_CHARS", "Tokens", "dep_token_row", "token_row"]
+__all__ = ["FIELDS", "MAX_TOKEN_CHARS", "Tokens", "dep_token_row", "token_row"]
 
 MAX_TOKEN_CHARS = 65_536
+#: What ``$filter``, ``$orderby`` and ``$select`` may name on ``depOnboardingSettings`` (scalars; the
+#: rendered objects ``syncAvailability`` and ``syncProgress`` can be selected only).
+_SCALARS = (
+    "id", "tokenName", "tokenType", "appleIdentifier", "tokenExpirationDateTime", "lastModifiedDateTime",
+    "createdDateTime", "dataSharingConsentGranted", "shareTokenWithSchoolDataSyncService", "appleServerName",
+    "appleServerUuid", "organizationName", "syncRules", "syncStatus", "lastSyncTriggeredDateTime",
+    "lastSuccessfulSyncDateTime", "lastSyncKind", "currentSyncKind", "lastSyncErrorCode", "lastSyncErrorReason",
+    "lastSyncErrorMessage", "syncedDeviceCount", "nextSyncAvailableDateTime", "nextFullSyncAvailableDateTime",
+)  # fmt: skip
+FIELDS = odata.Fields(
+    "depOnboardingSetting", _SCALARS, _SCALARS, (*_SCALARS, "roleScopeTagIds", "syncAvailability", "syncProgress")
+)
 
 
 class Tokens:
@@ -237,6 +250,7 @@ class Tokens:
             "createdDateTime": iso_from_timestamp(row["created_at"]),
             "dataSharingConsentGranted": False,
             "shareTokenWithSchoolDataSyncService": False,
+            "roleScopeTagIds": ["0"],
             "appleServerName": row["server_name"],
             "appleServerUuid": row["server_uuid"],
             "organizationName": row["org_name"],
@@ -246,7 +260,9 @@ class Tokens:
             "lastSuccessfulSyncDateTime": iso_from_timestamp(row["last_success_at"]),
             "lastSyncKind": row["last_kind"],
             "currentSyncKind": row["sync_kind"] if row["sync_status"] == "running" else None,
-            "lastSyncErrorCode": row["last_error_code"],
+            # Graph's Int32 (0: no error); what went wrong, in words, in the two fields after it
+            "lastSyncErrorCode": int(row["last_error_number"] or 0) if row["last_error_code"] else 0,
+            "lastSyncErrorReason": row["last_error_code"],
             "lastSyncErrorMessage": row["last_error_message"],
             "syncedDeviceCount": device_table.count_listed(db, row["id"]),
             "nextSyncAvailableDateTime": iso_from_timestamp(available) if has_token else None,

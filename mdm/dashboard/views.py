@@ -120,7 +120,7 @@ def sync_state(setting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             f"Sync is available again when it finishes, or in {format_wait(remaining)} at the latest."
         )
     elif waiting and status == "failed":
-        reason = setting.get("lastSyncErrorMessage") or setting.get("lastSyncErrorCode")
+        reason = setting.get("lastSyncErrorMessage") or setting.get("lastSyncErrorReason")
         message = f"The last sync failed: {reason}. You can sync again in {format_wait(remaining)}."
     elif waiting:
         message = f"You can sync again in {format_wait(remaining)}."
@@ -141,6 +141,7 @@ def sync_state(setting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "syncedDeviceCount": count,
         "nextFullSyncAvailableDateTime": setting.get("nextFullSyncAvailableDateTime"),
         "lastSyncErrorCode": setting.get("lastSyncErrorCode"),
+        "lastSyncErrorReason": setting.get("lastSyncErrorReason"),
     }
 
 

@@ -56,6 +56,8 @@ def endpoint_name(method: str, rule: str) -> str:
 
     Memoised: every request asks for the name of one of a few hundred (method, rule) pairs."""
     path = _PARAM.sub(r"\1", rule).strip("/").replace("/", "_").replace("-", "_").replace(".", "_")
+    # A Graph function answers as ``name`` and ``name()``: one endpoint; ``$count`` counts as ``count``.
+    path = path.replace("()", "").replace("$", "")
     return f"{method.lower()}_{path}" if path else f"{method.lower()}_root"
 
 

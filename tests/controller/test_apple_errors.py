@@ -65,7 +65,8 @@ def test_terms_not_signed_is_surfaced_with_what_to_do(onboarded) -> None:
     stack.sync(sid)
     setting = stack.setting(sid)
     assert setting["syncStatus"] == "failed"
-    assert setting["lastSyncErrorCode"] == "termsAndConditionsNotAccepted"
+    # Graph's Int32 is Apple's status; the reason travels in its own field
+    assert (setting["lastSyncErrorCode"], setting["lastSyncErrorReason"]) == (403, "termsAndConditionsNotAccepted")
     assert "accept the new terms and conditions in Apple Business Manager" in setting["lastSyncErrorMessage"]
     reply = stack.api.post(PROFILES.format(sid=sid), json={"displayName": "Corporate"})
     assert reply.status_code == 400
@@ -74,7 +75,8 @@ def test_terms_not_signed_is_surfaced_with_what_to_do(onboarded) -> None:
     stack.portal.set_terms_required(False)
     stack.clock.advance(minutes=10)
     stack.sync(sid)
-    assert stack.setting(sid)["lastSyncErrorCode"] is None
+    after = stack.setting(sid)
+    assert (after["lastSyncErrorCode"], after["lastSyncErrorReason"]) == (0, None)
 
 
 def test_429_honours_retry_after_with_the_injected_sleep(onboarded) -> None:
@@ -94,7 +96,9 @@ def test_429_forever_gives_up_after_bounded_attempts(onboarded) -> None:
     stack.tap.add("POST /server/devices", *[(429, "TOO_MANY_REQUESTS", {})] * 10)
     stack.sync(sid)
     setting = stack.setting(sid)
-    assert (setting["syncStatus"], setting["lastSyncErrorCode"]) == ("failed", "appleRateLimited")
+    assert (setting["syncStatus"], setting["lastSyncErrorReason"], setting["lastSyncErrorCode"]) == (
+        "failed", "appleRateLimited", 429
+    )
     assert stack.sleeps == [1.0, 2.0, 4.0, 8.0]  # five attempts, four waits
     assert stack.tap.counts["POST /server/devices"] == 5
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 from controller_stack import Stack
@@ -53,7 +54,10 @@ def test_every_setting_reaches_the_profile_apple_stores(onboarded) -> None:
     assert created.status_code == 201, created.text
     profile = created.json()
     assert profile["@odata.type"] == "#microsoft.graph.depIOSEnrollmentProfile"
-    assert all(profile[k] == v for k, v in body.items() if k != "@odata.type")
+    assert all(profile[k] == v for k, v in body.items() if k not in ("@odata.type", "managementCertificates"))
+    [returned] = profile["managementCertificates"]  # Graph's managementCertificateWithThumbprint
+    assert returned["certificate"] == cert
+    assert returned["thumbprint"] == hashlib.sha1(base64.b64decode(cert)).hexdigest().upper()
 
     stored = stack.apple_client().get_profile(profile["appleProfileUuid"])
     assert stored["profile_name"] == "Corporate iPhones"
@@ -113,10 +117,8 @@ def test_apples_profile_validation_error_is_a_400(onboarded) -> None:
     stack.tap.add("POST /profile", (400, "CONFIG_URL_INVALID", {}))
     reply = stack.api.post(PROFILES.format(sid=sid), json={"displayName": "x"})
     assert reply.status_code == 400
-    assert reply.json()["error"] == {
-        "code": "appleRejected",
-        "message": "Apple rejected the enrollment profile: CONFIG_URL_INVALID",
-    }
+    error = reply.json()["error"]
+    assert (error["code"], error["message"]) == ("appleRejected", "Apple rejected the enrollment profile: CONFIG_URL_INVALID")
 
 
 def test_default_profile_is_assigned_to_new_serials_after_a_sync(onboarded) -> None:

@@ -72,7 +72,9 @@ def test_failed_sync_blocks_until_its_ten_minutes_are_over(onboarded) -> None:
     stack.tap.add("POST /server/devices", (400, "MALFORMED_REQUEST_BODY", {}))
     assert stack.sync(sid).status_code == 204  # accepted; the failure shows on the setting
     failed = stack.setting(sid)
-    assert (failed["syncStatus"], failed["lastSyncErrorCode"]) == ("failed", "appleServiceError")
+    assert (failed["syncStatus"], failed["lastSyncErrorReason"], failed["lastSyncErrorCode"]) == (
+        "failed", "appleServiceError", 400
+    )
     stack.clock.advance(minutes=4)
     refused = stack.sync(sid)
     assert refused.status_code == 409
@@ -88,7 +90,9 @@ def test_sync_running_past_its_window_is_marked_failed(onboarded) -> None:
     stack.tap.add("POST /server/devices", lambda: stack.clock.advance(minutes=11))
     assert stack.sync(sid).status_code == 204
     setting = stack.setting(sid)
-    assert (setting["syncStatus"], setting["lastSyncErrorCode"]) == ("failed", "syncTimedOut")
+    assert (setting["syncStatus"], setting["lastSyncErrorReason"], setting["lastSyncErrorCode"]) == (
+        "failed", "syncTimedOut", 408
+    )
     assert setting["lastSuccessfulSyncDateTime"] is None
     assert stack.sync(sid).status_code == 204  # the window is over: a new request is accepted
 
@@ -106,7 +110,7 @@ def test_restarted_controller_fails_a_sync_whose_window_passed(onboarded) -> Non
     restarted = stack.make_controller()  # a new process on the same store
     stack.clock.advance(minutes=10, seconds=1)
     after = restarted.get_setting(sid)
-    assert (after["syncStatus"], after["lastSyncErrorCode"]) == ("failed", "syncTimedOut")
+    assert (after["syncStatus"], after["lastSyncErrorReason"]) == ("failed", "syncTimedOut")
 
     stack.tap.gate.set()  # the old sync wakes up: it no longer owns the claim and writes nothing
     background.join()
@@ -123,7 +127,7 @@ def test_expired_token_stops_syncing_with_a_clear_error(onboarded) -> None:
     assert reply.status_code == 400
     assert reply.json()["error"]["code"] == "depTokenExpired"
     setting = stack.setting(sid)
-    assert setting["lastSyncErrorCode"] == "depTokenExpired"
+    assert (setting["lastSyncErrorReason"], setting["lastSyncErrorCode"]) == ("depTokenExpired", 401)
     assert "upload" in setting["lastSyncErrorMessage"] and "expired" in setting["lastSyncErrorMessage"]
     assert stack.tap.counts["POST /server/devices"] == 0
 

@@ -77,9 +77,16 @@ def test_graph_errors_never_leak_html_or_500(stack: Stack) -> None:
         ("GET", "/deviceManagement/nothingHere", 404),
         ("PUT", SETTINGS, 405),
     ]:
-        reply = stack.api.request(method, path)
+        sent_id = f"script-{method}-{status}"
+        reply = stack.api.request(method, path, headers={"client-request-id": sent_id})
         assert reply.status_code == status
-        assert set(reply.json()["error"]) == {"code", "message"}
+        error = reply.json()["error"]
+        assert set(error) == {"code", "message", "innerError"}
+        # what scripts quote when they report a Graph failure: the ids (ours and theirs, echoed) and when
+        inner = error["innerError"]
+        assert inner["client-request-id"] == reply.headers["client-request-id"] == sent_id
+        assert inner["request-id"] == reply.headers["request-id"] != sent_id
+        assert inner["date"] == stack.clock.now().strftime("%Y-%m-%dT%H:%M:%S")
     bad_json = stack.api.post(SETTINGS, content=b"{nope", headers={"Content-Type": "application/json"})
     assert (bad_json.status_code, bad_json.json()["error"]["code"]) == (400, "badRequest")
 

@@ -15,6 +15,7 @@ __all__ = [
     "FILTER_COLUMNS",
     "AppleDevice",
     "count_listed",
+    "count_matching",
     "count_unreachable",
     "delete_for_token",
     "due_retries",
@@ -29,38 +30,71 @@ __all__ = [
     "record_contact",
     "record_throttled",
     "remember_udid",
+    "rows_for_serial",
     "serial_of_udid",
     "serials_awaiting_default",
     "serials_with_profile",
     "upsert_from_apple",
 ]
 
-#: The columns a listing may be filtered on, by equality (the only names :func:`page` puts in SQL).
-FILTER_COLUMNS = frozenset({"serial", "enrollment_state", "requested_profile_id", "is_deleted", "is_supervised"})
+#: The columns a listing may be filtered or ordered on (the only names :func:`page` puts in SQL).
+FILTER_COLUMNS = frozenset({
+    "serial", "enrollment_state", "requested_profile_id", "is_deleted", "is_supervised", "description",
+    "created_at", "last_contacted", "requested_at", "model", "os",
+})
 _CHUNK = 500  # serials per ``IN (...)``: well under SQLite's bound-parameter limit
 
 AppleDevice = Mapping[str, Any]  # one device of Apple's /server/devices or /devices/sync reply
 
 
 # -- listing ----------------------------------------------------------------------------------------
+def _where(conditions: Sequence[tuple[str, str, Any]]) -> tuple[str, list[Any]]:
+    """`` AND …`` for ``(column, op, value)`` conditions: ``eq``, ``ne`` (NULL-aware) or ``startswith``."""
+    sql, args = "", []
+    for column, op, value in conditions:
+        if column not in FILTER_COLUMNS:
+            raise ValueError(f"devices cannot be filtered on {column!r}")
+        if op == "eq":
+            sql += f" AND {column} IS ?"
+        elif op == "ne":
+            sql += f" AND {column} IS NOT ?"
+        elif op == "startswith":
+            sql += f" AND lower(substr({column}, 1, length(?))) = lower(?)"
+            args.append(value)
+        else:
+            raise ValueError(f"unknown condition {op!r}")
+        args.append(value)
+    return sql, args
+
+
 def page(
     db: sqlite3.Connection,
     token_id: str,
     *,
-    after_seq: int,
+    after_seq: int = 0,
+    offset: int = 0,
     limit: int,
-    equal: Sequence[tuple[str, Any]] = (),
+    conditions: Sequence[tuple[str, str, Any]] = (),
+    order: Sequence[tuple[str, bool]] = (),
 ) -> list[sqlite3.Row]:
-    """Up to ``limit`` rows of the token after ``after_seq``, in ``seq`` order, where each column equals its value."""
-    where = ""
-    for column, _value in equal:
+    """Up to ``limit`` rows of the token matching every condition: after ``after_seq`` in ``seq`` order
+    (keyset paging), or in ``order`` (``(column, descending)``, then ``seq``) from ``offset``."""
+    where, args = _where(conditions)
+    by = ""
+    for column, descending in order:
         if column not in FILTER_COLUMNS:
-            raise ValueError(f"devices cannot be filtered on {column!r}")
-        where += f" AND {column} = ?"
+            raise ValueError(f"devices cannot be ordered by {column!r}")
+        by += f"{column} {'DESC' if descending else 'ASC'}, "
     return db.execute(
-        f"SELECT * FROM devices WHERE token_id = ? AND seq > ?{where} ORDER BY seq LIMIT ?",
-        (token_id, after_seq, *(value for _column, value in equal), limit),
+        f"SELECT * FROM devices WHERE token_id = ? AND seq > ?{where} ORDER BY {by}seq LIMIT ? OFFSET ?",
+        (token_id, after_seq, *args, limit, offset),
     ).fetchall()
+
+
+def count_matching(db: sqlite3.Connection, token_id: str, conditions: Sequence[tuple[str, str, Any]] = ()) -> int:
+    """How many of the token's rows match every condition (``@odata.count``)."""
+    where, args = _where(conditions)
+    return int(db.execute(f"SELECT count(*) FROM devices WHERE token_id = ?{where}", (token_id, *args)).fetchone()[0])
 
 
 def get(db: sqlite3.Connection, token_id: str, device_id: str) -> sqlite3.Row | None:
@@ -168,12 +202,13 @@ def serials_with_profile(db: sqlite3.Connection, token_id: str, profile_id: str)
     ]
 
 
-def serials_awaiting_default(db: sqlite3.Connection, token_id: str) -> list[str]:
-    """Listed serials with no profile requested, no retry waiting, and no refusal from Apple."""
+def serials_awaiting_default(db: sqlite3.Connection, token_id: str) -> list[tuple[str, str | None]]:
+    """(serial, Apple's ``os``) of listed serials with no profile requested, no retry waiting, and no
+    refusal from Apple: the os picks the token's default iOS or macOS profile."""
     return [
-        r[0]
+        (r[0], r[1])
         for r in db.execute(
-            "SELECT serial FROM devices WHERE token_id = ? AND requested_profile_id IS "
+            "SELECT serial, os FROM devices WHERE token_id = ? AND requested_profile_id IS "
             "NULL AND is_deleted = 0 "
             "AND retry_at IS NULL AND (assignment_status IS NULL OR assignment_status = "
             "'SUCCESS') ORDER BY seq",
@@ -243,6 +278,11 @@ def remember_udid(db: sqlite3.Connection, udid: str, serial: str) -> None:
 def serial_of_udid(db: sqlite3.Connection, udid: str) -> str | None:
     row = db.execute("SELECT serial FROM udids WHERE udid = ?", (udid,)).fetchone()
     return row[0] if row is not None else None
+
+
+def rows_for_serial(db: sqlite3.Connection, serial: str) -> list[sqlite3.Row]:
+    """Every token's row of a serial (a serial moved between MDM servers has one per token)."""
+    return db.execute("SELECT * FROM devices WHERE serial = ? ORDER BY seq", (serial,)).fetchall()
 
 
 def record_contact(

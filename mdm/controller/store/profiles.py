@@ -1,14 +1,14 @@
 """Queries on ``profiles``: each token's enrollment profiles, as Graph settings (JSON) and as sent to Apple.
 
-``settings`` is the Graph body (``isDefault`` included); ``is_default`` mirrors it as a column so the
-token's default profile is found without reading every profile's JSON.
+``settings`` is the Graph body (``@odata.type`` and ``isDefault`` included); ``is_default`` mirrors it as
+a column so the token's default profiles (one iOS, one macOS) are found without reading every profile's JSON.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["count", "default_id", "defaults", "delete", "for_token", "get", "insert", "unset_default", "update"]
+__all__ = ["count", "defaults", "delete", "for_token", "get", "insert", "set_default", "unset_default", "update"]
 
 
 def get(db: sqlite3.Connection, token_id: str, profile_id: str) -> sqlite3.Row | None:
@@ -24,20 +24,19 @@ def count(db: sqlite3.Connection, token_id: str) -> int:
     return int(db.execute("SELECT count(*) FROM profiles WHERE token_id = ?", (token_id,)).fetchone()[0])
 
 
-def default_id(db: sqlite3.Connection, token_id: str) -> str | None:
-    """The token's default profile, which a sync assigns to serials without one."""
-    row = db.execute("SELECT id FROM profiles WHERE token_id = ? AND is_default = 1", (token_id,)).fetchone()
-    return row[0] if row is not None else None
-
-
 def defaults(db: sqlite3.Connection, token_id: str) -> list[sqlite3.Row]:
-    """``id`` and ``settings`` of the token's default profiles (one at most, unless a write raced)."""
+    """``id`` and ``settings`` of the token's default profiles (one per platform, unless a write raced)."""
     return db.execute("SELECT id, settings FROM profiles WHERE token_id = ? AND is_default = 1", (token_id,)).fetchall()
 
 
 def unset_default(db: sqlite3.Connection, profile_id: str, settings: str) -> None:
     """No longer the default; ``settings`` is the profile's JSON with ``isDefault`` false."""
     db.execute("UPDATE profiles SET is_default = 0, settings = ? WHERE id = ?", (settings, profile_id))
+
+
+def set_default(db: sqlite3.Connection, profile_id: str, settings: str, now: float) -> None:
+    """The token's default (of the profile's platform); ``settings`` is its JSON with ``isDefault`` true."""
+    db.execute("UPDATE profiles SET is_default = 1, settings = ?, modified_at = ? WHERE id = ?", (settings, now, profile_id))
 
 
 def insert(

@@ -114,5 +114,9 @@ MIGRATIONS = [
     -- topic is not the current certificate's cannot be woken until it enrolls again.
     ALTER TABLE devices ADD COLUMN mdm_topic TEXT;
     """,
+    """
+    -- Graph types lastSyncErrorCode as an integer (the HTTP status Apple answered a failed sync with);
+    -- last_error_code keeps the reason (lastSyncErrorReason).
+    ALTER TABLE tokens ADD COLUMN last_error_number INTEGER;
+    """,
 ]
-

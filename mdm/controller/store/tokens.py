@@ -128,11 +128,12 @@ def set_session(db: sqlite3.Connection, token_id: str, session: str | None) -> N
     db.execute("UPDATE tokens SET session_token = ? WHERE id = ?", (session, token_id))
 
 
-def record_error(db: sqlite3.Connection, token_id: str, code: str, message: str) -> None:
-    """An error shown on the setting without a sync having run (an expired token)."""
+def record_error(db: sqlite3.Connection, token_id: str, code: str, message: str, number: int) -> None:
+    """An error shown on the setting without a sync having run (an expired token); ``code`` is the reason,
+    ``number`` the integer ``lastSyncErrorCode``."""
     db.execute(
-        "UPDATE tokens SET last_error_code = ?, last_error_message = ? WHERE id = ?",
-        (code, message, token_id),
+        "UPDATE tokens SET last_error_code = ?, last_error_message = ?, last_error_number = ? WHERE id = ?",
+        (code, message, number, token_id),
     )
 
 
@@ -177,7 +178,7 @@ def finish_sync(db: sqlite3.Connection, token_id: str, *, now: float, kind: str,
     db.execute(
         """UPDATE tokens SET sync_status = 'idle', sync_deadline = NULL, last_success_at = ?,
            last_kind = ?, cursor = ?, force_full = 0, last_error_code = NULL,
-           last_error_message = NULL,
+           last_error_message = NULL, last_error_number = NULL,
            last_full_at = CASE WHEN ? = 'full' THEN sync_triggered_at ELSE last_full_at END
            WHERE id = ?""",
         (now, kind, cursor, kind, token_id),
@@ -185,13 +186,14 @@ def finish_sync(db: sqlite3.Connection, token_id: str, *, now: float, kind: str,
 
 
 def fail_sync(
-    db: sqlite3.Connection, token_id: str, sync_id: str, code: str, message: str, *, force_full: bool
+    db: sqlite3.Connection, token_id: str, sync_id: str, code: str, message: str, number: int, *, force_full: bool
 ) -> None:
     """Mark the sync ``sync_id`` failed, if it is still the running one; ``force_full`` makes the next full."""
     db.execute(
         """UPDATE tokens SET sync_status = 'failed', last_error_code = ?, last_error_message = ?,
-           force_full = max(force_full, ?) WHERE id = ? AND sync_id = ? AND sync_status = 'running'""",
-        (code, message, int(force_full), token_id, sync_id),
+           last_error_number = ?, force_full = max(force_full, ?)
+           WHERE id = ? AND sync_id = ? AND sync_status = 'running'""",
+        (code, message, number, int(force_full), token_id, sync_id),
     )
 
 
