@@ -110,24 +110,23 @@ class EnrollmentProfiles:
 
     def export_mobile_config(self, token_id: str, profile_id: str) -> str:
         """``exportMobileConfig``: the signed ``.mobileconfig`` (base64) a device installs to enroll without
-        Setup Assistant, made by the MDM server for this profile (user affinity included)."""
+        Setup Assistant, made by the MDM server. It carries the MDM server's payloads only: the profile's
+        Setup Assistant settings mean nothing to a device that is past Setup Assistant."""
         with self.store.read() as db:
             row = profile_row(db, token_id, profile_id)
         if _kind(row) != profile_rules.IOS_TYPE:
             raise GraphError(400, "badRequest", "exportMobileConfig is for iOS/iPadOS enrollment profiles")
         if self.mdm_api_url is None or self.http is None:
             raise GraphError(503, "mdmServerUnavailable", "no MDM server is configured to make the profile")
-        settings = json.loads(row["settings"])
         url = f"{self.mdm_api_url().rstrip('/')}/enrollment-profiles"
-        body = {"require_user": bool(settings.get("requiresUserAuthentication")),
-                "display_name": str(settings.get("displayName") or "")[:125]}
+        body: dict[str, Any] = {}
         try:
             reply = self.http.post(url, json=body, timeout=10.0)
         except httpx.HTTPError as exc:
             raise GraphError(503, "mdmServerUnreachable", f"the MDM server could not be reached: {type(exc).__name__}") from None
         if reply.status_code != 200 or not reply.content or len(reply.content) > MAX_MOBILECONFIG:
-            raise GraphError(
-                502, "mdmServerRejected", f"the MDM server did not make the profile ({reply.status_code}: {reply.text[:200]})"
+            raise GraphError(  # as a refused push certificate is reported
+                400, "mdmServerRejected", f"the MDM server did not make the profile ({reply.status_code}: {reply.text[:200]})"
             )
         return base64.b64encode(reply.content).decode("ascii")
 

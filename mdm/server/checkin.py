@@ -76,7 +76,8 @@ class CheckinService:
             msg = parse_checkin(body, max_size=MAX_BODY)
         except PlistError as exc:
             raise MDMError(400, f"bad check-in message: {exc.reason}") from None
-        self.identity.check_owner(signer, msg.device_id)
+        # An Authenticate may claim an identity from profile-based enrollment, which names no device yet.
+        self.identity.check_owner(signer, msg.device_id, bind=msg.message_type == Authenticate.MESSAGE_TYPE)
         handler = self.handlers.get(msg.message_type)
         if handler is None:
             raise MDMError(400, f"{msg.message_type} is not supported by this server")

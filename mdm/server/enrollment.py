@@ -30,6 +30,7 @@ __all__ = [
     "SCEPIdentity",
     "SERVER_CAPABILITIES",
     "ACCESS_RIGHTS_ALL",
+    "PROFILE_SUBJECT",
 ]
 
 #: NanoMDM's capabilities: user channels (macOS, Shared iPad) and Bootstrap Token escrow.
@@ -37,6 +38,9 @@ SERVER_CAPABILITIES = ["com.apple.mdm.per-user-connections", "com.apple.mdm.boot
 #: Every AccessRights bit (1..4096): the server may do everything a DEP-enrolled device allows.
 ACCESS_RIGHTS_ALL = 8191
 PROFILE_IDENTIFIER = "com.mdmsim.mdm.enrollment"
+#: The subject of an identity asked for by a profile made before its device is known (profile-based
+#: enrollment: no MachineInfo, so no UDID): it belongs to the first device that authenticates with it.
+PROFILE_SUBJECT = "mdmsim profile-based enrollment"
 
 
 def new_topic(random: Randomness) -> str:

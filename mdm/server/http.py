@@ -143,6 +143,16 @@ def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
         except scep.SCEPError as exc:
             raise MDMError(400, exc.reason) from None
 
+    @app.post("/api/v1/enrollment-profiles")
+    def post_enrollment_profile() -> Response:
+        """The signed profile a device installs to enroll without Setup Assistant (the controller's
+        ``exportMobileConfig``); its identity binds to the first device that authenticates with it."""
+        try:
+            data: Any = read_json(allow_empty=True)
+        except BodyError as exc:
+            raise MDMError(400, exc.reason) from None
+        return Response(mdm.profile_for_any_device(data), status=200, content_type=ENROLL_CONTENT_TYPE)
+
     @app.post("/api/v1/commands")
     def post_command() -> Response:
         try:

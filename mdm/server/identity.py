@@ -48,6 +48,7 @@ from mdm.protocol.x509 import (
 
 from . import store as q
 from .enrollment import (
+    PROFILE_SUBJECT,
     EnrollmentProfile,
     SCEPIdentity,
     build_enrollment_profile,
@@ -319,10 +320,20 @@ class IdentityService:
         raw = self.store.cached("scep-ra", load)
         return self._scep_ra.get(raw, lambda pem: (cert_from_pem(pem), key_from_pem(pem)))
 
-    def record_scep_identity(self, db: sqlite3.Connection, cert: x509.Certificate, subject_cn: str | None, now: float) -> None:
-        """An identity our SCEP service issued, recorded as the UDID's (the CN the profile asked for)."""
-        if subject_cn:
-            self._record_identity(db, cert, subject_cn, now)
+    def record_scep_identity(
+        self,
+        db: sqlite3.Connection,
+        cert: x509.Certificate,
+        subject_cn: str | None,
+        now: float,
+        *,
+        renews: x509.Certificate | None = None,
+    ) -> None:
+        """An identity our SCEP service issued, recorded as the UDID's (the CN the profile asked for); a
+        renewal keeps the owner of the identity it renews (one bound after profile-based enrollment)."""
+        owner = q.identity_udid(db, format(renews.serial_number, "x")) if renews is not None else None
+        if owner or subject_cn:
+            self._record_identity(db, cert, owner or subject_cn or "", now)
 
     def _scep_identity(self, udid: str) -> SCEPIdentity:
         if self.scep_url is not None:
@@ -332,6 +343,28 @@ class IdentityService:
             raise MDMError(500, "the MDM server has no SCEP service")
         challenge = self.new_scep_challenge(udid, label=f"enroll:{udid}", pending_seconds=self.scep_pending_seconds)
         return SCEPIdentity(url=f"{self.base_url().rstrip('/')}/scep", challenge=challenge, subject_cn=udid)
+
+    # -- profile-based enrollment ----------------------------------------------------------------------
+    def profile_for_any_device(self) -> bytes:
+        """The signed enrollment profile a device installs without Setup Assistant (Intune's
+        ``exportMobileConfig``): no MachineInfo, so no UDID to issue for. Its SCEP payload asks for an
+        identity with the subject :data:`PROFILE_SUBJECT` and a one-time challenge (an hour of world
+        time, as every challenge here): one device enrolls with one export. The identity belongs to
+        the first device that authenticates with it (:meth:`check_owner`)."""
+        if self.scep_url is not None:
+            assert self.scep_challenge is not None
+            scep_identity = SCEPIdentity(url=self.scep_url, challenge=self.scep_challenge, subject_cn=PROFILE_SUBJECT)
+        elif self.new_scep_challenge is not None:
+            challenge = self.new_scep_challenge(PROFILE_SUBJECT, label="profile-based")
+            scep_identity = SCEPIdentity(
+                url=f"{self.base_url().rstrip('/')}/scep", challenge=challenge, subject_cn=PROFILE_SUBJECT
+            )
+        else:
+            raise MDMError(503, "the MDM server has no SCEP service to issue identities")
+        return build_enrollment_profile(
+            ca=self.certificate_authority(), topic=self.topic, base_url=self.base_url(), scep=scep_identity,
+            udid=PROFILE_SUBJECT, organization=self.organization, random=self.random,
+        )
 
     # -- DEP enrollment ------------------------------------------------------------------------------
     def verify_machine_info(self, signed: bytes) -> MachineInfo:
@@ -439,8 +472,13 @@ class IdentityService:
             raise MDMError(403, f"Mdm-Signature not accepted: {exc.reason}") from None
         return verified.signer
 
-    def check_owner(self, signer: x509.Certificate, device_id: str) -> None:
-        """The signing identity must have been issued for this device: no device speaks for another."""
+    def check_owner(self, signer: x509.Certificate, device_id: str, *, bind: bool = False) -> None:
+        """The signing identity must have been issued for this device: no device speaks for another.
+
+        An identity from profile-based enrollment (subject :data:`PROFILE_SUBJECT`) names no device;
+        ``bind`` (an Authenticate, the first message of an enrollment) makes it this device's, as
+        NanoMDM's certificate association does, unless the device has an identity already.
+        """
         serial = signer.serial_number
 
         def load() -> str | None:
@@ -449,6 +487,24 @@ class IdentityService:
 
         # Every check-in asks; an identity's owner is written once, at issue (which forgets the memo).
         owner = self.store.cached(_owner_key(serial), load) or identity_owner(signer)
-        if owner != device_id:
-            raise MDMError(403, f"identity certificate belongs to {owner!r}, not to {device_id!r}"[:300])
+        if owner == device_id:
+            return
+        if owner == PROFILE_SUBJECT and bind:
+            self._bind(signer, device_id)
+            return
+        if owner == PROFILE_SUBJECT:
+            raise MDMError(403, "this identity belongs to no device yet: enrollment starts with Authenticate")
+        raise MDMError(403, f"identity certificate belongs to {owner!r}, not to {device_id!r}"[:300])
 
+    def _bind(self, signer: x509.Certificate, device_id: str) -> None:
+        """Make a profile-based enrollment's identity ``device_id``'s, deciding in one transaction."""
+        key = format(signer.serial_number, "x")
+        with self.store.transaction() as db:
+            owner = q.identity_udid(db, key) or identity_owner(signer)
+            if owner == device_id:
+                return
+            if owner != PROFILE_SUBJECT:
+                raise MDMError(403, f"identity certificate belongs to {owner!r}, not to {device_id!r}"[:300])
+            if q.udid_has_identity(db, device_id):
+                raise MDMError(403, f"{device_id!r} enrolled with another identity already"[:300])
+            self._record_identity(db, signer, device_id, self.clock.timestamp())

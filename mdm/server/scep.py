@@ -75,7 +75,8 @@ class SCEPService:
     """SCEP over one store and clock, issuing from the MDM CA through an RSA registration authority.
 
     ``ca`` and ``ra`` are callables so the MDM server keeps making (and persisting) them its own way;
-    ``on_issued(db, cert, subject_cn, now)`` records an issued identity in the same transaction, so
+    ``on_issued(db, cert, subject_cn, now, renews=…)`` records an issued identity in the same transaction
+(``renews``: the identity a RenewalReq renews, else None), so
     the server recognises the device at its first check-in.
     """
 
@@ -247,7 +248,8 @@ class SCEPService:
             q.put_transaction(db, request.transaction_id, fingerprint, "issued", csr_der, now.timestamp(),
                               now.timestamp(), cert.public_bytes(Encoding.DER))
             if self._on_issued is not None:
-                self._on_issued(db, cert, _common_name(csr.subject), now.timestamp())
+                renews = request.signer if request.message_type is scep.MessageType.RENEWAL_REQ else None
+                self._on_issued(db, cert, _common_name(csr.subject), now.timestamp(), renews=renews)
         return cert
 
     # -- CertRep ----------------------------------------------------------------------------------------------

@@ -192,6 +192,12 @@ class MDMService:
         return self.identity.enroll(signed_machine_info, require_user=require_user, credentials=credentials)
 
     # == the device protocol =========================================================================
+    def profile_for_any_device(self, data: Any = None) -> bytes:
+        """``POST /api/v1/enrollment-profiles`` (``{}``): the signed profile for profile-based enrollment."""
+        if data not in (None, {}):
+            raise MDMError(400, "send {}: the profile is the same for every device until one enrolls with it")
+        return self.identity.profile_for_any_device()
+
     def checkin(self, body: bytes, signature: str | None, *, url_params: Mapping[str, str] | None = None) -> Reply:
         return self.checkins.checkin(body, signature, url_params=url_params)
 

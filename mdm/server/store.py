@@ -26,6 +26,7 @@ __all__ = [
     "insert_setting_if_absent",
     "record_identity",
     "identity_udid",
+    "udid_has_identity",
     "upsert_device",
     "get_enrollment",
     "upsert_authenticate",
@@ -186,6 +187,11 @@ def record_identity(
 def identity_udid(db: sqlite3.Connection, serial: str) -> str | None:
     row = db.execute("SELECT udid FROM identities WHERE serial = ?", (serial,)).fetchone()
     return row[0] if row is not None else None
+
+
+def udid_has_identity(db: sqlite3.Connection, udid: str) -> bool:
+    """Whether an identity was issued for (or bound to) this UDID already."""
+    return db.execute("SELECT 1 FROM identities WHERE udid = ? LIMIT 1", (udid,)).fetchone() is not None
 
 
 def upsert_device(

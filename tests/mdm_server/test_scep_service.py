@@ -64,7 +64,7 @@ def service():
     issued: list[tuple[str | None, x509.Certificate]] = []
     svc = SCEPService(
         store, clock, ca=lambda: ca, ra=lambda: (ra_cert, ra_key),
-        on_issued=lambda db, cert, cn, now: issued.append((cn, cert)),
+        on_issued=lambda db, cert, cn, now, renews=None: issued.append((cn, cert)),
     )
     svc.test_ca, svc.test_ra, svc.issued = ca, ra_cert, issued  # type: ignore[attr-defined]
     return svc
