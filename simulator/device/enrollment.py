@@ -74,14 +74,15 @@ def machine_info(device: Device) -> MachineInfo:
 def enrollment_request(device: Device) -> Request:
     """MachineInfo, signed by the device's Apple identity, to the enrollment URL.
 
-    Web-based enrollment (``ConfigurationWebURL`` only): the web view GETs the page with the signed
+    Web-based enrollment (a ``ConfigurationWebURL``, which Setup Assistant prefers to the
+    ``ConfigurationURL`` when the profile has both): the web view GETs the page with the signed
     MachineInfo in a header; otherwise it is POSTed as the body.
     """
     st = device.state
     config = device.cloud_config
     url = enrollment_url(device)
     signed_info = device.sign_with_device_identity(machine_info(device).to_plist())
-    web = not st.mdm_url_override and not config.get("ConfigurationURL") and config.get("ConfigurationWebURL")
+    web = not st.mdm_url_override and config.get("ConfigurationWebURL")
     headers = {"User-Agent": USER_AGENT}
     if web:
         headers["x-apple-aspen-deviceinfo"] = base64.b64encode(signed_info).decode("ascii")
