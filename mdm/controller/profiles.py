@@ -235,8 +235,8 @@ def merge_settings(current: dict[str, Any] | None, patch: Any) -> dict[str, Any]
     settings = normalize(current) if current is not None else _defaults(kind)
     short = kind.rsplit(".", 1)[-1]
     for name, value in patch.items():
-        if name in READ_ONLY or (name.startswith("@") and "@odata." in name):
-            continue  # annotations and server-made properties a client read and sends back
+        if name in READ_ONLY or "@" in name:
+            continue  # annotations (``@odata.…``, ``name@odata.type``) and server-made properties a client sends back
         spec = specs.get(name)
         if spec is None:
             raise ProfileError(f"unknown property {name[:80]!r} of {short}")

@@ -96,8 +96,9 @@ class Stack:
     store: Store
     http: httpx.Client
     pushcert: PushCertificateService | None = None
-    # What the (fake) MDM server received on PUT /mdm/api/v1/push-certificate.
-    mdm_push_certificates: list[dict[str, Any]] = field(default_factory=list)
+    # What the (fake) MDM server received: push certificates (PUT /mdm/api/v1/push-certificate), and
+    # {"command": …} and {"enrollment-profile": …} for the other two endpoints.
+    mdm_received: list[dict[str, Any]] = field(default_factory=list)
 
     def make_controller(self, **kw: Any) -> Controller:
         """Another controller on the same store (a restart, or a second worker process)."""
@@ -184,14 +185,28 @@ def _not_found_root() -> Flask:
     return Flask("root")
 
 
+#: What the fake MDM server answers ``POST /api/v1/enrollment-profiles`` with.
+FAKE_MOBILECONFIG = b"0\x82 signed enrollment profile"
+
+
 def _fake_mdm_server(received: list[dict[str, Any]]) -> Flask:
-    """Just the MDM server's push-certificate endpoint: records what the controller hands over."""
+    """The MDM server's endpoints the controller calls: each records what the controller sent."""
     app = Flask("fake_mdm")
 
     @app.put("/api/v1/push-certificate")
     def push_certificate() -> Response:
         received.append(request.get_json())
         return Response("{}", 200, mimetype="application/json")
+
+    @app.post("/api/v1/commands")
+    def commands() -> Response:
+        received.append({"command": request.get_json()})
+        return Response('{"command_uuid": "fake"}', 201, mimetype="application/json")
+
+    @app.post("/api/v1/enrollment-profiles")
+    def enrollment_profile() -> Response:
+        received.append({"enrollment-profile": request.get_json()})
+        return Response(FAKE_MOBILECONFIG, 200, content_type="application/x-apple-aspen-config")
 
     return app
 

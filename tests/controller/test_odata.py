@@ -50,3 +50,31 @@ def test_top_and_skiptoken() -> None:
     for bad in ("???", "bm90IGEgbnVtYmVy"):  # not base64; base64 of "not a number"
         with pytest.raises(GraphError):
             odata.decode_skiptoken(bad)
+
+
+FIELDS = odata.Fields("thing", ("name", "n", "on"), ("name", "n"), ("name", "n", "on"))
+
+
+def test_query_options_with_or_without_dollar_each_once() -> None:
+    query = odata.parse_query([("top", "2"), ("$Skip", "1"), ("$orderby", "n desc, name"), ("limit", "x")], FIELDS)
+    assert (query.top, query.skip, query.orderby) == ("2", 1, (("n", True), ("name", False)))
+    with pytest.raises(GraphError, match="more than once"):
+        odata.parse_query([("$top", "1"), ("top", "2")], FIELDS)
+    with pytest.raises(GraphError, match="not supported"):
+        odata.parse_query([("$levels", "2")], FIELDS)
+
+
+def test_apply_filters_orders_counts_pages_and_selects() -> None:
+    items = [{"@odata.type": "#t", "name": name, "n": n, "on": on}
+             for name, n, on in (("b", 2, True), ("a", None, False), ("c", 1, True), ("d", 1, False))]
+    query = odata.parse_query(
+        [("$filter", "n ne 2"), ("$orderby", "n,name desc"), ("$top", "2"), ("$count", "true"), ("$select", "name")],
+        FIELDS,
+    )
+    page = odata.apply(items, query, default_top=10, maximum=10)
+    assert page.count == 3  # before paging
+    assert page.items == [{"@odata.type": "#t", "name": "a"}, {"@odata.type": "#t", "name": "d"}]  # nulls first
+    rest = odata.apply(items, odata.Query(**{**query.__dict__, "skiptoken": page.next_skiptoken}), default_top=10, maximum=10)
+    assert (rest.items, rest.next_skiptoken) == ([{"@odata.type": "#t", "name": "c"}], None)
+    # eq compares type too: true is not 1
+    assert odata.apply(items, odata.parse_query([("$filter", "n eq true")], FIELDS), default_top=10, maximum=10).items == []
