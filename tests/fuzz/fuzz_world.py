@@ -205,7 +205,11 @@ VOCABULARY = sorted({
     # Graph
     "tokenName", "appleId", "depToken", "displayName", "description", "supervisedModeEnabled", "deviceIds",
     "@odata.type", "appleIdentifier", "profileRemovalDisabled", "isDefault", "managementCertificates", "event",
-    "type", "serialNumber", "udid", "enrollmentState",
+    "type", "serialNumber", "udid", "enrollmentState", "enabledSkipKeys", "waitForDeviceConfiguredConfirmation",
+    "awaitDeviceConfiguredConfirmation", "enableSharedIPad", "sharedIPadMaximumUserCount", "deviceNameTemplate",
+    "configurationWebUrl", "enrollmentTimeAzureAdGroupIds", "companyPortalVppTokenId", "enableSingleAppEnrollmentMode",
+    "enableAuthenticationViaCompanyPortal", "requiresUserAuthentication", "iTunesPairingMode", "siriDisabled",
+    "depProfileAdminAccountPasswordRotationSetting", "adminAccountPassword", "temporarySessionTimeoutInSeconds",
     # activation
     "serial_number", "machine_info", "MachineInfo", "SerialNumber", "UDID",
 })
@@ -221,7 +225,9 @@ CONTENT_TYPES = ["application/json", "application/json;charset=UTF8", "applicati
                  "application/x-www-form-urlencoded", "multipart/form-data; boundary=zz", "multipart/form-data",
                  "application/octet-stream", "x/y; charset=bogus", ";;;", "application/json; charset=utf-16", ""]
 QUERY_NAMES = ["limit", "offset", "token", "wait", "server_uuid", "$top", "$skiptoken", "$filter", "apple_id", "notice",
-               "id", "rounds", "auth", "profile_uuid", "skiptoken", "token_id", "profile", "x", "", "a[b]", "device"]
+               "id", "rounds", "auth", "profile_uuid", "skiptoken", "token_id", "profile", "x", "", "a[b]",
+               # Graph's query options, with and without their $ (beta), some of them unsupported on purpose
+               "$skip", "$orderby", "$select", "$count", "$expand", "$search", "top", "filter", "orderby", "select", "device"]
 HEADER_NAMES = ["User-Agent", "Authorization", "X-ADM-Auth-Session", "X-Server-Protocol-Version", "Mdm-Signature",
                 "x-apple-aspen-deviceinfo", "Accept", "apns-topic", "apns-push-type", "apns-priority",
                 "apns-expiration", "apns-id", "apns-collapse-id", "Cookie", "Content-Encoding", "If-None-Match",

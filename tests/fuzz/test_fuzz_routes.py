@@ -48,8 +48,10 @@ def _check_error_format(route: Route, path: str, response: Any) -> None:
         assert response.mimetype == "text/plain", where
         assert body.strip() and len(body) <= 80 and body.upper() == body and b" " not in body.strip(), where
     elif route.prefix == "/intune" and path.startswith("/intune/deviceManagement"):
-        error = json.loads(body)["error"]  # Graph: {"error": {"code", "message"}}
+        error = json.loads(body)["error"]  # Graph: {"error": {"code", "message", "innerError"}}
         assert isinstance(error["code"], str) and isinstance(error["message"], str), where
+        inner = error["innerError"]
+        assert inner["request-id"] == response.headers["request-id"] and isinstance(inner["date"], str), where
     elif route.prefix == "/apple/apns":
         assert isinstance(json.loads(body)["reason"], str), where  # APNs: {"reason": ...}
     elif route.prefix == "/mdm" and not path.startswith("/mdm/api/"):
