@@ -103,10 +103,8 @@ class EnrollmentProfiles:
         """The token's default profile of one platform (``defaultIosEnrollmentProfile``…), or None."""
         with self.store.read() as db:
             token_row(db, token_id)
-            for row in profile_table.defaults(db, token_id):
-                if _kind(row) == kind:
-                    return self.get(token_id, row["id"])
-        return None
+            found = [row for row in profile_table.defaults(db, token_id) if _kind(row) == kind]
+            return _render(profile_row(db, token_id, found[0]["id"])) if found else None
 
     def export_mobile_config(self, token_id: str, profile_id: str) -> str:
         """``exportMobileConfig``: the signed ``.mobileconfig`` (base64) a device installs to enroll without
