@@ -1,7 +1,8 @@
 """The same device logic enrolls over real sockets, against ``mdmsim serve`` in another process.
 
 The device runs here, in the ``mdmsim device power-on`` command; Apple, the MDM server and the
-controller run in the server process. Only HTTP crosses between them.
+controller run in the server process. Only HTTP crosses between them. Over sockets a device learns of
+pushes on the stream it holds to the push gateway's device listener, as a real device does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import sys
 import httpx
 from oauthlib.oauth1 import Client
 
+from simulator import World
+from simulator.device.agent import agent_round
+from simulator.device.drivers import HTTPDriver, SocketPushStream
+from simulator.load.admin import WorldAdmin, device_from_bundle
 from simulator.load.server import served_world
 
 
@@ -48,3 +53,42 @@ def test_device_enrolls_against_mdmsim_serve_in_another_process() -> None:
         listed = devices.get("devices", devices) if isinstance(devices, dict) else devices
         enrolled = [d for d in listed if d.get("serial_number") == serial]
         assert enrolled and enrolled[0]["enrolled"] is True
+
+
+def test_an_enrolled_device_wakes_on_the_push_its_stream_delivers() -> None:
+    with World(devices=2, seed=22) as world, world.serve() as served, WorldAdmin(served.url) as admin:
+        assert admin.info["urls"]["apns_stream"] == served.apns_stream_url  # the world advertises it
+        serial = admin.serials(1)[0]
+        admin.assign_profile(admin.define_profile(), [serial])
+        device = device_from_bundle(admin.identity_bundles([serial])[0])
+        with httpx.Client(timeout=30) as http:
+            driver = HTTPDriver(http, now=admin.world_now())
+            assert driver.run_until_home(device) == "home" and device.enrolled
+            token = device.state.push_token
+            assert token is not None
+            stream = SocketPushStream(served.apns_stream_url, token, timeout=10)
+            assert stream.open(), stream.error
+            try:
+                assert stream.wait(0) == []  # nothing pending: the stream is quiet
+                admin.enqueue([device.udid], {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]})
+                notes = stream.wait(10)
+                assert [n["payload"] for n in notes] == [{"mdm": device.state.push_magic}]
+                report = driver.run(agent_round(device, driver.now, notifications=notes, connect=False))
+                assert report.pushed and report.commands == [("DeviceInformation", "Acknowledged")]
+            finally:
+                stream.close()
+
+            # A push sent while the device is away waits at APNs and arrives as soon as the stream opens.
+            admin.enqueue([device.udid], {"RequestType": "SecurityInfo"})
+            again = SocketPushStream(served.apns_stream_url, token, timeout=10)
+            try:
+                assert again.open(), again.error
+                notes = again.wait(10)
+                report = driver.run(agent_round(device, driver.now, notifications=notes, connect=False))
+                assert report.commands == [("SecurityInfo", "Acknowledged")]
+                # a stream's notifications that are not this device's push wake nothing
+                stranger = [{"payload": {"mdm": "someone else's magic"}}]
+                assert not driver.run(agent_round(device, driver.now, notifications=stranger, connect=False)).connected
+            finally:
+                again.close()
+        assert served.gateway is not None and served.gateway.delivered_count == 2

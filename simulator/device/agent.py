@@ -1,4 +1,4 @@
-"""The MDM agent: wakes on a push (or polls), connects to ServerURL and answers each command.
+"""The MDM agent: wakes on a push (from its stream, or polled), connects to ServerURL and answers each command.
 
 What it answers to each command is :mod:`simulator.device.commands`'s; this module runs the session
 (push poll, ``Idle``, one result per command, the effect of an erase or restart once the server has
@@ -16,7 +16,7 @@ import base64
 import hmac
 import json
 import plistlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,15 +64,30 @@ def _result_request(device: Device, result: dict[str, Any]) -> Request:
 
 # -- the round -------------------------------------------------------------------------------------------
 def agent_round(
-    device: Device, now: Now, *, poll_push: bool = True, connect: bool = True
+    device: Device,
+    now: Now,
+    *,
+    poll_push: bool = True,
+    connect: bool = True,
+    notifications: Sequence[Any] | None = None,
 ) -> Flow[AgentRound]:
-    """Poll the push gateway, then (when pushed, or always with ``connect``) drain the command queue."""
+    """Learn whether the device was pushed, then (when pushed, or always with ``connect``) drain the
+    command queue.
+
+    ``notifications`` are what a driver received on the device's push stream
+    (:mod:`~simulator.device.push_stream`) since the last round: that is how a device over sockets
+    learns of a push, as a real one does. Without them the round asks the gateway once
+    (``GET {apple_url}/apns/events?wait=0``, skipped with ``poll_push=False``): the simulation's
+    convenience for in-process worlds, where there is no socket to hold a stream on.
+    """
     report = AgentRound()
     st = device.state
     if not st.powered or st.enrollment is None:
         return report
     _resolve_prompts(device, now)
-    if poll_push and st.push_token:
+    if notifications is not None:
+        report.pushed = any(_is_our_push(n, st.push_magic) for n in notifications)
+    elif poll_push and st.push_token:
         response = yield Request(
             "GET",
             f"{st.apple_url}/apns/events?token={st.push_token}&wait=0",

@@ -8,6 +8,11 @@ A device's flows (``setup_assistant.run_setup``, ``agent.agent_round``, …) yie
   tests and for fleets of thousands of devices inside one world;
 * :class:`HTTPDriver` uses a caller's ``httpx.Client`` over real sockets: demos, external MDM servers.
 
+Over sockets a device learns of pushes as a real one does, on a connection it holds open to the
+push gateway: :class:`SocketPushStream` runs a :class:`~simulator.device.push_stream.PushStream` on a
+blocking socket (threads, or gevent's patched socket in a Locust user) and hands what arrived to
+:func:`~simulator.device.agent.agent_round` as ``notifications``.
+
 Transport failures (connection refused, timeouts, an app that raised) become ``Response(status=0,
 error=…)`` or a 500, so the device writes them into its transcript and nothing crashes. World time is
 the driver's ``now``: pass the world clock's ``now`` so transcripts carry simulated time.
@@ -15,6 +20,7 @@ the driver's ``now``: pass the world clock's ``now`` so transcripts carry simula
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 import urllib.parse
@@ -30,9 +36,18 @@ from simulator.tls import anchor_context
 from .agent import AgentRound, agent_round, remove_mdm_profile
 from .machine import Device, Flow, Now, Request, Response, wall_now
 from .phases import Phase
+from .push_stream import PushStream
 from .setup_assistant import run_setup
 
-__all__ = ["Driver", "WSGIDriver", "HTTPDriver", "StepLimitExceeded", "DEFAULT_TIMEOUT", "served_world_clock"]
+__all__ = [
+    "Driver",
+    "WSGIDriver",
+    "HTTPDriver",
+    "SocketPushStream",
+    "StepLimitExceeded",
+    "DEFAULT_TIMEOUT",
+    "served_world_clock",
+]
 
 
 def served_world_clock(client: httpx.Client, server: str) -> Now:
@@ -242,3 +257,93 @@ class HTTPDriver(Driver):
         self._trusted.clear()
         if self._owned:
             self.client.close()
+
+
+class SocketPushStream:
+    """A device's push stream on a blocking socket: :meth:`open` once, then :meth:`wait` for pushes.
+
+    The socket is read only inside :meth:`wait`; between calls the kernel keeps what the gateway sent,
+    so a caller that is busy answering commands misses nothing and needs no reader thread (under
+    gevent, no greenlet of its own). Failures never raise: :attr:`closed` and :attr:`error` say what
+    happened, and the caller opens a new stream when it wants one.
+    """
+
+    def __init__(self, stream_url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        self.stream = PushStream(stream_url, token)
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.sock: socket.socket | None = None
+        self._pending: list[dict[str, Any]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self.stream.connected
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    @property
+    def error(self) -> str | None:
+        return self.stream.error
+
+    def open(self) -> bool:
+        """Connect and wait until the gateway holds the subscription (True) or refused it (False)."""
+        address = self.stream.address
+        try:
+            sock = socket.create_connection((address.host, address.port), timeout=self.timeout)
+            if address.scheme == "https":
+                context = self.ssl_context or ssl.create_default_context()
+                sock = context.wrap_socket(sock, server_hostname=address.host)
+            self.sock = sock
+            sock.sendall(self.stream.request_bytes())
+        except OSError as exc:
+            self.stream.connection_lost(f"cannot connect to the push gateway: {_short(exc)}")
+            self.close()
+            return False
+        deadline = time.monotonic() + self.timeout
+        while not (self.stream.connected or self.stream.closed):
+            if not self._read(deadline):
+                self.stream.connection_lost("the push gateway did not answer in time")
+                self.close()
+        return self.stream.connected
+
+    def wait(self, timeout: float) -> list[dict[str, Any]]:
+        """The notifications that arrived, waiting up to ``timeout`` seconds for the first (0: only
+        what is already here); ``[]`` when none came or the stream ended (see :attr:`closed`)."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while not self._pending and not self.stream.closed:
+            if not self._read(deadline):
+                break
+        out, self._pending = self._pending, []
+        return out
+
+    def _read(self, deadline: float) -> bool:
+        """One read from the socket into the stream; False when the deadline passed first."""
+        sock = self.sock
+        if sock is None:
+            return False
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.0) or 0.000_001)
+            data = sock.recv(65536)
+        except TimeoutError:
+            return False
+        except OSError as exc:
+            self.stream.connection_lost(f"the connection to the push gateway failed: {_short(exc)}")
+            self.close()
+            return True
+        self._pending.extend(self.stream.feed(data))
+        if self.stream.closed:
+            self.close()
+        return True
+
+    def close(self) -> None:
+        """Hang up (the gateway forgets the subscription; pushes meanwhile wait in its store)."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self.stream.connection_lost("closed by the device")
