@@ -85,6 +85,12 @@ class WorldAdmin:
         """A party's base URL as the world publishes it (``dep``, ``mdm``, ``controller``…)."""
         return str(self.info["urls"][party])
 
+    def apns_stream_url(self) -> str | None:
+        """The push gateway's device-stream listener, where devices hold their streams (``None``: the
+        world is not served with one, e.g. an older ``mdmsim serve``; devices then poll APNs)."""
+        value = self.info.get("urls", {}).get("apns_stream")
+        return str(value) if value else None
+
     def world_now(self) -> Callable[[], datetime]:
         """The world's clock, read once and then advanced with the wall clock."""
         return served_world_clock(self.http, self.target)

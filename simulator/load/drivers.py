@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import httpcore
@@ -147,7 +147,8 @@ class AsyncHTTPDriver:
                 return device.phase
 
     async def run_agent(self, device: Device, *, poll_push: bool = True, connect: bool = True,
+                        notifications: Sequence[Any] | None = None,
                         observer: AsyncObserver | None = None) -> AgentRound:
-        """One wake-up of the device's MDM agent."""
-        return await self.run(agent_round(device, self.now, poll_push=poll_push, connect=connect),
-                              observer=observer)
+        """One wake-up of the device's MDM agent (``notifications``: what its push stream delivered)."""
+        flow = agent_round(device, self.now, poll_push=poll_push, connect=connect, notifications=notifications)
+        return await self.run(flow, observer=observer)

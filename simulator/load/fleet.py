@@ -12,19 +12,27 @@ the vendor sends, DeviceInformation. Three phase timings come out per device:
 
 The admin side is a companion task that batches freshly enrolled UDIDs into one
 ``POST /mdm/api/v1/commands`` per batch (one CommandUUID for many devices, as the command API allows);
-the server pushes each device through the world's APNs, and devices learn of it by reading their
-push events (``--wake push``, the default) or by polling ``/mdm/connect`` (``--wake poll``).
+the server pushes each device through the world's APNs. With ``--wake push`` (the default) every
+enrolled device holds a stream to the push gateway's device listener (the world advertises it in
+``/_sim/`` as ``urls.apns_stream``), opened before its command is enqueued and kept until the run ends,
+as a real device holds its APNs connection, and wakes on the push that arrives there; a device whose
+push has not come within ``push_wait_s`` polls ``/mdm/connect`` instead and counts as ``push_missed``.
+A world that advertises no stream listener (an older ``mdmsim serve``) gets the old behaviour: devices
+read their push events with ``GET /apple/apns/events?wait=0``. ``--wake poll`` polls ``/mdm/connect``.
 
 Devices stay lean: one :class:`~simulator.device.machine.Device` (its ``DeviceState`` of strings)
-each, a few shared :class:`~simulator.load.transport.LoadClient` pools, timings in flat arrays.
+each, a few shared :class:`~simulator.load.transport.LoadClient` pools, timings in flat arrays, and
+one :class:`~simulator.load.streams.AsyncPushStream` (a socket, its transport, a small parser).
 ``kb_per_idle_device`` is the growth of the process's RSS from before the identities were fetched
-to after every device went idle, divided by N: everything the fleet added, not an estimate of one
-object.
+to the end of the run, every device idle and still holding its stream, divided by N: everything the
+fleet added, not an estimate of one object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import gc
 import resource
 import time
@@ -42,6 +50,7 @@ from simulator.device.machine import Device, Request, Response
 from .admin import WorldAdmin, device_from_bundle
 from .drivers import AsyncHTTPDriver, run_coroutine
 from .stats import LatencyStats, percentiles
+from .streams import AsyncPushStream, open_push_stream
 from .transport import LoadClient, LoadHTTPError
 
 __all__ = ["FleetOptions", "FleetReport", "FleetRunner", "run_fleet", "rss_mb", "device_from_bundle"]
@@ -67,6 +76,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
 
 
+def allow_open_files(needed: int) -> int:
+    """Raise this process's soft limit on open files towards ``needed`` (one per device stream), as
+    far as the hard limit allows; the limit now. A stream refused for lack of descriptors is counted
+    in ``streams_failed`` and its device polls instead."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    return int(soft)
+
+
 @dataclass
 class FleetOptions:
     """How a fleet run behaves; defaults suit a 2-core machine running server and fleet together."""
@@ -77,6 +99,8 @@ class FleetOptions:
     command_batch: int = 250
     batch_wait_s: float = 0.05
     push_wait_s: float = 10.0  # a device waits this long for its push, then polls /mdm/connect anyway
+    #: the push gateway's device listener (default: what the world advertises as ``urls.apns_stream``)
+    stream_url: str | None = None
     timeout_s: float = 60.0
     prepare: bool = True  # define and assign a DEP profile (off: the admin already did)
     mdm_url: str | None = None  # ConfigurationURL for the profile (default: the world's /mdm/enroll)
@@ -101,6 +125,10 @@ class FleetReport:
     peak_rss_mb: float
     kb_per_idle_device: float
     push_missed: int = 0
+    #: device streams open when the run ended (every enrolled device holds one with ``--wake push``)
+    streams_open: int = 0
+    #: devices whose stream could not be opened (they poll ``/mdm/connect`` instead)
+    streams_failed: int = 0
     errors: list[str] = field(default_factory=list)
 
     def headline(self) -> dict[str, Any]:
@@ -110,7 +138,8 @@ class FleetReport:
             "failed": self.failed, "elapsed_s": self.elapsed_s, "devices_per_s": self.devices_per_s,
             "requests_per_s": self.requests_per_s, "peak_rss_mb": self.peak_rss_mb,
             "kb_per_idle_device": self.kb_per_idle_device, "prepare_s": self.prepare_s,
-            "push_missed": self.push_missed,
+            "push_missed": self.push_missed, "streams_open": self.streams_open,
+            "streams_failed": self.streams_failed,
             "phases_ms": self.phases_ms,
         }  # fmt: skip
 
@@ -215,6 +244,8 @@ class FleetRunner:
                  on_update: Callable[[int, int, int], None] | None = None) -> None:
         self.options = options
         self.mdm_url = mdm_url.rstrip("/")
+        #: where enrolled devices hold their push streams (None: they poll APNs's events endpoint)
+        self.stream_url = options.stream_url if options.wake == "push" else None
         self.now = now
         self.on_update = on_update
         self.devices = [device_from_bundle(b) for b in bundles]
@@ -225,6 +256,9 @@ class FleetRunner:
         self.t_acked = array("d", bytes(8 * n))
         self.stats = LatencyStats()
         self.enrolled = self.acknowledged = self.failed = self.push_missed = 0
+        self.streams: list[AsyncPushStream] = []
+        self.streams_open = self.streams_failed = 0
+        self.rss_idle_mb: float | None = None
         self.errors: list[str] = []
 
     def _update(self) -> None:
@@ -257,9 +291,20 @@ class FleetRunner:
             batcher.closed = True
             batcher.wakeup.set()
             await batching
+            elapsed = time.perf_counter() - started
+            self._hang_up()
             for driver in drivers:
                 await driver.aclose()
-            return time.perf_counter() - started
+            return elapsed
+
+    def _hang_up(self) -> None:
+        """The run is over: note what the idle fleet holds, then close every device's stream."""
+        gc.collect()
+        self.rss_idle_mb = rss_mb()
+        self.streams_open = sum(1 for stream in self.streams if not stream.closed)
+        for stream in self.streams:
+            stream.close()
+        self.streams.clear()
 
     async def _worker(self, queue: asyncio.Queue[int], driver: AsyncHTTPDriver, batcher: _CommandBatcher) -> None:
         while not queue.empty():
@@ -285,21 +330,53 @@ class FleetRunner:
         self.t_enrolled[i] = time.perf_counter()
         self.enrolled += 1
         self._update()
+        # The stream is open (the gateway holds the subscription) before the command is enqueued, so
+        # the push reaches the device over it however fast the server pushes.
+        stream = await self._open_stream(device, driver) if self.stream_url else None
         if not await batcher.submit(device.udid):
             self._fail(device, "the DeviceInformation command could not be enqueued")
             return
-        if await self._answer_first_command(device, driver):
+        if await self._answer_first_command(device, driver, stream):
             self.t_acked[i] = time.perf_counter()
             self.acknowledged += 1
             self._update()
         else:
             self._fail(device, "DeviceInformation was never acknowledged")
 
-    async def _answer_first_command(self, device: Device, driver: AsyncHTTPDriver) -> bool:
-        """Wake on the push (or poll), answer; True once DeviceInformation was acknowledged."""
+    async def _open_stream(self, device: Device, driver: AsyncHTTPDriver) -> AsyncPushStream | None:
+        """Hold the device's push stream for the rest of the run (None when it could not be opened)."""
+        assert self.stream_url is not None and device.state.push_token is not None
+        stream = await open_push_stream(self.stream_url, device.state.push_token, timeout=self.options.timeout_s)
+        if stream.closed:
+            self.streams_failed += 1
+            device.record("Push", "error", driver.now(), (stream.error or "push stream failed")[:300])
+            if len(self.errors) < 10:
+                self.errors.append(f"{device.serial}: {stream.error}")
+            return None
+        self.streams.append(stream)
+        return stream
+
+    async def _answer_first_command(self, device: Device, driver: AsyncHTTPDriver,
+                                    stream: AsyncPushStream | None = None) -> bool:
+        """Wake on the push (from the stream, or polled), answer; True once DeviceInformation was
+        acknowledged. A push that does not come in time makes the device poll ``/mdm/connect``."""
         deadline = time.monotonic() + self.options.push_wait_s
         delay = 0.02
         pushed = self.options.wake == "push"
+        if pushed and self.stream_url is not None:
+            if stream is not None:
+                while (left := deadline - time.monotonic()) > 0:
+                    notes = await stream.wait(left)
+                    if not notes:
+                        break  # no push in time, or the stream ended
+                    report = await driver.run_agent(device, notifications=notes, connect=False)
+                    if ("DeviceInformation", "Acknowledged") in report.commands:
+                        return True
+                    if report.error:
+                        return False
+                    # an earlier push (or another's): keep waiting for the one that carries the command
+            self.push_missed += 1
+            pushed = False
         while True:
             if pushed and time.monotonic() < deadline:
                 report = await driver.run_agent(device, poll_push=True, connect=False)
@@ -332,6 +409,8 @@ class FleetRunner:
             if e and k:
                 phases["first_command"].append((k - e) * 1000)
                 phases["total"].append((k - s) * 1000)
+        if self.rss_idle_mb is not None:
+            grown = max(self.rss_idle_mb - rss_before_mb, 0.0)
         requests = self.stats.requests
         return FleetReport(
             devices=n, enrolled=self.enrolled, acknowledged=self.acknowledged, failed=self.failed,
@@ -342,7 +421,8 @@ class FleetRunner:
             endpoints=self.stats.summary(),
             peak_rss_mb=round(peak_rss_mb(), 1),
             kb_per_idle_device=round(grown * 1024 / n, 1) if n else 0.0,
-            push_missed=self.push_missed, errors=self.errors,
+            push_missed=self.push_missed, streams_open=self.streams_open, streams_failed=self.streams_failed,
+            errors=self.errors,
         )  # fmt: skip
 
 
@@ -370,6 +450,12 @@ def run_fleet(target: str, options: FleetOptions, *,
         bundles = admin.identity_bundles(serials)
         now = admin.world_now()
         mdm_url = admin.url("mdm")
+        if options.wake == "push" and options.stream_url is None:
+            options = dataclasses.replace(options, stream_url=admin.apns_stream_url())
+            say(f"devices hold push streams at {options.stream_url}" if options.stream_url else
+                "the world advertises no push stream listener: devices poll APNs for their pushes")
+        if options.stream_url:
+            allow_open_files(options.devices + 1024)
     runner = FleetRunner(bundles, mdm_url=mdm_url, options=options, now=now, on_update=on_update)
     del bundles
     if options.scep_key_pool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from simulator import World
 from simulator.device.machine import Device
 from simulator.load.drivers import AsyncHTTPDriver, run_coroutine
@@ -30,6 +32,28 @@ def test_a_fleet_enrolls_and_acknowledges_device_information() -> None:
         udid = world.identity(serial).udid
         assert world.http.get(f"/mdm/api/v1/devices/{udid}").json()["enrolled"] is True
         assert report.kb_per_idle_device > 0
+
+
+def test_every_device_holds_its_stream_and_wakes_on_the_push_it_brings() -> None:
+    with World(devices=20, seed=23) as world, world.serve() as served:
+        gateway = served.gateway
+        assert gateway is not None
+        held: list[int] = []
+        gateway.on_delivery = lambda _note: held.append(len(gateway.device_streams))
+        report = run_fleet(served.url, FleetOptions(devices=20, concurrency=8))
+        assert (report.acknowledged, report.failed) == (20, 0), report.errors
+        assert report.push_missed == 0 and report.streams_failed == 0  # each woke on its push, over its stream
+        assert report.streams_open == 20  # and held it until the run ended
+        assert gateway.delivered_count == 20
+        # devices keep their streams after their push: the last push found all twenty open
+        assert len(held) == 20 and max(held) == 20
+        # nobody asked APNs for pushes, and nobody polled the MDM server for commands
+        assert not [name for name in report.endpoints if "/apple/apns" in name], report.endpoints
+        assert report.endpoints["PUT /mdm/connect"]["count"] == 20 * 2  # Idle, then the answer
+        deadline = time.monotonic() + 10
+        while gateway.device_streams and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not gateway.device_streams  # every stream was closed at the end of the run
 
 
 def test_an_unreachable_server_becomes_a_transcript_entry_not_an_exception() -> None:
