@@ -9,7 +9,8 @@ or ``mdmsim load locust --headless -u 50 -r 10 -t 30s --host …``. The host is 
 
 * :class:`DeviceUser` claims one serial of the world (``POST /_sim/counters/locust-devices``, so
   every process of a distributed run gets distinct devices), fetches its identity, powers on and
-  walks Setup Assistant through enrollment, then wakes on pushes and answers its commands.
+  walks Setup Assistant through enrollment, then holds its push stream (the world's
+  ``urls.apns_stream``), wakes on the pushes that arrive there and answers its commands.
 * :class:`AdminUser` presses "Sync" on the controller's DEP token (204 or the 409/429 refusals are
   all correct answers), reassigns a few serials' DEP profile, and sends DeviceInformation to enrolled
   devices, which is what makes the devices' pushes arrive.
@@ -33,6 +34,8 @@ from locust.runners import WorkerRunner
 from requests import Response as RequestsResponse
 from requests import Session
 
+from simulator.device.agent import agent_round
+from simulator.device.drivers import SocketPushStream
 from simulator.load.admin import GRAPH, LoadSetupError, WorldAdmin, device_from_bundle
 from simulator.load.locust_driver import LocustDriver
 
@@ -127,8 +130,30 @@ def _pooled_scep_key(bits: int) -> Any:
     return random.choice(_SCEP_KEYS)
 
 
+_world_info: dict[str, Any] = {}
+#: How long one round of a device user waits on its stream for a push before the round ends.
+PUSH_WAIT_S = 5.0
+
+
+def _stream_url(user: FastHttpUser) -> str | None:
+    """The world's device-stream listener (read once per process from ``/_sim/``), or None."""
+    if not _world_info:
+        r = user.client.get("/_sim/", name="/_sim/")
+        _world_info.update(r.json() if r.status_code == 200 else {"urls": {}})
+    url = (_world_info.get("urls") or {}).get("apns_stream")
+    return str(url) if url else None
+
+
 class DeviceUser(FastHttpUser):
-    """One simulated iPhone or iPad: enrolls once, then checks in whenever it is pushed."""
+    """One simulated iPhone or iPad: enrolls once, then checks in whenever it is pushed.
+
+    Pushes reach it as they reach an iPhone: on one connection it holds to the push gateway (a
+    gevent socket read by the device's sans-I/O stream parser inside the round, so it needs no
+    greenlet of its own; what arrives in between waits in the socket). Each round waits up to
+    :data:`PUSH_WAIT_S` for a push; every tenth round connects to the MDM server anyway, as iOS
+    eventually does. Against a world that advertises no stream listener the user polls APNs's
+    events endpoint instead, as before streams existed.
+    """
 
     weight = 20
     wait_time = between(0.2, 0.6)
@@ -142,6 +167,8 @@ class DeviceUser(FastHttpUser):
         self.device.scep_key_source = _pooled_scep_key  # profiles that name a SCEP payload
         self.driver = LocustDriver(self.client)
         self.rounds = 0
+        self.stream: SocketPushStream | None = None
+        self.stream_url = _stream_url(self)
         started = time.perf_counter()
         phase = self.driver.run_until_home(self.device)
         ms = (time.perf_counter() - started) * 1000
@@ -153,12 +180,50 @@ class DeviceUser(FastHttpUser):
         if exception is not None:
             raise StopUser()
         self.device.forget_cached_keys()
+        if self.stream_url is not None:
+            self._open_stream()  # before any command is sent to it: the push will arrive here
+
+    def on_stop(self) -> None:
+        if getattr(self, "stream", None) is not None:
+            self.stream.close()  # type: ignore[union-attr]
+            self.stream = None
+
+    def _open_stream(self) -> SocketPushStream | None:
+        """Connect the device's stream; Locust shows how long the gateway took to hold it."""
+        token = self.device.state.push_token
+        if self.stream_url is None or token is None:
+            return None
+        stream = SocketPushStream(self.stream_url, token, timeout=15.0)
+        started = time.perf_counter()
+        ok = stream.open()
+        events.request.fire(request_type="STREAM", name="/events (open)", response_time=(time.perf_counter() - started)
+                            * 1000, response_length=0, exception=None if ok else RuntimeError(stream.error), context={})
+        self.stream = stream if ok else None
+        return self.stream
+
+    def _wait_for_push(self, timeout: float) -> list[dict[str, Any]]:
+        stream = self.stream if self.stream is not None and not self.stream.closed else self._open_stream()
+        if stream is None:
+            return []
+        started = time.perf_counter()
+        notes = stream.wait(timeout)
+        if notes:
+            events.request.fire(request_type="APNS", name="push", response_time=(time.perf_counter() - started) * 1000,
+                                response_length=len(notes), exception=None, context={})
+        return notes
 
     @task
     def check_in(self) -> None:
         """Wake on a push (or, every tenth round, poll as iOS eventually does) and answer commands."""
         self.rounds += 1
-        report = self.driver.run_agent(self.device, connect=self.rounds % 10 == 0)[0]
+        poll = self.rounds % 10 == 0
+        if self.stream_url is None:
+            report = self.driver.run_agent(self.device, connect=poll)[0]
+        else:
+            notes = self._wait_for_push(0.0 if poll else PUSH_WAIT_S)
+            if not notes and not poll:
+                return
+            report = self.driver.run(agent_round(self.device, self.driver.now, notifications=notes, connect=poll))
         for request_type, status in report.commands:
             events.request.fire(request_type="COMMAND", name=request_type, response_time=0, response_length=0,
                                 exception=None if status in ("Acknowledged", "NotNow") else RuntimeError(status),

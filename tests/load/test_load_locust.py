@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,41 @@ def test_the_locustfile_ships_in_the_package() -> None:
     assert Path(LOCUSTFILE).name == "locustfile.py" and Path(LOCUSTFILE).is_file()
 
 
+def _push_to_enrolled(world: World, count: int, deadline_s: float) -> list[str]:
+    """Once ``count`` devices are enrolled (polled until ``deadline_s``), send them DeviceInformation."""
+    deadline = time.monotonic() + deadline_s
+    udids: list[str] = []
+    while len(udids) < count and time.monotonic() < deadline:
+        udids = [d["udid"] for d in world.mdm.devices() if d["enrolled"]][:count]
+        time.sleep(0.05)
+    if udids:
+        reply = world.http.post("/mdm/api/v1/commands", json={
+            "udids": udids, "command": {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}})
+        assert reply.status_code == 201, reply.text
+    return udids
+
+
 def test_headless_locust_enrolls_devices_without_failures() -> None:
     with World(devices=30, seed=31) as world, world.serve() as served:
-        run = _locust("--headless", "-u", "10", "-r", "10", "-t", "6s", "--host", served.url,
-                      "--json", "--only-summary", "--loglevel", "WARNING")
-        _assert_devices_enrolled(_entries(run.stdout), run.stderr, at_least=5)
+        locust = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "10", "-r", "10", "-t", "8s",
+             "--host", served.url, "--json", "--only-summary", "--loglevel", "WARNING"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            pushed = _push_to_enrolled(world, 5, deadline_s=30)
+            stdout, stderr = locust.communicate(timeout=40)
+        finally:
+            if locust.poll() is None:
+                locust.kill()
+                locust.wait()
+        stats = _entries(stdout)
+        _assert_devices_enrolled(stats, stderr, at_least=5)
+        # each device user held its stream and woke on the push that came over it
+        assert len(pushed) == 5
+        assert stats["STREAM /events (open)"]["num_requests"] >= 5
+        assert stats["APNS push"]["num_requests"] >= 5, stats.keys()
+        assert stats["COMMAND DeviceInformation"]["num_requests"] >= 5
+        assert not [name for name in stats if "/apple/apns" in name]  # nobody polled APNs
         enrolled = [d for d in world.devices.list() if d["enrolled"]]
         assert enrolled == []  # devices ran in Locust's process, not the world's: the MDM saw them
         assert len([d for d in world.mdm.devices() if d["enrolled"]]) >= 5
