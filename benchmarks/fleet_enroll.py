@@ -4,12 +4,17 @@ Starts ``mdmsim serve`` (in memory, or ``--data-dir tmp --workers 2``) in a subp
 world over HTTP (DEP profile assigned to every serial, identity bundles), then runs the fleet in this
 process. Target on a 2-core machine: 10,000 devices in ≤ 120 s, ≤ 50 KB per idle device.
 
+With ``--wake push`` (the default) each enrolled device holds a stream to the server's push gateway
+(the world's ``urls.apns_stream``) until the run ends and wakes on the push that arrives on it; the
+JSON then says ``"streams_open": 10000`` and ``"push_missed": 0``. A server that advertises no stream
+listener leaves ``streams_open`` at 0 and devices poll APNs instead, as before streams existed.
+
 The floor, measured right after the run on the same server: the fleet's concurrency on a bare endpoint
 (``/_sim/bench/page``). ``floor_ratio`` is the fleet's requests per second over the floor's: how much
 of what this machine's server stack can answer at all the enrollment work leaves, a figure that moves
 far less than ``elapsed_s`` when the machine is busier or slower.
 Last line: JSON ``{"enrolled", "devices_per_s", "peak_rss_mb", "kb_per_idle_device", "elapsed_s",
-"floor_requests_per_s", "floor_ratio", …}``.
+"push_missed", "streams_open", "streams_failed", "floor_requests_per_s", "floor_ratio", …}``.
 
     python benchmarks/fleet_enroll.py --devices 10000
 """

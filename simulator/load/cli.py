@@ -68,7 +68,9 @@ def load() -> None:
 @click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 10_000),
               help="Devices in flight at once.")
 @click.option("--wake", type=click.Choice(["push", "poll"]), default="push", show_default=True,
-              help="How a device learns of its first command: its APNs events, or polling /mdm/connect.")
+              help="How a device learns of its first command: the push on the stream it holds to the world's "
+                   "push gateway (urls.apns_stream in /_sim/; a world without one: its APNs events), or polling "
+                   "/mdm/connect.")
 @click.option("--no-prepare", is_flag=True, help="Do not define and assign a DEP profile (already done).")
 @click.option("--mdm-url", help="ConfigurationURL for the DEP profile (default: the world's /mdm/enroll).")
 @click.option("--identity", type=click.Choice(["pkcs12", "scep"]), default="pkcs12", show_default=True,
