@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import httpx
 from oauthlib.oauth1 import Client
@@ -92,3 +93,30 @@ def test_an_enrolled_device_wakes_on_the_push_its_stream_delivers() -> None:
             finally:
                 again.close()
         assert served.gateway is not None and served.gateway.delivered_count == 2
+
+
+def test_mdmsim_device_listens_on_its_stream_and_answers_a_push() -> None:
+    with World(devices=2, seed=24) as world, world.serve() as served, WorldAdmin(served.url) as admin:
+        serial = admin.serials(1)[0]
+        admin.assign_profile(admin.define_profile(), [serial])
+        udid = world.identity(serial).udid
+        device = subprocess.Popen(
+            [sys.executable, "-m", "simulator.cli", "device", "power-on", serial, "--server", served.url,
+             "--listen", "60", "--pushes", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"COLUMNS": "200", "PATH": ""},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not any(d["udid"] == udid and d["enrolled"] for d in world.mdm.devices()):
+                assert time.monotonic() < deadline and device.poll() is None, device.stderr.read() if device.stderr else ""
+                time.sleep(0.05)
+            admin.enqueue([udid], {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]})
+            out, err = device.communicate(timeout=60)
+        finally:
+            if device.poll() is None:
+                device.kill()
+                device.wait()
+        assert device.returncode == 0, out[-2000:] + err[-2000:]
+        assert f"holding the push stream at {served.apns_stream_url}" in out
+        assert "push → connected: DeviceInformation Acknowledged" in out
+        assert "stopped: home" in out

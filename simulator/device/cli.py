@@ -10,6 +10,10 @@ appears. The identity endpoint it reads, ``GET {server}/_sim/devices/<serial>/id
      "apple_url": "http://127.0.0.1:8080/apple",          # optional, default {server}/apple
      "apple_ca_pem": "-----BEGIN CERTIFICATE-----…"}      # only when the world serves HTTPS
 
+With ``--listen SECONDS`` the device then holds its push stream (the world's ``urls.apns_stream``,
+read from ``GET {server}/_sim/``) and answers each push that arrives on it, as an iPhone on a desk
+does: send it commands from your MDM and watch them answered.
+
 Against ``mdmsim serve --tls`` pass ``--ca-file`` (the server's ``/_sim/tls-ca.pem``): it is the
 device's *system store*, the simulation's stand-in for Apple's roots, used for Apple's services and
 the simulation control. The MDM server the device trusts only by its profile's anchor certificates.
@@ -18,6 +22,7 @@ the simulation control. The MDM server the device trusts only by its profile's a
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 
 import click
@@ -28,7 +33,8 @@ from rich.table import Table
 from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 
-from .drivers import HTTPDriver, served_world_clock
+from .agent import agent_round
+from .drivers import HTTPDriver, SocketPushStream, served_world_clock
 from .identity import DeviceIdentity
 from .machine import Device, DeviceScript, Request, Response
 from .store import DeviceFleetService, DeviceStore, open_device_store
@@ -92,6 +98,9 @@ def device() -> None:
 )
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PEM CA the device's system store trusts (an `mdmsim serve --tls`'s /_sim/tls-ca.pem).")
+@click.option("--listen", default=0.0, show_default=True, type=click.FloatRange(0, 7 * 86_400),
+              help="Seconds to hold the device's push stream afterwards, answering every push.")
+@click.option("--pushes", type=click.IntRange(1), help="With --listen: stop once this many pushes were answered.")
 def power_on(
     serial: str,
     server: str,
@@ -104,6 +113,8 @@ def power_on(
     agent_rounds: int,
     data_dir: Path | None,
     ca_file: Path | None = None,
+    listen: float = 0.0,
+    pushes: int | None = None,
 ) -> None:
     """Walk one device through Setup Assistant, pane by pane."""
     server = server.rstrip("/")
@@ -138,6 +149,9 @@ def power_on(
         if agent_rounds:
             driver.run_agent(dev, agent_rounds)
         print_new(Request("GET", ""), Response(0))
+        if listen and dev.enrolled:
+            listen_for_pushes(client, server, driver, dev, listen, pushes)
+            print_new(Request("GET", ""), Response(0))
         console.print(f"stopped: [bold]{phase}[/bold] on pane [bold]{dev.pane}[/bold]")
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +160,52 @@ def power_on(
             fleet.save(dev)
         if phase == "setup":
             raise SystemExit(1)
+
+
+def push_stream_url(client: httpx.Client, server: str) -> str | None:
+    """Where the world's devices hold their push streams (``urls.apns_stream`` of ``/_sim/``)."""
+    try:
+        r = client.get(f"{server}/_sim/", timeout=15)
+        url = r.json().get("urls", {}).get("apns_stream") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return str(url) if url else None
+
+
+def listen_for_pushes(client: httpx.Client, server: str, driver: HTTPDriver, dev: Device, seconds: float,
+                      pushes: int | None) -> int:  # fmt: skip
+    """Hold the device's push stream for ``seconds`` and answer each push; the pushes answered."""
+    url = push_stream_url(client, server)
+    token = dev.state.push_token
+    if url is None or token is None:
+        console.print(f"[yellow]{server} advertises no push stream (urls.apns_stream): not listening[/yellow]")
+        return 0
+    deadline = time.monotonic() + seconds
+    answered = 0
+    stream: SocketPushStream | None = None
+    try:
+        while (left := deadline - time.monotonic()) > 0 and (pushes is None or answered < pushes):
+            if stream is None or stream.closed:
+                if stream is not None:  # the gateway went away: say so, then connect again
+                    console.print(f"[yellow]{stream.error}; reconnecting[/yellow]")
+                    time.sleep(min(1.0, left))
+                stream = SocketPushStream(url, token, timeout=min(15.0, max(left, 0.1)))
+                if not stream.open():
+                    continue
+                console.print(f"holding the push stream at {url} for {left:.0f} s")
+            notes = stream.wait(deadline - time.monotonic())
+            if not notes:
+                continue
+            report = driver.run(agent_round(dev, driver.now, notifications=notes, connect=False))
+            if not report.pushed:
+                continue
+            answered += 1
+            done = ", ".join(f"{kind} {status}" for kind, status in report.commands) or "nothing queued"
+            console.print(f"[cyan]push[/cyan] → connected: {done}")
+    finally:
+        if stream is not None:
+            stream.close()
+    return answered
 
 
 @device.command("list")
