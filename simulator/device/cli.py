@@ -37,6 +37,7 @@ from .agent import agent_round
 from .drivers import HTTPDriver, SocketPushStream, served_world_clock
 from .identity import DeviceIdentity
 from .machine import Device, DeviceScript, Request, Response
+from .push_stream import reachable_stream_url
 from .store import DeviceFleetService, DeviceStore, open_device_store
 
 console = Console()
@@ -169,7 +170,7 @@ def push_stream_url(client: httpx.Client, server: str) -> str | None:
         url = r.json().get("urls", {}).get("apns_stream") if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
-    return str(url) if url else None
+    return reachable_stream_url(str(url), server) if url else None
 
 
 def listen_for_pushes(client: httpx.Client, server: str, driver: HTTPDriver, dev: Device, seconds: float,

@@ -36,6 +36,7 @@ __all__ = [
     "ServerSentEvent",
     "StreamAddress",
     "stream_address",
+    "reachable_stream_url",
     "MAX_LINE",
     "MAX_HEAD",
 ]
@@ -144,6 +145,24 @@ def stream_address(stream_url: str, token: str) -> StreamAddress:
     path = parts.path.rstrip("/")
     query = urllib.parse.urlencode({"token": token})
     return StreamAddress(parts.scheme, parts.hostname, port, f"{path}/events?{query}")
+
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"})
+
+
+def reachable_stream_url(advertised: str, server_url: str) -> str:
+    """The advertised stream URL as a client that reached the world at ``server_url`` can reach it.
+
+    A world served on every interface advertises its stream listener on loopback (the address it
+    knows works); a device on another host (a Locust worker elsewhere) reaches the listener's port
+    through the host it reached the world by, so that host replaces a loopback or unspecified one.
+    """
+    stream, server = urllib.parse.urlsplit(advertised), urllib.parse.urlsplit(server_url)
+    if stream.hostname not in _LOCAL_HOSTS or not server.hostname or server.hostname in _LOCAL_HOSTS:
+        return advertised
+    host = f"[{server.hostname}]" if ":" in server.hostname else server.hostname
+    netloc = f"{host}:{stream.port}" if stream.port else host
+    return urllib.parse.urlunsplit(stream._replace(netloc=netloc))
 
 
 class PushStream:

@@ -20,6 +20,7 @@ from oauthlib.oauth1 import Client as OAuthClient
 from simulator.device.drivers import served_world_clock
 from simulator.device.identity import DeviceIdentity
 from simulator.device.machine import Device, DeviceScript
+from simulator.device.push_stream import reachable_stream_url
 
 __all__ = ["WorldAdmin", "LoadSetupError", "GRAPH", "DEFAULT_SKIP_SETUP", "chunks", "device_from_bundle"]
 
@@ -89,7 +90,7 @@ class WorldAdmin:
         """The push gateway's device-stream listener, where devices hold their streams (``None``: the
         world is not served with one, e.g. an older ``mdmsim serve``; devices then poll APNs)."""
         value = self.info.get("urls", {}).get("apns_stream")
-        return str(value) if value else None
+        return reachable_stream_url(str(value), self.target) if value else None
 
     def world_now(self) -> Callable[[], datetime]:
         """The world's clock, read once and then advanced with the wall clock."""

@@ -36,6 +36,7 @@ from requests import Session
 
 from simulator.device.agent import agent_round
 from simulator.device.drivers import SocketPushStream
+from simulator.device.push_stream import reachable_stream_url
 from simulator.load.admin import GRAPH, LoadSetupError, WorldAdmin, device_from_bundle
 from simulator.load.locust_driver import LocustDriver
 
@@ -141,7 +142,7 @@ def _stream_url(user: FastHttpUser) -> str | None:
         r = user.client.get("/_sim/", name="/_sim/")
         _world_info.update(r.json() if r.status_code == 200 else {"urls": {}})
     url = (_world_info.get("urls") or {}).get("apns_stream")
-    return str(url) if url else None
+    return reachable_stream_url(str(url), user.host or "") if url else None
 
 
 class DeviceUser(FastHttpUser):

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from simulator.device.push_stream import MAX_LINE, EventStreamParser, PushStream, ServerSentEvent, stream_address
+from simulator.device.push_stream import (
+    MAX_LINE,
+    EventStreamParser,
+    PushStream,
+    ServerSentEvent,
+    reachable_stream_url,
+    stream_address,
+)
 
 TOKEN = "ab" * 32
 HEAD = (b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
@@ -94,3 +101,12 @@ def test_only_push_events_with_json_objects_are_notifications() -> None:
     wire = HEAD + chunk(b"event: other\ndata: {}\n\n" + b"data: not json\n\n" + b"data: [1]\n\n")
     wire += chunk(b'data: {"apns_id": "from-the-wsgi-stream", "payload": {"mdm": "m"}}\n\n')
     assert [n["apns_id"] for n in stream.feed(wire)] == ["from-the-wsgi-stream"]
+
+
+def test_a_loopback_stream_url_is_reached_through_the_host_the_world_was_reached_by() -> None:
+    # a Locust worker on another machine reached the world at 10.0.0.5: the listener is on that host too
+    assert reachable_stream_url("http://127.0.0.1:40123", "http://10.0.0.5:8080") == "http://10.0.0.5:40123"
+    assert reachable_stream_url("http://0.0.0.0:40123", "http://[fd00::5]:8080") == "http://[fd00::5]:40123"
+    # on the same machine, or when the world advertised a real host, the URL stays as it is
+    assert reachable_stream_url("http://127.0.0.1:40123", "http://localhost:8080") == "http://127.0.0.1:40123"
+    assert reachable_stream_url("http://push.example:1", "http://10.0.0.5:8080") == "http://push.example:1"
