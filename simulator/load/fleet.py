@@ -168,7 +168,12 @@ class ClientPool:
 
 
 class _CommandBatcher:
-    """Collects enrolled UDIDs; one DeviceInformation enqueue per batch, each waiter told when done."""
+    """Collects enrolled UDIDs; one DeviceInformation enqueue per batch, each waiter told when done.
+
+    A device may hand in an awaitable that must finish before its command is enqueued (its push
+    stream being opened): the batch is sent once all of its devices' are done. The stream opens while
+    the batch fills, off the device's critical path, and is still held before the push can come.
+    """
 
     def __init__(self, client: LoadClient, mdm_url: str, batch: int, wait_s: float,
                  stats: LatencyStats) -> None:
@@ -177,14 +182,14 @@ class _CommandBatcher:
         self.batch = batch
         self.wait_s = wait_s
         self.stats = stats
-        self.pending: list[tuple[str, asyncio.Future[bool]]] = []
+        self.pending: list[tuple[str, asyncio.Future[bool], asyncio.Future[Any] | None]] = []
         self.wakeup = asyncio.Event()
         self.closed = False
         self.inflight: set[asyncio.Task[None]] = set()
 
-    def submit(self, udid: str) -> asyncio.Future[bool]:
+    def submit(self, udid: str, after: asyncio.Future[Any] | None = None) -> asyncio.Future[bool]:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append((udid, future))
+        self.pending.append((udid, future, after))
         if len(self.pending) >= self.batch:
             self.wakeup.set()
         return future
@@ -204,8 +209,11 @@ class _CommandBatcher:
         if self.inflight:
             await asyncio.gather(*self.inflight)
 
-    async def _send(self, batch: list[tuple[str, asyncio.Future[bool]]]) -> None:
-        body = {"udids": [u for u, _ in batch],
+    async def _send(self, batch: list[tuple[str, asyncio.Future[bool], asyncio.Future[Any] | None]]) -> None:
+        waiting = [after for _, _, after in batch if after is not None and not after.done()]
+        if waiting:
+            await asyncio.wait(waiting)
+        body = {"udids": [u for u, _, _ in batch],
                 "command": {"RequestType": "DeviceInformation", "Queries": DEVICE_INFORMATION_QUERIES}}
         started = time.perf_counter()
         try:
@@ -214,7 +222,7 @@ class _CommandBatcher:
         except LoadHTTPError:
             status = 0
         self.stats.record("POST /mdm/api/v1/commands", status, (time.perf_counter() - started) * 1000.0)
-        for _, future in batch:
+        for _, future, _ in batch:
             if not future.done():
                 future.set_result(status in (200, 201))
 
@@ -245,7 +253,7 @@ class FleetRunner:
         self.options = options
         self.mdm_url = mdm_url.rstrip("/")
         #: where enrolled devices hold their push streams (None: they poll APNs's events endpoint)
-        self.stream_url = options.stream_url if options.wake == "push" else None
+        self.stream_url = (options.stream_url or None) if options.wake == "push" else None
         self.now = now
         self.on_update = on_update
         self.devices = [device_from_bundle(b) for b in bundles]
@@ -331,9 +339,12 @@ class FleetRunner:
         self.enrolled += 1
         self._update()
         # The stream is open (the gateway holds the subscription) before the command is enqueued, so
-        # the push reaches the device over it however fast the server pushes.
-        stream = await self._open_stream(device, driver) if self.stream_url else None
-        if not await batcher.submit(device.udid):
+        # the push reaches the device over it however fast the server pushes; it opens while the
+        # command's batch fills.
+        opening = asyncio.ensure_future(self._open_stream(device, driver)) if self.stream_url else None
+        enqueued = await batcher.submit(device.udid, after=opening)
+        stream = await opening if opening is not None else None
+        if not enqueued:
             self._fail(device, "the DeviceInformation command could not be enqueued")
             return
         if await self._answer_first_command(device, driver, stream):
@@ -346,7 +357,9 @@ class FleetRunner:
     async def _open_stream(self, device: Device, driver: AsyncHTTPDriver) -> AsyncPushStream | None:
         """Hold the device's push stream for the rest of the run (None when it could not be opened)."""
         assert self.stream_url is not None and device.state.push_token is not None
+        started = time.perf_counter()
         stream = await open_push_stream(self.stream_url, device.state.push_token, timeout=self.options.timeout_s)
+        self.stats.record("GET /events (stream)", 0 if stream.closed else 200, (time.perf_counter() - started) * 1000.0)
         if stream.closed:
             self.streams_failed += 1
             device.record("Push", "error", driver.now(), (stream.error or "push stream failed")[:300])
