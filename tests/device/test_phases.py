@@ -137,10 +137,11 @@ ALLOWED = {
     "enrollment": {"machine", "scep_enroll"},
     "setup_assistant": {"enrollment", "machine", "phases", "scep_enroll"},
     "commands": {"enrollment", "machine", "setup_assistant"},
+    "push_stream": {"machine"},
     "agent": {"commands", "enrollment", "machine", "scep_enroll", "setup_assistant"},
-    "drivers": {"agent", "machine", "phases", "setup_assistant"},
+    "drivers": {"agent", "machine", "phases", "push_stream", "setup_assistant"},
     "store": {"agent", "drivers", "identity", "machine"},
-    "cli": {"drivers", "identity", "machine", "store"},
+    "cli": {"agent", "drivers", "identity", "machine", "push_stream", "store"},
 }
 
 
