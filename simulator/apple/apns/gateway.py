@@ -208,7 +208,7 @@ class APNsGateway:
 
     def stats(self) -> dict[str, int]:
         return {"device_streams": len(self.device_streams), "provider_connections": len(self.provider_connections),
-                "delivered": self.delivered_count, "wakes": self.fanout.wakes if self.fanout else 0}  # fmt: skip
+                "delivered": self.delivered_count, "wakes": self.fanout.wakes if self.fanout is not None else 0}  # fmt: skip
 
 
 class GatewayThread:
