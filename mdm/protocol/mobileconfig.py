@@ -32,6 +32,7 @@ __all__ = [
     "PKCS12Payload",
     "RootPayload",
     "SCEPPayload",
+    "ACMEPayload",
     "GenericPayload",
     "Profile",
     "ParsedProfile",
@@ -215,6 +216,29 @@ class SCEPPayload(Payload):
 
 
 @dataclass(kw_only=True)
+class ACMEPayload(Payload):
+    """``com.apple.security.acme`` (iOS 16+): the device makes a key, hardware-bound and attested if
+    asked, and gets its certificate from an ACME server (FACTS-apple-2025 §C.4).
+
+    Unlike SCEP's, the settings are top-level keys. ``ClientIdentifier`` is the value of the order's
+    ``permanent-identifier``; ``Subject`` and ``SubjectAltName`` take SCEP's formats.
+    """
+
+    PAYLOAD_TYPE: ClassVar[str] = "com.apple.security.acme"
+
+    directory_url: str = plist_field("DirectoryURL", str, required=True)
+    client_identifier: str = plist_field("ClientIdentifier", str, required=True)
+    key_size: int = plist_field("KeySize", int, required=True)
+    key_type: str = plist_field("KeyType", str, required=True)
+    hardware_bound: bool = plist_field("HardwareBound", bool, required=True)
+    subject: list[Any] = plist_field("Subject", list, required=True)
+    attest: bool | None = plist_field("Attest", bool)
+    subject_alt_name: dict[str, Any] | None = plist_field("SubjectAltName", dict)
+    usage_flags: int | None = plist_field("UsageFlags", int)
+    extended_key_usage: list[str] | None = plist_field("ExtendedKeyUsage", list)
+
+
+@dataclass(kw_only=True)
 class GenericPayload(Payload):
     """A payload type this module does not model; its dictionary is kept whole in ``raw``."""
 
@@ -230,7 +254,7 @@ class GenericPayload(Payload):
 
 
 PAYLOAD_CLASSES: Mapping[str, type[Payload]] = {
-    c.PAYLOAD_TYPE: c for c in (MDMPayload, PKCS12Payload, RootPayload, SCEPPayload)
+    c.PAYLOAD_TYPE: c for c in (MDMPayload, PKCS12Payload, RootPayload, SCEPPayload, ACMEPayload)
 }
 
 

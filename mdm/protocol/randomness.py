@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 __all__ = ["Randomness", "derived_bytes"]
 
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P384_ORDER = int(
+    "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+)
 
 
 def derived_bytes(seed: int, label: str, n: int) -> bytes:
@@ -119,12 +122,19 @@ class Randomness:
             return random.Random(os.urandom(32))
         return random.Random(derived_bytes(self.seed, label, 32))
 
-    def ec_key(self, label: str) -> ec.EllipticCurvePrivateKey:
-        """A P-256 key (cheap to derive: a scalar from the seed)."""
+    def ec_key(self, label: str, curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
+        """A P-256 key, or P-384 with ``curve=ec.SECP384R1()`` (Apple's attestation CAs); cheap to
+        derive: a scalar from the seed. P-256 keeps the derivation seeded worlds have always used."""
+        curve = curve if curve is not None else ec.SECP256R1()
         if self.seed is None:
-            return ec.generate_private_key(ec.SECP256R1())
+            return ec.generate_private_key(curve)
+        if isinstance(curve, ec.SECP384R1):
+            scalar = int.from_bytes(derived_bytes(self.seed, f"p384:{label}", 64), "big") % (_P384_ORDER - 1) + 1
+            return ec.derive_private_key(scalar, curve)
+        if not isinstance(curve, ec.SECP256R1):
+            raise ValueError("seeded EC keys are P-256 or P-384")
         scalar = int.from_bytes(_sha256(self.seed, label), "big") % (_P256_ORDER - 1) + 1
-        return ec.derive_private_key(scalar, ec.SECP256R1())
+        return ec.derive_private_key(scalar, curve)
 
     def rsa_key(self, label: str, bits: int = 2048) -> rsa.RSAPrivateKey:
         """An RSA key (public exponent 65537); derived and cached per process when seeded."""
