@@ -10,7 +10,7 @@ the schemas together:
 :mod:`simulator.apple.devices`            devices and their change events (written by portal, DEP,
                                           activation, always through that module)
 :mod:`simulator.apple.dep.store`          DEP profiles, sessions, nonces, activation locks, cursor key
-:mod:`simulator.apple.activation.store`   the device CA
+:mod:`simulator.apple.activation.store`   the device CA, the Enterprise Attestation CA
 :mod:`simulator.apple.apns.store`         APNs' pending notifications, token topics, counters
 :mod:`simulator.apple.pushcert.store`     push certificates and their CA
 ========================================  ============================================================
@@ -51,6 +51,7 @@ MIGRATIONS = [
     devices.MIGRATIONS[1],
     portal_store.MIGRATIONS[1],
     dep_store.MIGRATIONS[1],
+    activation_store.MIGRATIONS[1],
 ]
 
 

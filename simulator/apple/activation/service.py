@@ -13,6 +13,9 @@ assigned to an MDM server, or no profile), after which the device activates unma
 (``AnchorCertificates``, ``SupervisorHostCertificates``) travel as base64 DER strings, as they do in
 the DEP profile.
 
+The attestation CA (:mod:`.attestation`) lives beside the device CA: it attests Secure Enclave keys
+for ACME payloads, and its root is published as the device CA is.
+
 The device CA. Real devices carry an identity certificate Apple issued at manufacture, and MDM
 servers check that MachineInfo is signed by it. This service owns that CA: one EC P-256 key pair,
 kept in Apple's store (:mod:`.store`) so every worker process of one world issues and trusts the same
@@ -41,6 +44,7 @@ from mdm.protocol.x509 import CertificateAuthority, PublicKey, cert_to_pem
 from .. import devices
 from ..store import open_apple_store
 from . import store as activation_store
+from .attestation import AttestationAuthority
 
 __all__ = [
     "ActivationError",
@@ -110,12 +114,15 @@ class ActivationService:
             else:
                 device_ca = CertificateAuthority.from_pem(*stored)
         self.device_ca: CertificateAuthority = device_ca
+        #: Apple's Enterprise Attestation CA: attests devices' Secure Enclave keys (Managed Device Attestation)
+        self.attestation = AttestationAuthority(self.store, clock, device_ca=device_ca.certificate, seed=seed)
 
     def keep_device_ca(self) -> None:
-        """Store this service's device CA again (after its store was wiped: devices already hold
-        identities it issued, and every MDM server trusts it)."""
+        """Store this service's device CA and attestation CA again (after its store was wiped: devices
+        already hold identities the one issued, and MDM and ACME servers trust both)."""
         with self.store.transaction() as db:
             activation_store.save_device_ca(db, *self.device_ca.to_pem())
+        self.attestation.keep()
 
     # -- cloud configuration ---------------------------------------------------------------------------
     def request_profile_configuration(self, body: Any) -> dict[str, Any]:

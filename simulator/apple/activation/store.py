@@ -12,10 +12,11 @@ import json
 import sqlite3
 from typing import Any
 
-__all__ = ["MIGRATIONS", "device_ca", "save_device_ca", "cloud_configuration"]
+__all__ = ["MIGRATIONS", "attestation_ca", "device_ca", "save_attestation_ca", "save_device_ca", "cloud_configuration"]
 
-#: Activation's table, the Apple store's second migration (see :mod:`simulator.apple.store`).
-#: ``IF NOT EXISTS``: before it was a migration, the service created the table itself.
+#: Activation's tables. The first is the Apple store's second migration (see :mod:`simulator.apple.store`);
+#: ``IF NOT EXISTS``: before it was a migration, the service created the table itself. The second holds
+#: the Enterprise Attestation CA (:mod:`.attestation`): the root's certificate, the sub CA and its key.
 MIGRATIONS = [
     """
     CREATE TABLE IF NOT EXISTS activation_device_ca (
@@ -23,7 +24,15 @@ MIGRATIONS = [
         cert_pem BLOB NOT NULL,
         key_pem BLOB NOT NULL
     );
+    """,
     """
+    CREATE TABLE activation_attestation_ca (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        root_pem BLOB NOT NULL,
+        sub_ca_pem BLOB NOT NULL,
+        sub_ca_key_pem BLOB NOT NULL
+    );
+    """,
 ]
 
 
@@ -36,6 +45,19 @@ def device_ca(db: sqlite3.Connection) -> tuple[bytes, bytes] | None:
 def save_device_ca(db: sqlite3.Connection, cert_pem: bytes, key_pem: bytes) -> None:
     db.execute(
         "INSERT OR REPLACE INTO activation_device_ca (id, cert_pem, key_pem) VALUES (1, ?, ?)", (cert_pem, key_pem)
+    )
+
+
+def attestation_ca(db: sqlite3.Connection) -> tuple[bytes, bytes, bytes] | None:
+    """``(root PEM, sub CA PEM, sub CA key PEM)`` of the Enterprise Attestation CA, if one was made."""
+    row = db.execute("SELECT root_pem, sub_ca_pem, sub_ca_key_pem FROM activation_attestation_ca WHERE id = 1").fetchone()
+    return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]))
+
+
+def save_attestation_ca(db: sqlite3.Connection, root_pem: bytes, sub_ca_pem: bytes, sub_ca_key_pem: bytes) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO activation_attestation_ca (id, root_pem, sub_ca_pem, sub_ca_key_pem) VALUES (1, ?, ?, ?)",
+        (root_pem, sub_ca_pem, sub_ca_key_pem),
     )
 
 
