@@ -28,6 +28,9 @@ __all__ = [
     "EnrollmentProfile",
     "build_enrollment_profile",
     "SCEPIdentity",
+    "ACMEIdentity",
+    "ACME_MIN_OS",
+    "acme_capable",
     "SERVER_CAPABILITIES",
     "ACCESS_RIGHTS_ALL",
     "PROFILE_SUBJECT",
@@ -93,6 +96,33 @@ class SCEPIdentity:
     ca_fingerprint: bytes | None = None
 
 
+#: ``com.apple.security.acme`` exists from iOS and iPadOS 16; an older device gets SCEP (Intune's rule).
+ACME_MIN_OS = 16
+
+
+def acme_capable(os_version: str | None) -> bool:
+    """Whether a device that reported ``os_version`` in its MachineInfo can act on an ACME payload."""
+    try:
+        return int((os_version or "").split(".")[0]) >= ACME_MIN_OS
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ACMEIdentity:
+    """Where the profile sends the device for its identity over ACME: the directory, the one-time
+    ClientIdentifier of this enrollment, the subject (CN = the UDID) and the key the device must make:
+    P-384 in the Secure Enclave, attested by Apple (every device in the catalog has an A11 or later)."""
+
+    directory_url: str
+    client_identifier: str
+    subject_cn: str
+    key_type: str = "ECSECPrimeRandom"
+    key_size: int = 384
+    hardware_bound: bool = True
+    attest: bool = True
+
+
 def build_enrollment_profile(
     *,
     ca: CertificateAuthority,
@@ -101,6 +131,7 @@ def build_enrollment_profile(
     identity: x509.Certificate | None = None,
     identity_key: PrivateKey | None = None,
     scep: SCEPIdentity | None = None,
+    acme: ACMEIdentity | None = None,
     udid: str | None = None,
     organization: str = "mdmsim",
     extra_certs: Sequence[x509.Certificate] = (),
@@ -108,18 +139,21 @@ def build_enrollment_profile(
 ) -> bytes:
     """The ``application/x-apple-aspen-config`` body: root CA + identity payload + com.apple.mdm, signed.
 
-    The identity payload is SCEP (``scep``: the device makes its key and asks the SCEP server, as
+    The identity payload is ACME (``acme``: a hardware-bound, attested key and a certificate from the
+    ACME server, iOS 16+), SCEP (``scep``: the device makes its key and asks the SCEP server, as
     every production MDM server has it do) or PKCS#12 (``identity`` and ``identity_key``: enrollment
     in one round trip, with a random per-profile password in the payload's ``Password`` key, as
     Apple's schema allows). Passwords and PayloadUUIDs are labelled by the identity's serial (or, for
     SCEP, the UDID and challenge): one set per profile issued.
     """
     random = random if random is not None else Randomness(None)
-    if scep is None and (identity is None or identity_key is None):
-        raise ValueError("an enrollment profile needs a PKCS#12 identity or a SCEP identity payload")
+    if scep is None and acme is None and (identity is None or identity_key is None):
+        raise ValueError("an enrollment profile needs a PKCS#12, SCEP or ACME identity payload")
     # Unseeded, labels are not used: not worth formatting on every enrollment of a fleet.
     if not random.seeded:
         label = ""
+    elif acme is not None:
+        label = f"mdm:{udid or acme.subject_cn}:profile:acme:{acme.client_identifier}"
     elif scep is not None:
         label = f"mdm:{udid or scep.subject_cn}:profile:scep:{scep.challenge}"
     else:
@@ -138,7 +172,22 @@ def build_enrollment_profile(
         payload_certificate_file_name="mdm-ca.cer",
     )
     identity_payload: mobileconfig.Payload
-    if scep is not None:
+    if acme is not None:
+        identity_payload = mobileconfig.ACMEPayload(
+            payload_identifier=f"{PROFILE_IDENTIFIER}.acme",
+            payload_uuid=identity_uuid,
+            payload_display_name="Device identity (ACME)",
+            directory_url=acme.directory_url,
+            client_identifier=acme.client_identifier,
+            key_type=acme.key_type,
+            key_size=acme.key_size,
+            hardware_bound=acme.hardware_bound,
+            attest=acme.attest,
+            subject=[[["CN", acme.subject_cn]], [["O", organization]]],
+            usage_flags=1,  # digital signature: an EC key signs (Mdm-Signature, TLS client auth)
+            extended_key_usage=["1.3.6.1.5.5.7.3.2"],  # clientAuth
+        )
+    elif scep is not None:
         identity_payload = mobileconfig.SCEPPayload(
             payload_identifier=f"{PROFILE_IDENTIFIER}.scep",
             payload_uuid=identity_uuid,

@@ -1,13 +1,15 @@
 """Flask handlers of the MDM server (mounted at ``/mdm``): parse, call :class:`MDMService`, render.
 
 Device-facing endpoints answer errors in plain text (devices log the body); the command API under
-``/api/v1`` answers JSON ``{"error": reason}``.
+``/api/v1`` answers JSON ``{"error": reason}``; ACME under ``/acme`` answers RFC 8555 problem
+documents (``application/problem+json``) and puts a fresh ``Replay-Nonce`` on every answer.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 from flask import Flask, Response, request
@@ -15,7 +17,9 @@ from werkzeug.exceptions import HTTPException
 
 from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_response, read_body, read_json
 from mdm.protocol import scep
+from mdm.protocol.acme import JOSE_CONTENT_TYPE, ACMEProblem
 
+from .acme import MAX_ACME_BODY, ACMEReply
 from .replies import MDMError, Reply
 from .scep import PKI_CONTENT_TYPE, RA_CONTENT_TYPE
 from .service import MDMService
@@ -61,8 +65,27 @@ def _is_api() -> bool:
     return request.path.startswith("/api/")
 
 
+def _is_acme() -> bool:
+    return request.path.startswith("/acme/") or request.path == "/acme"
+
+
+def _acme_response(mdm: MDMService, reply: ACMEReply) -> Response:
+    """An ACME answer: JSON or PEM body, its headers, a fresh nonce, and no caching (RFC 8555 §7.2)."""
+    body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body, separators=(",", ":"))
+    response = Response(body, status=reply.status, content_type=reply.content_type)
+    for key, value in reply.headers.items():
+        response.headers[key] = value
+    response.headers["Replay-Nonce"] = mdm.acme.new_nonce()
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
     app = create_party_app("mdm", __name__, before=before, text_errors=False)
+
+    @app.errorhandler(ACMEProblem)
+    def _acme_problem(problem: ACMEProblem) -> Response:
+        return _acme_response(mdm, mdm.acme.problem(problem))
 
     @app.errorhandler(MDMError)
     def _mdm_error(error: MDMError) -> Response:
@@ -74,6 +97,10 @@ def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
     def _http_error(error: HTTPException) -> Response:
         code = error.code or 500
         reason = {413: "request body too large (limit 1 MB)"}.get(code, error.description or error.name)
+        if _is_acme():
+            detail = {413: f"request body too large (limit {MAX_ACME_BODY // 1024} KB)",
+                      404: "no such ACME resource", 405: "method not allowed on this ACME resource"}.get(code, reason)
+            return _acme_response(mdm, mdm.acme.problem(ACMEProblem("malformed", detail, code)))
         if _is_api():
             return json_response({"error": reason}, code)
         return _text(code, reason)
@@ -132,6 +159,29 @@ def create_app(mdm: MDMService, *, before: BeforeHook | None = None) -> Flask:
         except scep.SCEPError as exc:  # nothing signed to answer to: no CertRep is possible
             return _text(400, f"not a SCEP pkiMessage: {exc.reason}")
         return Response(reply.der, headers={"Content-Type": PKI_CONTENT_TYPE})
+
+    # -- ACME (RFC 8555 with device-attest-01): the directory, nonces, and one JWS POST per resource --------
+    @app.get("/acme/directory")
+    def acme_directory() -> Response:
+        return _acme_response(mdm, ACMEReply(200, mdm.acme.directory()))
+
+    @app.route("/acme/new-nonce", methods=["GET", "HEAD"])
+    def acme_new_nonce() -> Response:
+        return _acme_response(mdm, ACMEReply(200 if request.method == "HEAD" else 204, b"", "text/plain"))
+
+    def acme_post(resource: str, object_id: str | None = None) -> Response:
+        if (request.mimetype or "") != JOSE_CONTENT_TYPE:
+            raise ACMEProblem("malformed", f"the Content-Type must be {JOSE_CONTENT_TYPE}", 415)
+        body = read_body(MAX_ACME_BODY)
+        return _acme_response(mdm, mdm.acme.post(resource, object_id, body, request.base_url))
+
+    app.add_url_rule("/acme/new-account", "acme_new_account", lambda: acme_post("new-account"), methods=["POST"])
+    app.add_url_rule("/acme/new-order", "acme_new_order", lambda: acme_post("new-order"), methods=["POST"])
+    for resource in ("account", "order", "authz", "challenge", "certificate"):
+        app.add_url_rule(f"/acme/{resource}/<object_id>", f"acme_{resource}",
+                         lambda object_id, resource=resource: acme_post(resource, object_id), methods=["POST"])
+    app.add_url_rule("/acme/order/<object_id>/finalize", "acme_finalize",
+                     lambda object_id: acme_post("finalize", object_id), methods=["POST"])
 
     @app.post("/api/v1/scep/challenges")
     def post_scep_challenge() -> Response:

@@ -49,8 +49,10 @@ from mdm.protocol.x509 import (
 from . import store as q
 from .enrollment import (
     PROFILE_SUBJECT,
+    ACMEIdentity,
     EnrollmentProfile,
     SCEPIdentity,
+    acme_capable,
     build_enrollment_profile,
     identity_owner,
     new_identity_key,
@@ -124,7 +126,7 @@ class IdentityService:
         identity_key: Literal["ec", "rsa"],
         identity_days: int,
         organization: str,
-        identity_method: Literal["scep", "pkcs12"] = "pkcs12",
+        identity_method: Literal["scep", "pkcs12", "acme"] = "pkcs12",
         scep_url: str | None = None,
         scep_challenge: str | None = None,
         identity_cas: Sequence[x509.Certificate] = (),
@@ -139,8 +141,8 @@ class IdentityService:
         self.identity_key = identity_key
         self.identity_days = identity_days
         self.organization = organization
-        if identity_method not in ("scep", "pkcs12"):
-            raise ValueError("identity_method is 'scep' or 'pkcs12'")
+        if identity_method not in ("scep", "pkcs12", "acme"):
+            raise ValueError("identity_method is 'scep', 'pkcs12' or 'acme'")
         if (scep_url is None) != (scep_challenge is None):
             raise ValueError("an outside SCEP server needs both its URL and its challenge")
         self.identity_method = identity_method
@@ -151,6 +153,8 @@ class IdentityService:
         self.identity_cas = list(identity_cas)
         #: ``new_challenge(subject_cn, label=…)`` of our SCEP service (set by the MDM server's front).
         self.new_scep_challenge: Callable[..., str] | None = None
+        #: ``new_client_identifier(udid, serial)`` of our ACME service (set by the MDM server's front)
+        self.new_acme_client_identifier: Callable[[str, str | None], str] | None = None
         #: a simulation knob: our SCEP service answers PENDING this long (world time) before issuing
         self.scep_pending_seconds = 0.0
         self._scep_ra: _ParsedFrom[tuple[x509.Certificate, PrivateKey]] = _ParsedFrom()
@@ -335,6 +339,17 @@ class IdentityService:
         if owner or subject_cn:
             self._record_identity(db, cert, owner or subject_cn or "", now)
 
+    def record_acme_identity(self, db: sqlite3.Connection, cert: x509.Certificate, udid: str, now: float) -> None:
+        """An identity our ACME service issued for the device its ClientIdentifier was made for."""
+        self._record_identity(db, cert, udid, now)
+
+    def _acme_identity(self, udid: str, serial: str | None) -> ACMEIdentity:
+        if self.new_acme_client_identifier is None:
+            raise MDMError(500, "the MDM server has no ACME service")
+        client_identifier = self.new_acme_client_identifier(udid, serial)
+        return ACMEIdentity(directory_url=f"{self.base_url().rstrip('/')}/acme/directory",
+                            client_identifier=client_identifier, subject_cn=udid)
+
     def _scep_identity(self, udid: str) -> SCEPIdentity:
         if self.scep_url is not None:
             assert self.scep_challenge is not None
@@ -408,7 +423,12 @@ class IdentityService:
         topic = self.topic
         now = self.clock.now()
         cert: x509.Certificate | None = None
-        if self.identity_method == "scep":
+        if self.identity_method == "acme" and acme_capable(info.os_version):
+            signed = build_enrollment_profile(
+                ca=ca, topic=topic, base_url=self.base_url(), acme=self._acme_identity(info.udid, info.serial),
+                udid=info.udid, organization=self.organization, random=self.random,
+            )
+        elif self.identity_method in ("scep", "acme"):  # before iOS 16 there is no ACME payload: SCEP
             signed = build_enrollment_profile(
                 ca=ca, topic=topic, base_url=self.base_url(), scep=self._scep_identity(info.udid), udid=info.udid,
                 organization=self.organization, random=self.random,

@@ -1,4 +1,4 @@
-"""The MDM server: one front over its four parts, so callers (the world, tests, the HTTP handlers) see
+"""The MDM server: one front over its parts, so callers (the world, tests, the HTTP handlers) see
 one object with the methods they have always called.
 
 =====================  ==========================================================================
@@ -6,6 +6,8 @@ part                   rules
 =====================  ==========================================================================
 :mod:`.identity`       MDM CA bootstrap, push certificate and topic, DEP enrollment (MachineInfo →
                        signed profile with a device identity), Mdm-Signature and identity ownership
+:mod:`.scep`           SCEP (RFC 8894) at ``/mdm/scep``: identities for profiles with a SCEP payload
+:mod:`.acme`           ACME (RFC 8555, device-attest-01) at ``/mdm/acme``: identities for attested keys
 :mod:`.checkin`        the check-in protocol: one method per MessageType, dispatched by a table
 :mod:`.commands`       the command queue, command reports, the command API and its views
 :mod:`.outbound`       APNs pushes and webhook events, after commit (transport in :mod:`.push`)
@@ -41,6 +43,7 @@ from mdm.protocol.machineinfo import MachineInfo
 from mdm.protocol.randomness import Randomness
 from mdm.protocol.x509 import CertificateAuthority, PrivateKey
 
+from .acme import ACMEService
 from .checkin import CheckinService
 from .commands import CommandService
 from .enrollment import EnrollmentProfile
@@ -86,10 +89,11 @@ class MDMService:
         identity_days: int = 365,
         inflight_lease_s: float = 600.0,
         organization: str = "mdmsim",
-        identity: Literal["scep", "pkcs12"] = "pkcs12",
+        identity: Literal["scep", "pkcs12", "acme"] = "pkcs12",
         scep_url: str | None = None,
         scep_challenge: str | None = None,
         identity_cas: Sequence[x509.Certificate] = (),
+        attestation_roots: Callable[[], Sequence[x509.Certificate]] = lambda: (),
     ) -> None:
         self.store = store
         self.clock = clock
@@ -123,6 +127,19 @@ class MDMService:
             seed=seed,
         )
         self.identity.new_scep_challenge = self.scep.new_challenge
+        # Our ACME service (RFC 8555 with device-attest-01 at /mdm/acme/directory): issues from the MDM CA
+        # for Secure Enclave keys Apple attested; ``attestation_roots`` are the roots it trusts for that.
+        self.acme = ACMEService(
+            store,
+            clock,
+            ca=self.identity.certificate_authority,
+            attestation_roots=attestation_roots,
+            base_url=base_url,
+            on_issued=self.identity.record_acme_identity,
+            identity_days=identity_days,
+            seed=seed,
+        )
+        self.identity.new_acme_client_identifier = self.acme.new_client_identifier
         self.outbound = Outbound(
             store,
             clock,
@@ -225,7 +242,13 @@ class MDMService:
         return self.commands.devices()
 
     def device(self, udid: str) -> dict[str, Any] | None:
-        return self.commands.device(udid)
+        """One device as the command API shows it, with how its ACME identity was attested, if it has one."""
+        found = self.commands.device(udid)
+        if found is not None:
+            acme_identity = self.acme.identity_of(udid)
+            if acme_identity is not None:
+                found["identity"] = acme_identity
+        return found
 
     def bootstrap_token(self, enrollment_id: str) -> bytes | None:
         return self.commands.bootstrap_token(enrollment_id)

@@ -16,6 +16,7 @@ from typing import Any
 
 from mdm.platform.storage import Store
 
+from .acme_store import ACME_MIGRATION
 from .scep_store import SCEP_MIGRATION
 
 __all__ = [
@@ -145,6 +146,7 @@ MIGRATIONS = [
     CREATE INDEX results_command ON results (command_uuid, enrollment_id, id);
     """,
     SCEP_MIGRATION,
+    ACME_MIGRATION,
 ]
 
 
