@@ -35,9 +35,9 @@ def _identity_options(command: Any) -> Any:
     """``--identity``, ``--scep-url``, ``--scep-challenge``, ``--identity-ca``: how enrolling devices get
     their identity (shared by ``serve`` and ``demo``)."""
     options = [
-        click.option("--identity", "identity", type=click.Choice(["scep", "pkcs12"]), default="scep", show_default=True,
-                     help="How enrollment profiles give devices their identity: SCEP (as production MDM servers do) "
-                          "or a PKCS#12 inside the profile."),
+        click.option("--identity", "identity", type=click.Choice(["scep", "pkcs12", "acme"]), default="scep", show_default=True,
+                     help="How enrollment profiles give devices their identity: SCEP (as production MDM servers do), "
+                          "a PKCS#12 inside the profile, or ACME with an attested Secure Enclave key (iOS 16+)."),
         click.option("--scep-url", help="Send devices to this SCEP server instead of our /mdm/scep (needs --scep-challenge)."),
         click.option("--scep-challenge", help="The challenge password of the SCEP server given with --scep-url."),
         click.option("--identity-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),

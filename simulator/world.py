@@ -47,6 +47,7 @@ from .depsim import DEP_FAULT_NAMES, DEPSIM_CREDENTIALS, DepsimSchedules
 from .device.drivers import HTTPDriver
 from .device.identity import DeviceIdentity
 from .device.machine import DeviceScript
+from .device.secure_enclave import FUSE_FILE, load_fuse
 from .device.store import DeviceFleetService, DeviceRun, open_device_store
 from .idp.service import IdentityProvider
 from .idp.store import open_idp_store
@@ -76,9 +77,10 @@ class World:
 
     ``identity``: how the enrollment profiles of the world's MDM server give devices their identity,
     ``"scep"`` (the default, as every production MDM server does: the device asks ``/mdm/scep``) or
-    ``"pkcs12"`` (the identity inside the profile). ``scep_url`` and ``scep_challenge`` send devices to
-    someone else's SCEP server instead, and ``identity_ca`` (certificates) is that server's CA, whose
-    identities the MDM server then accepts.
+    ``"pkcs12"`` (the identity inside the profile) or ``"acme"`` (iOS 16 and later: a Secure Enclave key
+    Apple attests, certified over ACME by ``/mdm/acme/directory``; older devices get SCEP). ``scep_url``
+    and ``scep_challenge`` send devices to someone else's SCEP server instead, and ``identity_ca``
+    (certificates) is that server's CA, whose identities the MDM server then accepts.
     """
 
     def __init__(
@@ -98,7 +100,7 @@ class World:
         synchronous_push: bool = True,
         push_certificate: bool = True,
         controller_sleep: Callable[[float], None] = time.sleep,
-        identity: Literal["scep", "pkcs12"] = "scep",
+        identity: Literal["scep", "pkcs12", "acme"] = "scep",
         scep_url: str | None = None,
         scep_challenge: str | None = None,
         identity_ca: Sequence[Any] = (),
@@ -141,9 +143,12 @@ class World:
             apple_store, self.clock, dep=self.dep_service, device_ca=legacy_device_ca(self.control), seed=seed
         )
         self.device_ca = self.activation.device_ca
+        # The devices' Secure Enclave fuse: beside the device store on disk (every worker must unwrap the
+        # same hardware-bound keys), in memory otherwise; never from the seed (see device.secure_enclave).
         self.fleet = DeviceFleetService(
             self._store("devices"), self.clock, apple_url=lambda: f"{self.url}/apple",
             issue_identity=self.activation.issue_device_identity, seed=seed,
+            fuse=load_fuse(self.data_dir / FUSE_FILE if self.data_dir is not None else None),
         )
         self.devices = WorldDevices(self)
         self.faults = WorldFaults(self.control)
@@ -163,6 +168,8 @@ class World:
             # SCEP, as every production MDM server's enrollment profile has it (PKCS#12 on request);
             # scep_url/scep_challenge send devices to someone else's SCEP server, whose CA is identity_ca
             identity=identity, scep_url=scep_url, scep_challenge=scep_challenge, identity_cas=list(identity_ca),
+            # ACME's device-attest-01 trusts Apple's Enterprise Attestation root, as step-ca does Apple's
+            attestation_roots=lambda: [self.activation.attestation.root],
         )
         self.controller = Controller(
             self._store("controller"), self.clock, http=self.http,
@@ -232,6 +239,13 @@ class World:
         """PEM of what devices and clients must trust for this world's HTTPS: the world's TLS CA, or
         the top of the chain given with ``--tls-cert``."""
         return self._tls.anchor_pem
+
+    @property
+    def attestation_root_pem(self) -> str:
+        """PEM of Apple's Enterprise Attestation root in this world: what an ACME server (ours, or a
+        user's step-ca as ``attestationRoots``) trusts for ``device-attest-01``; also served at
+        ``/apple/activation/attestation-root.pem``."""
+        return self.activation.attestation.root_pem().decode()
 
     @property
     def serves_tls(self) -> bool:
@@ -341,6 +355,8 @@ class World:
                 "controller": self.controller_url,
                 "idp": f"{self.url}/idp",
                 "sim": self.sim_url,
+                "acme_directory": f"{self.mdm_url}/acme/directory",
+                "attestation_root": f"{self.url}/apple/activation/attestation-root.pem",
                 # The push gateway's own listeners while served: device streams, HTTP/2 provider API.
                 "apns_stream": self.control.get_setting("apns_stream_url") or None,
                 "apns_provider": self.control.get_setting("apns_provider_url") or None,

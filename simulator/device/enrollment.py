@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 MACHINE_INFO_CONTENT_TYPE = "application/pkcs7-signature"
+#: The first iOS and iPadOS release that acts on a com.apple.security.acme payload.
+ACME_MIN_OS = 16
 CHECKIN_CONTENT_TYPE = "application/x-apple-aspen-mdm-checkin"
 _SUMMARY_KEYS = ("PayloadIdentifier", "PayloadUUID", "PayloadVersion", "PayloadDisplayName", "PayloadOrganization",
                  "PayloadDescription")  # fmt: skip
@@ -157,6 +159,13 @@ def install_enrollment_profile(device: Device, body: bytes, now: Now) -> dict[st
     if isinstance(identity_payload, mobileconfig.PKCS12Payload):
         cert, key = identity_payload.load()
         identity = {"identity_cert_pem": cert_to_pem(cert).decode(), "identity_key_pem": key_to_pem(key).decode()}
+    elif isinstance(identity_payload, mobileconfig.ACMEPayload):
+        # iOS and iPadOS know com.apple.security.acme from 16; an older device cannot install the profile
+        if _major(device.identity.os_version) < ACME_MIN_OS:
+            raise ValueError(f"identity payload {identity_payload.payload_type} needs iOS {ACME_MIN_OS} or later "
+                             f"(this device runs {device.identity.os_version})")
+        identity = {"identity_cert_pem": None, "identity_key_pem": None,
+                    "acme": dumps(identity_payload.to_dict()).decode()}  # the exchange runs next, as SCEP's
     elif isinstance(identity_payload, mobileconfig.SCEPPayload):
         # the identity comes from the SCEP server next (setup_assistant runs the exchange)
         # kept as plist text: the device's state is JSON, and CAFingerprint is data
@@ -164,7 +173,7 @@ def install_enrollment_profile(device: Device, body: bytes, now: Now) -> dict[st
         identity = {"identity_cert_pem": None, "identity_key_pem": None, "scep": scep_plist}
     else:
         kind = identity_payload.payload_type if identity_payload is not None else "missing"
-        raise ValueError(f"identity payload {kind} is not supported (PKCS#12 or SCEP)")
+        raise ValueError(f"identity payload {kind} is not supported (PKCS#12, SCEP or ACME)")
     locked = bool(profile.payload_removal_disallowed) or bool(config.get("IsMDMUnremovable"))
     summary = profile_summary(parsed.data, managed=True, removal_disallowed=locked)
     return {
@@ -180,6 +189,13 @@ def install_enrollment_profile(device: Device, body: bytes, now: Now) -> dict[st
         "verified": verified,
         "summary": summary,
     }
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
 
 
 def profile_summary(

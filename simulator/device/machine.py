@@ -48,6 +48,7 @@ from mdm.protocol.x509 import PrivateKey, cert_from_pem, cert_to_pem, key_from_p
 
 from .identity import DeviceIdentity
 from .phases import Pane, Phase
+from .secure_enclave import HardwareKey, SecureEnclave, new_fuse
 
 __all__ = [
     "Request",
@@ -224,17 +225,21 @@ class Device:
     now)``, ``agent.agent_round(device, now)``), run by a driver.
     """
 
-    __slots__ = ("state", "_identity", "_key", "_cert", "_mdm_identity", "scep_key_source")
+    __slots__ = ("state", "_identity", "_key", "_cert", "_mdm_identity", "scep_key_source", "_enclave")
 
-    def __init__(self, state: DeviceState) -> None:
+    def __init__(self, state: DeviceState, *, fuse: bytes | None = None) -> None:
         self.state = state
+        # The Secure Enclave (see :mod:`~simulator.device.secure_enclave`), from the fuse the world's device
+        # side hands in; a device made on its own draws one when it first needs it, good for this object's
+        # lifetime. Only the enclave keeps (a key derived from) the fuse.
+        self._enclave = SecureEnclave(fuse, str(state.identity["serial_number"])) if fuse is not None else None
         #: where SCEP keys come from when not made on the spot: a load run's pool made before it starts
         #: (an RSA key costs ~60 ms, more than the rest of an enrollment); not part of the state
         self.scep_key_source: Callable[[int], Any] | None = None
         self._identity: DeviceIdentity | None = None
         self._key: PrivateKey | None = None
         self._cert: x509.Certificate | None = None
-        self._mdm_identity: tuple[x509.Certificate, PrivateKey] | None = None
+        self._mdm_identity: tuple[x509.Certificate, PrivateKey | HardwareKey] | None = None
 
     @classmethod
     def create(
@@ -247,6 +252,7 @@ class Device:
         script: DeviceScript | None = None,
         mdm_url_override: str | None = None,
         seed: int | None = None,
+        fuse: bytes | None = None,
     ) -> Device:
         """A factory-fresh device at the Hello pane.
 
@@ -269,7 +275,7 @@ class Device:
             script=(script or DeviceScript()).to_dict(),
             seed=seed,
         )
-        return cls(state)
+        return cls(state, fuse=fuse)
 
     # -- what the device is ----------------------------------------------------------------------------
     @property
@@ -336,17 +342,24 @@ class Device:
             self._cert = cert_from_pem(self.state.device_cert_pem)
         return self._cert
 
-    def mdm_identity(self) -> tuple[x509.Certificate, PrivateKey] | None:
-        """The identity the MDM profile installed (signs ``Mdm-Signature``), or None."""
+    @property
+    def secure_enclave(self) -> SecureEnclave:
+        """This device's Secure Enclave: hardware-bound keys are made and used there, never read."""
+        if self._enclave is None:
+            self._enclave = SecureEnclave(new_fuse(), self.serial)
+        return self._enclave
+
+    def mdm_identity(self) -> tuple[x509.Certificate, PrivateKey | HardwareKey] | None:
+        """The identity the MDM profile installed (signs ``Mdm-Signature``), or None. An ACME identity
+        with a hardware-bound key comes with a :class:`HardwareKey`: it signs, it cannot be read."""
         enrollment = self.state.enrollment
         if enrollment is None:
             self._mdm_identity = None
             return None
         if self._mdm_identity is None:
-            self._mdm_identity = (
-                cert_from_pem(enrollment["identity_cert_pem"]),
-                key_from_pem(enrollment["identity_key_pem"]),
-            )
+            item = enrollment.get("identity_key_item")
+            key = self.secure_enclave.key(item) if item else key_from_pem(enrollment["identity_key_pem"])
+            self._mdm_identity = (cert_from_pem(enrollment["identity_cert_pem"]), key)
         return self._mdm_identity
 
     def forget_cached_keys(self) -> None:
@@ -406,7 +419,10 @@ class Device:
         identity = self.mdm_identity()
         if enrollment is None or identity is None or not enrollment.get("sign_message", True):
             return None
-        return base64.b64encode(cms.sign(body, identity[0], identity[1], detached=True)).decode("ascii")
+        cert, key = identity
+        if isinstance(key, HardwareKey):
+            return base64.b64encode(key.sign_cms(body, cert, detached=True)).decode("ascii")
+        return base64.b64encode(cms.sign(body, cert, key, detached=True)).decode("ascii")
 
     def signed_put(self, url: str, content_type: str, message: dict[str, Any]) -> Request:
         """A plist message PUT to the MDM server (check-in or command result), with ``Mdm-Signature``

@@ -20,11 +20,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from mdm.protocol import mobileconfig
 from mdm.protocol.plist import PlistError, loads
 from mdm.protocol.x509 import cert_to_pem, key_to_pem
 from simulator.catalog import load_catalog
 
+from .acme_enroll import IdentityKey, request_attestation, software_key
+from .acme_enroll import obtain_identity as obtain_acme_identity
 from .enrollment import (
     check_in,
     enrollment_failure,
@@ -38,6 +43,7 @@ from .enrollment import (
 from .machine import USER_AGENT, Device, Flow, Now, Request
 from .phases import POST_ENROLLMENT_ORDER, PRE_ACTIVATION_PANES, Event, Pane, Phase, move
 from .scep_enroll import obtain_identity
+from .secure_enclave import HardwareKey
 
 __all__ = [
     "PRE_ACTIVATION_PANES",
@@ -277,10 +283,14 @@ def _enroll(device: Device, now: Now) -> Flow[bool]:
 
 
 def _finish_enrollment(device: Device, now: Now, installed: dict[str, Any], user: str | None) -> Flow[bool]:
-    """The identity (from the profile, or over SCEP), then Authenticate and TokenUpdate."""
+    """The identity (from the profile, over SCEP or over ACME), then Authenticate and TokenUpdate."""
     st = device.state
     if installed.get("scep") is not None:
         ok = yield from _scep_identity(device, now, installed)
+        if not ok:
+            return False
+    if installed.get("acme") is not None:
+        ok = yield from _acme_identity(device, now, installed)
         if not ok:
             return False
     st.enrollment = installed
@@ -352,6 +362,54 @@ def _scep_identity(device: Device, now: Now, installed: dict[str, Any]) -> Flow[
         st.scep_pending = None
         device.record("RemoteManagement", "error", now(), f"enrollment failed: no identity: {result.reason}"[:300])
     return False
+
+
+def acme_key(device: Device, key_type: str, bits: int, hardware_bound: bool, tag: str) -> IdentityKey:
+    """The key an ACME payload asks for: in the Secure Enclave when hardware-bound (never seeded: see
+    :mod:`~simulator.device.secure_enclave`), else in software (RSA from the key source like SCEP's, EC
+    derived from the device's seed)."""
+    if hardware_bound:
+        return device.secure_enclave.create_key(bits, tag=tag)
+    curves = {192: ec.SECP192R1(), 256: ec.SECP256R1(), 384: ec.SECP384R1(), 521: ec.SECP521R1()}
+    return software_key(
+        key_type, bits, lambda n: scep_key(device, f"acme:{tag}:{n}", n),
+        lambda n: device.randomness.ec_key(device.label(f"acme-key:{tag}", per_erase=True), curves[n])
+        if device.randomness.seeded and n in (256, 384) else ec.generate_private_key(curves[n]),
+    )
+
+
+def _acme_identity(device: Device, now: Now, installed: dict[str, Any]) -> Flow[bool]:
+    """Get the identity the profile's ACME payload names. A failure leaves the device on the Remote
+    Management pane with the ACME server's problem in the transcript, as SCEP's FAILURE does."""
+    st = device.state
+    payload = mobileconfig.ACMEPayload.from_dict(loads(installed["acme"].encode()))
+    tag = f"acme:{payload.payload_uuid}"
+    result = yield from obtain_acme_identity(
+        payload, now=now, trust=device.mdm_trust(), default_cn=device.identity.udid,
+        account_key=device.randomness.ec_key(device.label("acme-account", per_erase=True)),
+        make_key=lambda kind, bits, bound: acme_key(device, kind, bits, bound, tag),
+        attest=lambda key, freshness: request_attestation(device, key, freshness),
+    )
+    if result.status != "issued":
+        move(st, Event.IDENTITY_NOT_ISSUED)
+        device.record("RemoteManagement", "error", now(), f"enrollment failed: no identity: {result.reason}"[:300])
+        return False
+    assert result.certificate is not None and result.key is not None
+    installed["acme_payload"] = installed.pop("acme")
+    installed["identity_cert_pem"] = cert_to_pem(result.certificate).decode()
+    if isinstance(result.key, HardwareKey):
+        installed["identity_key_item"] = result.key.item  # public key and the wrapped private key only
+    else:
+        installed["identity_key_pem"] = key_to_pem(result.key).decode()
+    installed["identity_issuer"] = result.issuer
+    installed["identity_method"] = "acme"
+    installed["hardware_bound"] = result.hardware_bound
+    installed["attested"] = result.attested
+    installed["attestation_pem"] = [cert_to_pem(x509.load_der_x509_certificate(c)).decode() for c in result.attestation]
+    how = ", ".join(w for w, on in (("hardware-bound", result.hardware_bound), ("attested", result.attested)) if on)
+    device.record("Enrollment", "info", now(), f"identity from ACME ({how or 'software key'}), "
+                                                f"issued by {result.issuer}"[:300])
+    return True
 
 
 def release_awaiting_configuration(device: Device, now: Now) -> None:

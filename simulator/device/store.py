@@ -26,6 +26,7 @@ from .agent import pair_with_host
 from .drivers import Driver
 from .identity import DeviceIdentity
 from .machine import Device, DeviceScript, DeviceState, device_key_for
+from .secure_enclave import new_fuse
 
 __all__ = [
     "MIGRATIONS",
@@ -157,6 +158,9 @@ class DeviceFleetService:
     reach it (``http://host/apple``); ``mdm_url_override`` sends every new device's enrollment there.
     ``seed``: every device made here gets it (:class:`~mdm.protocol.randomness.Randomness`, labels naming
     the serial), so a seeded world's devices have the same keys and tokens in every run.
+    ``fuse``: the secret the devices' Secure Enclaves wrap their hardware-bound keys under
+    (:mod:`~simulator.device.secure_enclave`); every process that loads these devices must be given the
+    same one (a world on disk keeps it in a file beside the store). ``None``: a fresh one, in memory.
     """
 
     def __init__(
@@ -168,8 +172,10 @@ class DeviceFleetService:
         issue_identity: IssueIdentity | None = None,
         mdm_url_override: str | None = None,
         seed: int | None = None,
+        fuse: bytes | None = None,
     ) -> None:
         self.devices = store if isinstance(store, DeviceStore) else DeviceStore(store)
+        self._fuse = fuse if fuse is not None else new_fuse()
         self.clock = clock
         self._apple_url = apple_url
         self.issue_identity = issue_identity
@@ -203,13 +209,14 @@ class DeviceFleetService:
             script=script,
             mdm_url_override=self.mdm_url_override,
             seed=self.seed,
+            fuse=self._fuse,
         )
         self.save(device)
         return device
 
     def get(self, serial: str) -> Device | None:
         state = self.devices.load(serial)
-        return Device(state) if state is not None else None
+        return Device(state, fuse=self._fuse) if state is not None else None
 
     def list(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         return self.devices.summaries(limit, offset)
