@@ -44,6 +44,7 @@ from .authorities import Manufacturer, TLSAuthority, dep_record, legacy_device_c
 from .control.service import ControlService
 from .control.store import open_world_store
 from .depsim import DEP_FAULT_NAMES, DEPSIM_CREDENTIALS, DepsimSchedules
+from .device.acme_enroll import AttestationFailed, KeyAttestation, attest_new_key
 from .device.drivers import HTTPDriver
 from .device.identity import DeviceIdentity
 from .device.machine import DeviceScript
@@ -518,6 +519,22 @@ class WorldDevices:
 
     def get(self, serial: str) -> Any:
         return self._world.fleet.get(serial)
+
+    def attest_key(self, serial: str, token: str, *, bits: int = 384) -> KeyAttestation:
+        """Have a device answer a ``device-attest-01`` challenge of ``token``: a new key in its Secure
+        Enclave, attested by this world's Apple. For a user's own ACME client (certbot's ``acme``, say)
+        standing in for the device's: it posts :meth:`KeyAttestation.challenge_response` and finalizes
+        with a CSR the key signs. The private key stays in the device (:mod:`simulator.device.secure_enclave`).
+        """
+        device = self._world.fleet.get(serial)
+        if device is None:
+            if not self._world.has_device(serial):
+                raise KeyError(f"no device {serial} in the organization")
+            device = self._world.fleet.add(self._world.identity(serial))
+        try:
+            return self._driver().run(attest_new_key(device, token, bits))
+        except AttestationFailed as exc:
+            raise RuntimeError(exc.reason) from None
 
     def _known(self, serial: str) -> bool:
         return self._world.fleet.get(serial) is not None or self._world.has_device(serial)

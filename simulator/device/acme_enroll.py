@@ -41,7 +41,16 @@ from .machine import USER_AGENT, Device, Flow, Request, Response
 from .scep_enroll import subject_name
 from .secure_enclave import HardwareKey
 
-__all__ = ["ACMEResult", "IdentityKey", "obtain_identity", "request_attestation", "ATTESTATION_CONTENT_TYPE"]
+__all__ = [
+    "ACMEResult",
+    "AttestationFailed",
+    "IdentityKey",
+    "KeyAttestation",
+    "attest_new_key",
+    "obtain_identity",
+    "request_attestation",
+    "ATTESTATION_CONTENT_TYPE",
+]
 
 ATTESTATION_CONTENT_TYPE = "application/pkcs7-signature"
 MAX_RESPONSE = 256 * 1024
@@ -74,6 +83,34 @@ class _Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+#: Raised by :func:`attest_new_key` when Apple does not attest (the reason says why).
+AttestationFailed = _Refused
+
+
+@dataclass(frozen=True)
+class KeyAttestation:
+    """A new Secure Enclave key and Apple's attestation of it, for a ``device-attest-01`` token.
+
+    What a device sends is :meth:`challenge_response`; ``key`` signs the CSR (:meth:`HardwareKey.sign_csr`)
+    and cannot be read. For a user's own ACME client driving this world's device (see the README)."""
+
+    key: HardwareKey
+    chain: list[bytes]
+
+    @property
+    def certificates(self) -> list[x509.Certificate]:
+        return [x509.load_der_x509_certificate(c) for c in self.chain]
+
+    @property
+    def attestation_object(self) -> bytes:
+        """CBOR ``{"fmt": "apple", "attStmt": {"x5c": [leaf, intermediate]}}``."""
+        return acme.attestation_object(self.chain)
+
+    def challenge_response(self) -> dict[str, str]:
+        """The payload of the POST to the challenge URL: ``{"attObj": base64url(CBOR)}``."""
+        return {"attObj": acme.b64url(self.attestation_object)}
 
 
 def _check_payload(payload: ACMEPayload) -> None:
@@ -321,6 +358,14 @@ def software_key(key_type: str, bits: int, make_rsa: Callable[[int], rsa.RSAPriv
 def sepos_version(device: Device) -> str:
     """The sepOS version the attestation reports: the simulation gives the Secure Enclave the OS's version."""
     return device.identity.os_version
+
+
+def attest_new_key(device: Device, token: str, bits: int = 384) -> Flow[KeyAttestation]:
+    """What the device does for a ``device-attest-01`` challenge with ``token``: a new key of ``bits``
+    in its Secure Enclave, attested by Apple with SHA-256 of the token as freshness code."""
+    key = device.secure_enclave.create_key(bits, tag=f"attest:{acme.b64url(acme.freshness_code(token))[:16]}")
+    chain = yield from request_attestation(device, key, acme.freshness_code(token))
+    return KeyAttestation(key, chain)
 
 
 def request_attestation(device: Device, key: HardwareKey, freshness: bytes) -> Flow[list[bytes]]:
