@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from cryptography import x509
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .device.machine import DeviceScript
+from .device.secure_enclave import HardwareKey
 from .world import World
 
 GRAPH = "/intune/deviceManagement"
@@ -85,8 +87,10 @@ class DemoResult:
     panes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
-    #: how the devices got their identities: {"method": "scep" | "pkcs12", "issuer": "<CA subject>"}
-    identity: dict[str, str] = field(default_factory=dict)
+    #: how the devices got their identities: {"method": "scep" | "pkcs12" | "acme", "issuer": "<CA subject>"};
+    #: with ACME also "hardware_bound", "attested" (every ACME identity's key is the key Apple attested)
+    #: and how many devices got each kind ("acme", "scep": devices before iOS 16 have no ACME)
+    identity: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -259,11 +263,13 @@ class Demo:
                     if not self.quiet and index < 3:
                         self.say(f"  [dim]{serial}:[/dim] " + " → ".join(shown))
             result.identity = self._identity(serials)
+            if result.identity.get("method") == "acme":
+                self._acme_identities(serials, result)
             if result.identity:
                 self.say(f"  identities: [bold]{result.identity['method'].upper()}[/bold], issued by "
                          f"{result.identity['issuer']}")
 
-    def _identity(self, serials: list[str]) -> dict[str, str]:
+    def _identity(self, serials: list[str]) -> dict[str, Any]:
         """How the enrolled devices got their identity, read from the first enrolled device."""
         for serial in serials:
             device = self.world.fleet.get(serial)
@@ -271,6 +277,38 @@ class Demo:
             if enrolled is not None:
                 return {"method": self.world.mdm.identity.identity_method, "issuer": enrolled[0].issuer.rfc4514_string()}
         return {}
+
+    def _acme_identities(self, serials: list[str], result: DemoResult) -> None:
+        """ACME: each identity's key must be the key Apple attested, as the device holds it and as the
+        MDM server recorded it (asked over HTTP); devices before iOS 16 got SCEP, as Intune does."""
+        counts = {"acme": 0, "scep": 0}
+        hardware_bound = attested = True
+        for serial in serials:
+            device = self.world.fleet.get(serial)
+            identity = device.mdm_identity() if device is not None else None
+            if device is None or identity is None or device.state.enrollment is None:
+                continue
+            enrollment = device.state.enrollment
+            if enrollment.get("identity_method") != "acme":
+                counts["scep"] += 1
+                continue
+            counts["acme"] += 1
+            cert, key = identity
+            leaf = x509.load_pem_x509_certificate(enrollment["attestation_pem"][0].encode()) \
+                if enrollment.get("attestation_pem") else None
+            recorded = self.call("GET", f"/mdm/api/v1/devices/{device.udid}").json().get("identity") or {}
+            same = (isinstance(key, HardwareKey) and leaf is not None and key.same_key(cert) and key.same_key(leaf)
+                    and recorded.get("key_sha256") == key.fingerprint() and recorded.get("attested") is True)
+            hardware_bound = hardware_bound and bool(enrollment.get("hardware_bound"))
+            attested = attested and same
+            if not same:
+                result.failures.append(f"{serial}: the ACME identity's key is not the key Apple attested")
+        result.identity.update({"hardware_bound": hardware_bound and counts["acme"] > 0,
+                                "attested": attested and counts["acme"] > 0, **counts,
+                                "attestation_root": f"{self.world.url}/apple/activation/attestation-root.pem"})
+        self.say(f"  ACME for {counts['acme']} devices: each key made in the Secure Enclave, attested by Apple, and "
+                 f"the identity is for that key" + (f"; SCEP for {counts['scep']} before iOS 16 (no ACME payload)"
+                                                    if counts["scep"] else ""))
 
     def device_information(self, serials: list[str], result: DemoResult) -> None:
         with self.step("DeviceInformation", "the MDM server pushes a command; each device wakes and answers"):
