@@ -101,3 +101,18 @@ def test_a_body_at_the_bound_is_not_refused_for_its_size(fuzz_world: tuple[World
     for chunked in (False, True):
         at = send(world.wsgi, known, case[1], prefix + case[2], "", headers, case[4] * bound, chunked=chunked)
         assert at.status_code not in (413, 500), (at.status_code, at.get_data()[:200])
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_acme_bounds_its_jws_bodies_at_64_kb_with_a_problem_document(fuzz_world: tuple[World, Known], chunked: bool) -> None:
+    """ACME's own, smaller bound (a JWS with an attestation is ~3 KB): one byte over is a 413 problem
+    document with a nonce; at the bound the body is read and judged (not a JWS: 400 malformed)."""
+    from mdm.server.acme import MAX_ACME_BODY
+
+    world, known = fuzz_world
+    headers = [("Content-Type", "application/jose+json"), ("User-Agent", "mdmsim-bounds")]
+    for size, status in ((MAX_ACME_BODY + 1, 413), (MAX_ACME_BODY, 400)):
+        reply = send(world.wsgi, known, "POST", "/mdm/acme/new-order", "", headers, b" " * size, chunked=chunked)
+        assert reply.status_code == status, (size, reply.get_data()[:200])
+        assert reply.mimetype == "application/problem+json" and reply.headers["Replay-Nonce"]
+        assert json.loads(reply.get_data())["type"] == "urn:ietf:params:acme:error:malformed"

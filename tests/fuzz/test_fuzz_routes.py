@@ -54,6 +54,10 @@ def _check_error_format(route: Route, path: str, response: Any) -> None:
         assert inner["request-id"] == response.headers["request-id"] and isinstance(inner["date"], str), where
     elif route.prefix == "/apple/apns":
         assert isinstance(json.loads(body)["reason"], str), where  # APNs: {"reason": ...}
+    elif route.prefix == "/mdm" and path.startswith("/mdm/acme/"):
+        document = json.loads(body)  # ACME: an RFC 8555 problem document, and a nonce to retry with
+        assert response.mimetype == "application/problem+json" and response.headers.get("Replay-Nonce"), where
+        assert document["type"].startswith("urn:ietf:params:acme:error:") and document["status"] == response.status_code, where
     elif route.prefix == "/mdm" and not path.startswith("/mdm/api/"):
         assert response.mimetype == "text/plain" and body.strip(), where  # devices log a plain-text reason
     elif route.prefix == "/mdm":
