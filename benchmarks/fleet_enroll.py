@@ -41,8 +41,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: in-memory world, one process")
     parser.add_argument("--threads", type=int, default=FLEET_SERVER_THREADS,
                         help="mdmsim serve --threads (see simulator.load.server.FLEET_SERVER_THREADS)")
-    parser.add_argument("--identity", choices=["pkcs12", "scep"], default="pkcs12",
-                        help="scep: devices get identities over SCEP, keys from a pool made before the timed run")
+    parser.add_argument("--identity", choices=["pkcs12", "scep", "acme"], default="pkcs12",
+                        help="scep: devices get identities over SCEP, keys from a pool made before the timed run; "
+                             "acme: iOS 16+ devices over ACME with attested Secure Enclave keys (the rest over SCEP)")
     parser.add_argument("--scep-key-pool", type=int, default=256)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -50,7 +51,7 @@ def main() -> None:
     with served_world(devices=args.devices, seed=1, data_dir=data_dir, workers=args.workers or None,
                       threads=args.threads, identity=args.identity) as url:
         startup = time.perf_counter() - started
-        pool = args.scep_key_pool if args.identity == "scep" else 0
+        pool = args.scep_key_pool if args.identity in ("scep", "acme") else 0
         report = run_fleet(url, FleetOptions(devices=args.devices, concurrency=args.concurrency, wake=args.wake,
                                              scep_key_pool=pool))
         floor = floor_rate(url, 5.0, args.concurrency)

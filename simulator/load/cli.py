@@ -73,8 +73,9 @@ def load() -> None:
                    "/mdm/connect.")
 @click.option("--no-prepare", is_flag=True, help="Do not define and assign a DEP profile (already done).")
 @click.option("--mdm-url", help="ConfigurationURL for the DEP profile (default: the world's /mdm/enroll).")
-@click.option("--identity", type=click.Choice(["pkcs12", "scep"]), default="pkcs12", show_default=True,
-              help="How the served world's profiles give identities; scep makes a key pool before the run.")
+@click.option("--identity", type=click.Choice(["pkcs12", "scep", "acme"]), default="pkcs12", show_default=True,
+              help="How the served world's profiles give identities; scep makes a key pool before the run; acme "
+                   "(iOS 16+: attested Secure Enclave keys) too, for the devices before iOS 16 that get SCEP.")
 @click.option("--scep-key-pool", default=256, show_default=True, type=click.IntRange(1, 100_000),
               help="RSA keys made before the run and shared by the devices (with --identity scep, or a "
                    "--target whose profiles use SCEP).")
@@ -88,7 +89,7 @@ def fleet_command(devices: int, concurrency: int, wake: str, no_prepare: bool, m
 
     options = FleetOptions(devices=devices, concurrency=concurrency, wake=wake,  # type: ignore[arg-type]
                            prepare=not no_prepare, mdm_url=mdm_url,
-                           scep_key_pool=scep_key_pool if identity == "scep" or target else 0)
+                           scep_key_pool=scep_key_pool if identity in ("scep", "acme") or target else 0)
     with _world(target, devices, data_dir, workers, seed, FLEET_SERVER_THREADS, identity) as url, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(), console=console,
