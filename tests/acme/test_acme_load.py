@@ -7,9 +7,13 @@ import json
 import subprocess
 import sys
 
+import httpx
+
 from simulator import World
+from simulator.load.admin import WorldAdmin
 from simulator.load.fleet import FleetOptions, run_fleet
 from simulator.load.locustfile_path import LOCUSTFILE
+from simulator.load.server import served_world
 
 
 def _modern(world: World, serials: list[str]) -> int:
@@ -41,3 +45,26 @@ def test_locust_devices_enroll_over_acme() -> None:
         assert mdm["post_acme_order_object_id_finalize"]["200"] >= 3  # identities over ACME
         assert world.traffic()["activation"]["post_attestation"]["200"] == mdm["post_acme_order_object_id_finalize"]["200"]
         assert not any(e["num_failures"] for e in stats.values())
+
+
+def test_mdmsim_serve_identity_acme_across_two_workers_on_one_data_directory() -> None:
+    """``mdmsim serve --identity acme --data-dir … --workers 2``: a device enrolled by one worker process
+    checks in through whichever worker answers next: every worker unwraps its Secure Enclave key with the
+    fuse file beside the device store (nobody else can: the key is in no answer)."""
+    with served_world(devices=6, seed=54, data_dir="tmp", workers=2, identity="acme") as url, \
+            WorldAdmin(url) as admin, httpx.Client(base_url=url, timeout=60) as http:
+        serials = admin.serials()
+        admin.assign_profile(admin.define_profile(), serials)
+        bundles = {b["identity"]["serial_number"]: b for b in admin.identity_bundles(serials)}
+        serial = next(s for s in serials if int(bundles[s]["identity"]["os_version"].split(".")[0]) >= 16)
+        powered = http.post(f"/_sim/devices/{serial}/power-on").json()
+        assert powered["enrolled"] is True, powered["transcript"][-3:]
+        assert any("identity from ACME (hardware-bound, attested)" in e[3] for e in powered["transcript"])
+        udid = bundles[serial]["identity"]["udid"]
+        identity = http.get(f"/mdm/api/v1/devices/{udid}").json()["identity"]
+        assert identity["attested"] and identity["attestation"]["serial_number"] == serial
+        for _ in range(4):  # four commands, four agent runs, each on whichever worker answers it
+            command = admin.enqueue([udid], {"RequestType": "DeviceInformation", "Queries": ["UDID"]})
+            ran = http.post(f"/_sim/devices/{serial}/agent").json()
+            assert [c for c in ran["commands"] if c[3] == command][0][2] == "Acknowledged"
+        assert http.get("/apple/activation/attestation-root.pem").text.startswith("-----BEGIN CERTIFICATE-----")
