@@ -1,14 +1,15 @@
 """What a device does with a ``com.apple.security.acme`` payload: an identity from an ACME server.
 
 RFC 8555 from the client's side, as iOS 16+ runs it for an enrollment profile (FACTS-apple-2025
-§C.4–C.5): the directory, a nonce (``HEAD newNonce``), an account (a software key, ``jwk`` then
-``kid``), an order for the ``permanent-identifier`` whose value is the payload's ``ClientIdentifier``,
-its authorization's ``device-attest-01`` challenge; then the key, made in the Secure Enclave when
-``HardwareBound`` (EC P-256/P-384 only), else in software (RSA or EC); with ``Attest``, Apple's
-attestation of that key with SHA-256 of the challenge token as freshness code, sent as
-``{"attObj": base64url(CBOR {"fmt": "apple", "attStmt": {"x5c": [leaf, intermediate]}})}``; finally a
-CSR for the key (``Subject``, ``SubjectAltName``, ``UsageFlags``, ``ExtendedKeyUsage``), the finalize,
-and the certificate chain. A ``badNonce`` answer is retried with the nonce it carries, as clients do
+§C.4–C.5; Apple's ``ACMECertificate`` documentation gives the order): the key first, made in the
+Secure Enclave when ``HardwareBound`` (EC P-256/P-384 only), else in software (RSA or EC); then the
+directory, a nonce (``HEAD newNonce``), an account (a software key, ``jwk`` then ``kid``), an order
+for the ``permanent-identifier`` whose value is the payload's ``ClientIdentifier``, its
+authorization's ``device-attest-01`` challenge; with ``Attest``, Apple's attestation of the key with
+SHA-256 of the challenge token as freshness code, sent as
+``{"attObj": base64url(CBOR {"fmt": "apple", "attStmt": {"x5c": [leaf, intermediate]}})}`` (an empty
+``attStmt`` without it); finally a CSR for the key (``Subject``, ``SubjectAltName``, ``UsageFlags``,
+``ExtendedKeyUsage``), the finalize, and the certificate chain. A ``badNonce`` answer is retried with the nonce it carries, as clients do
 (certbot once, this client up to three times); ``processing`` is polled a few times at once (a
 device cannot sleep on the world clock).
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -233,6 +235,9 @@ def obtain_identity(
 def _run(payload: ACMEPayload, account_key: PrivateKey, make_key: MakeKey, attest: Attest, default_cn: str,
          trust: tuple[str, ...] | None) -> Flow[ACMEResult]:
     _check_payload(payload)
+    # Apple's order (ACMECertificate): the key pair first, then the ACME server; the attestation of the
+    # key once the challenge's token is known, since its freshness code is made from the token
+    key = make_key(payload.key_type, payload.key_size, bool(payload.hardware_bound))
     client = _Client(trust, account_key)
     yield from client.get_directory(payload.directory_url)
     account = yield from client.post(client.directory["newAccount"], {"termsOfServiceAgreed": True})
@@ -253,13 +258,13 @@ def _run(payload: ACMEPayload, account_key: PrivateKey, make_key: MakeKey, attes
     if challenge is None or not isinstance(challenge.get("token"), str) or not isinstance(challenge.get("url"), str):
         raise _Refused("the authorization offers no device-attest-01 challenge")
 
-    key = make_key(payload.key_type, payload.key_size, bool(payload.hardware_bound))
     chain: list[bytes] = []
     if payload.attest and isinstance(key, HardwareKey):
         chain = yield from attest(key, acme.freshness_code(challenge["token"]))
-        answer: dict[str, Any] = {"attObj": acme.b64url(acme.attestation_object(chain))}
-    else:
-        answer = {}  # nothing to attest with: the server decides whether that is enough
+    # the WebAuthn-style statement, holding the attestation if the device obtained one (Apple's words);
+    # without one it is empty, and the server decides whether that is enough (ours: it is not)
+    answer = {"attObj": acme.b64url(acme.attestation_object(chain) if chain
+                                    else cbor2.dumps({"fmt": "apple", "attStmt": {}}))}
     answered = yield from client.post(challenge["url"], answer)
     _json(answered, "device-attest-01")
     yield from _await(client, str(authorizations[0]), "the authorization", ("valid",))

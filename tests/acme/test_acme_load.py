@@ -50,8 +50,9 @@ def test_locust_devices_enroll_over_acme() -> None:
 def test_mdmsim_serve_identity_acme_across_two_workers_on_one_data_directory() -> None:
     """``mdmsim serve --identity acme --data-dir … --workers 2``: a device enrolled by one worker process
     checks in through whichever worker answers next: every worker unwraps its Secure Enclave key with the
-    fuse file beside the device store (nobody else can: the key is in no answer)."""
-    with served_world(devices=6, seed=54, data_dir="tmp", workers=2, identity="acme") as url, \
+    fuse file beside the device store (nobody else can: the key is in no answer). Devices do not wake on
+    their pushes here (``--no-wake-devices``): the test runs the agent itself, on whichever worker answers."""
+    with served_world(devices=6, seed=54, data_dir="tmp", workers=2, identity="acme", extra=("--no-wake-devices",)) as url, \
             WorldAdmin(url) as admin, httpx.Client(base_url=url, timeout=60) as http:
         serials = admin.serials()
         admin.assign_profile(admin.define_profile(), serials)

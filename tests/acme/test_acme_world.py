@@ -4,18 +4,24 @@ keys usable by another process and unreadable by anyone."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
-from acme_world import acme_serials, acme_world, enrollment_profile, major
+import pytest
+from acme_world import acme_serials, acme_world, enroll_for_payload, enrollment_profile, major
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mdm.protocol import acme, mobileconfig
 from mdm.protocol.acme import read_device_attestation, verify_chain
 from simulator import World
+from simulator.device.acme_enroll import obtain_identity
 from simulator.device.drivers import HTTPDriver
 from simulator.device.enrollment import install_enrollment_profile
 from simulator.device.machine import Request, Response
 from simulator.device.secure_enclave import FUSE_FILE, HardwareKey
+from simulator.device.setup_assistant import acme_key
 
 
 def _acknowledged(world: World, serial: str) -> str:
@@ -114,3 +120,26 @@ def test_a_world_on_disk_keeps_hardware_bound_keys_usable_by_the_next_process_an
         assert secret not in stored
     with World(data_dir=tmp_path) as again:  # another World over the same files: what a second worker is
         assert _acknowledged(again, serial) == "Acknowledged"
+
+
+def test_a_payload_without_attest_gets_a_software_key_and_our_server_wants_an_attestation() -> None:
+    """A user's profile may ask for an RSA key without attestation: the device makes it in software and
+    answers with an empty attestation statement, which this server (like step-ca) does not accept."""
+    with acme_world(devices=6, seed=55) as world:
+        serial = acme_serials(world)[0]
+        device = world.devices.get(serial) or world.fleet.add(world.identity(serial))
+        payload = dataclasses.replace(enroll_for_payload(world, serial), key_type="RSA", key_size=2048,
+                                      hardware_bound=False, attest=False)
+        made: list[Any] = []
+
+        def make_key(kind: str, bits: int, bound: bool) -> Any:
+            made.append(acme_key(device, kind, bits, bound, "test"))
+            return made[-1]
+
+        flow = obtain_identity(payload, now=world.clock.now, account_key=ec.generate_private_key(ec.SECP256R1()),
+                               make_key=make_key, attest=lambda *a: pytest.fail("nothing to attest"),
+                               default_cn=device.udid)
+        result = HTTPDriver(world.http, now=world.clock.now).run(flow)
+        assert isinstance(made[0], rsa.RSAPrivateKey) and made[0].key_size == 2048
+        assert result.status == "failed" and "badAttestationStatement" in result.reason and "x5c" in result.reason
+        assert "post_attestation" not in world.traffic().get("activation", {})  # Apple was not asked
