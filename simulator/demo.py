@@ -306,6 +306,8 @@ class Demo:
         result.identity.update({"hardware_bound": hardware_bound and counts["acme"] > 0,
                                 "attested": attested and counts["acme"] > 0, **counts,
                                 "attestation_root": f"{self.world.url}/apple/activation/attestation-root.pem"})
+        if counts["scep"]:
+            result.identity["scep_reason"] = "iOS and iPadOS before 16 have no ACME payload (Intune gives them SCEP)"
         self.say(f"  ACME for {counts['acme']} devices: each key made in the Secure Enclave, attested by Apple, and "
                  f"the identity is for that key" + (f"; SCEP for {counts['scep']} before iOS 16 (no ACME payload)"
                                                     if counts["scep"] else ""))

@@ -9,9 +9,9 @@ authorization's ``device-attest-01`` challenge; with ``Attest``, Apple's attesta
 SHA-256 of the challenge token as freshness code, sent as
 ``{"attObj": base64url(CBOR {"fmt": "apple", "attStmt": {"x5c": [leaf, intermediate]}})}`` (an empty
 ``attStmt`` without it); finally a CSR for the key (``Subject``, ``SubjectAltName``, ``UsageFlags``,
-``ExtendedKeyUsage``), the finalize, and the certificate chain. A ``badNonce`` answer is retried with the nonce it carries, as clients do
-(certbot once, this client up to three times); ``processing`` is polled a few times at once (a
-device cannot sleep on the world clock).
+``ExtendedKeyUsage``), the finalize, and the certificate chain. A ``badNonce`` answer is retried with
+the nonce it carries, as clients do (certbot once, this client up to three times); ``processing`` is
+polled a few times at once (a device cannot sleep on the world clock).
 
 Sans-I/O like the rest of the device: :func:`obtain_identity` yields :class:`Request` and receives
 :class:`Response`. The key and the attestation come from callables (:func:`request_attestation`

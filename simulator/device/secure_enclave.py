@@ -119,22 +119,29 @@ class SecureEnclave:
 
     def key(self, item: dict[str, Any]) -> HardwareKey:
         """The key a keychain item names (it must be one of this enclave's)."""
-        self._unwrap(item)  # refuses another enclave's item now, not at its first use
+        self._secret(item)  # refuses another enclave's item now, not at its first use (and derives nothing)
         return HardwareKey(self, item)
 
     @staticmethod
     def _aad(bits: int, tag: str, spki: bytes) -> bytes:
         return f"{_ITEM_KIND}:{bits}:{tag}:".encode() + hashlib.sha256(spki).digest()
 
-    def _unwrap(self, item: dict[str, Any]) -> ec.EllipticCurvePrivateKey:
+    def _secret(self, item: dict[str, Any]) -> tuple[int, int]:
+        """``(bits, private scalar)`` of an item, once its wrapping authenticates under this enclave."""
         try:
             bits, tag = int(item["bits"]), str(item["tag"])
             spki = base64.b64decode(item["public_key"])
             blob = base64.b64decode(item["wrapped"])
             secret = self.__wrap.decrypt(blob[:12], blob[12:], self._aad(bits, tag, spki))
-            return ec.derive_private_key(int.from_bytes(secret, "big"), _CURVES[bits]())
+            if bits not in _CURVES:
+                raise ValueError(bits)
         except Exception:
             raise ValueError("this keychain item is not a key of this Secure Enclave") from None
+        return bits, int.from_bytes(secret, "big")
+
+    def _unwrap(self, item: dict[str, Any]) -> ec.EllipticCurvePrivateKey:
+        bits, scalar = self._secret(item)
+        return ec.derive_private_key(scalar, _CURVES[bits]())
 
     # -- operations (the key is unwrapped for each one and dropped) -------------------------------------------
     def _sign(self, item: dict[str, Any], data: bytes) -> bytes:
