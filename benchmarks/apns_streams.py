@@ -176,6 +176,24 @@ async def push_at_rate(apns_url: str, ca_file: Path, cert: tuple[Path, Path], to
 
 
 # -- the run ------------------------------------------------------------------------------------------
+def group_cpu_s(pgid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each process of the server's group."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != pgid:
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def group_rss_mb(pgid: int) -> float:
     """Resident memory of every process in the server's process group (master and workers)."""
     total_kb = 0
@@ -233,8 +251,15 @@ def main() -> None:
             time.sleep(args.settle_s)  # the opening's tail (first looks, collections) is not what is measured
             rss_after = group_rss_mb(pgid)
             pushed_to = tokens[: max(1, streams_open)]
+            cpu_before, own_before, push_started = group_cpu_s(pgid), time.process_time(), time.monotonic()
             sent, answers, statuses = asyncio.run(
                 push_at_rate(apns_url, ca_file, cert, pushed_to, args.rate, args.seconds))
+            push_s = time.monotonic() - push_started
+            cpu_after = group_cpu_s(pgid)
+            # Share of one core each server process and the provider (this process) used while pushing.
+            server_cpu = sorted((round((cpu_after[p] - cpu_before.get(p, 0.0)) / push_s, 2) for p in cpu_after),
+                                reverse=True)  # fmt: skip
+            provider_cpu = round((time.process_time() - own_before) / push_s, 2)
             deadline = time.monotonic() + 5  # what is still on its way gets five seconds
             while time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -259,6 +284,7 @@ def main() -> None:
         "floor_push_answer_p50_ms": floor.get("p50"), "floor_push_answer_p99_ms": floor.get("p99"),
         "server_kb_per_stream": round((rss_after - rss_before) * 1024 / streams, 1),
         "server_rss_mb": round(rss_after, 1), "streams_open_s": round(open_s, 1), "rate_per_s": args.rate,
+        "cores_used_by_server_processes": server_cpu, "cores_used_by_provider": provider_cpu,
     }))  # fmt: skip
 
 

@@ -32,7 +32,7 @@ from mdm.protocol.x509 import CertificateAuthority, cert_to_pem, key_to_pem, new
 
 from .fanout import Fanout
 from .provider import IDLE_TIMEOUT_S, ProviderProtocol, certificate_parser
-from .service import APNsService, PushResult
+from .service import APNsService, PushRequest, PushResult
 from .streams import KEEPALIVE_S, DeviceStreamProtocol
 
 __all__ = [
@@ -52,6 +52,8 @@ APPLE_PUSH_HOSTS = ("api.push.apple.com", "api.sandbox.push.apple.com", "api.dev
 #: year ahead), so whether a push certificate is current is asked of the Push Certificates Portal on
 #: the world clock, not of OpenSSL on the machine's.
 X509_V_FLAG_NO_CHECK_TIME = 0x200000
+#: The most pushes (or stream looks) written in one group commit.
+MAX_GROUP = 256
 #: The gateway's timer: each tick sends keep-alives to one slice of the device streams.
 TICK_S = 0.25
 
@@ -116,6 +118,10 @@ class APNsGateway:
         self._tasks: list[asyncio.Task[Any]] = []
         self.device_port: int | None = None
         self.provider_port: int | None = None
+        self._sends: list[tuple[PushRequest, asyncio.Future[PushResult]]] = []
+        self._sending = False
+        self._takes: list[tuple[tuple[str, bool], asyncio.Future[list[dict[str, Any]]]]] = []
+        self._taking = False
         self.delivered_count = 0
         self.on_delivery: Callable[[dict[str, Any]], None] | None = None
 
@@ -184,18 +190,68 @@ class APNsGateway:
     # -- work for the protocols ---------------------------------------------------------------------
     async def send(self, token: str, body: bytes, headers: dict[str, str], *,
                    certificate: x509.Certificate | None, authority: str | None) -> PushResult:  # fmt: skip
+        """Queue a push for the next group commit (:meth:`APNsService.send_many`) and await its answer."""
         assert self.loop is not None
-        try:
-            return await self.loop.run_in_executor(
-                self.executor, lambda: self.service.send(token, body, headers, certificate=certificate,
-                                                         authority=authority))  # fmt: skip
-        except Exception:
-            log.exception("push to %s failed", token[:16])
-            return PushResult(500, reason="InternalServerError")
+        answer: asyncio.Future[PushResult] = self.loop.create_future()
+        self._sends.append((PushRequest(token, body, headers, certificate, authority), answer))
+        if not self._sending:
+            self._write_sends()
+        return await answer
+
+    def _write_sends(self) -> None:
+        """One group at a time: what queued while a group was being written is the next group."""
+        assert self.loop is not None
+        batch, self._sends = self._sends[:MAX_GROUP], self._sends[MAX_GROUP:]
+        self._sending = True
+        requests = [request for request, _ in batch]
+        future = self.loop.run_in_executor(self.executor, self.service.send_many, requests)
+
+        def done(result: asyncio.Future[list[PushResult]]) -> None:
+            try:
+                answers = result.result()
+            except Exception:
+                log.exception("a group of %d pushes failed", len(batch))
+                answers = [PushResult(500, reason="InternalServerError")] * len(batch)
+            for (_, answer), value in zip(batch, answers, strict=True):
+                if not answer.done():
+                    answer.set_result(value)
+            self._sending = False
+            if self._sends:
+                self._write_sends()
+
+        future.add_done_callback(done)
 
     def take(self, token: str, *, connecting: bool) -> asyncio.Future[list[dict[str, Any]]]:
+        """Queue a stream's look at the store for the next group (:meth:`APNsService.take_many`)."""
         assert self.loop is not None
-        return self.loop.run_in_executor(self.executor, lambda: self.service.take(token, connecting=connecting))
+        answer: asyncio.Future[list[dict[str, Any]]] = self.loop.create_future()
+        self._takes.append(((token, connecting), answer))
+        if not self._taking:
+            self._take_group()
+        return answer
+
+    def _take_group(self) -> None:
+        assert self.loop is not None
+        batch, self._takes = self._takes[:MAX_GROUP], self._takes[MAX_GROUP:]
+        self._taking = True
+        future = self.loop.run_in_executor(self.executor, self.service.take_many, [look for look, _ in batch])
+
+        def done(result: asyncio.Future[list[list[dict[str, Any]]]]) -> None:
+            try:
+                found = result.result()
+            except Exception as exc:  # a busy store: the streams look again on their next wake
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+            else:
+                for (_, answer), notifications in zip(batch, found, strict=True):
+                    if not answer.done():
+                        answer.set_result(notifications)
+            self._taking = False
+            if self._takes:
+                self._take_group()
+
+        future.add_done_callback(done)
 
     def delivered(self, notification: dict[str, Any]) -> None:
         self.delivered_count += 1
