@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -20,8 +22,8 @@ import httpx
 from simulator.device.machine import Device
 
 from .drivers import AsyncHTTPDriver, run_coroutine
-from .fleet import ClientPool, FleetOptions, FleetRunner
-from .stats import LatencyStats
+from .fleet import ClientPool, FleetOptions, FleetReport, FleetRunner
+from .stats import LatencyStats, Series, Timeline, percentiles
 from .transport import LoadClient
 
 __all__ = ["CheckinReport", "run_checkins", "floor_rate"]
@@ -39,6 +41,12 @@ class CheckinReport:
     commands_enqueued: int
     failures: int
     endpoints: dict[str, dict[str, Any]]
+    #: the fleet enrolled before the measured window (its phases, failures and throughput)
+    enrollment: FleetReport | None = None
+    #: milliseconds per agent round (one wake-up: events, Idle, the answers) in the window
+    round_ms: dict[str, float] = field(default_factory=dict)
+    #: requests and rounds per second in the window, for ``--report``
+    throughput: list[Series] = field(default_factory=list)
 
     def headline(self) -> dict[str, Any]:
         return {
@@ -49,29 +57,45 @@ class CheckinReport:
         }  # fmt: skip
 
 
+@dataclass
+class _Window:
+    """What the measured window counted: requests (``stats``), rounds and their durations."""
+
+    stats: LatencyStats
+    round_ms: array[float]
+    rounds: int = 0
+    answered: int = 0
+    enqueued: int = 0
+
+
 async def _steady(devices: list[Device], mdm_url: str, *, seconds: float, concurrency: int,
-                  command_every_s: float, command_share: float, runner: FleetRunner) -> tuple[LatencyStats, int, int, int]:
-    stats = LatencyStats()
-    rounds = answered = enqueued = 0
+                  command_every_s: float, command_share: float, runner: FleetRunner) -> _Window:
+    timeline = Timeline("requests", "failed", "rounds", "commands answered")
+    window = _Window(LatencyStats(timeline), array("f"))
+    stats = window.stats
     stop = time.monotonic() + seconds
     async with ClientPool(concurrency) as pool:
         drivers = [AsyncHTTPDriver(c, now=runner.now, stats=stats) for c in pool.clients]
 
         async def device_loop(k: int) -> None:
-            nonlocal rounds, answered
             driver = drivers[k % len(drivers)]
             mine = devices[k::concurrency]
             j = 0
             while time.monotonic() < stop and mine:
                 device = mine[j % len(mine)]
                 j += 1
+                started = time.perf_counter()
                 report = await driver.run_agent(device, poll_push=True, connect=True)
+                window.round_ms.append((time.perf_counter() - started) * 1000.0)
                 device.forget_cached_keys()
-                rounds += 1
-                answered += sum(1 for _, status in report.commands if status == "Acknowledged")
+                window.rounds += 1
+                timeline.add("rounds")
+                acknowledged = sum(1 for _, status in report.commands if status == "Acknowledged")
+                if acknowledged:
+                    window.answered += acknowledged
+                    timeline.add("commands answered", acknowledged)
 
         async def admin_loop() -> None:
-            nonlocal enqueued
             rng = random.Random(7)
             while time.monotonic() < stop:
                 await asyncio.sleep(command_every_s)
@@ -80,12 +104,12 @@ async def _steady(devices: list[Device], mdm_url: str, *, seconds: float, concur
                     "udids": [d.udid for d in batch], "command": {"RequestType": "SecurityInfo"}})
                 stats.record("POST /mdm/api/v1/commands", r.status_code, 0.0)
                 if r.status_code == 201:
-                    enqueued += len(batch)
+                    window.enqueued += len(batch)
 
         await asyncio.gather(admin_loop(), *(device_loop(k) for k in range(min(concurrency, len(devices)))))
         for driver in drivers:
             await driver.aclose()
-    return stats, rounds, answered, enqueued
+    return window
 
 
 async def _floor(url: str, seconds: float, concurrency: int) -> float:
@@ -110,30 +134,43 @@ def floor_rate(target: str, seconds: float, concurrency: int) -> float:
 
 
 def run_checkins(target: str, *, devices: int = 200, seconds: float = 10.0, concurrency: int = 32,
-                 command_every_s: float = 0.5, command_share: float = 0.1) -> CheckinReport:
+                 command_every_s: float = 0.5, command_share: float = 0.1,
+                 on_phase: Callable[[str], None] | None = None) -> CheckinReport:
     """Enroll ``devices`` (as the fleet runner does), then measure steady check-ins and the floor."""
     from .fleet import run_fleet
 
+    say = on_phase or (lambda _text: None)
     options = FleetOptions(devices=devices, concurrency=concurrency)
     holder: dict[str, FleetRunner] = {}
-    enrolled = run_fleet(target, options, keep=holder)
+    enrolled = run_fleet(target, options, keep=holder, on_phase=on_phase)
     if enrolled.acknowledged < devices:
         raise RuntimeError(f"only {enrolled.acknowledged}/{devices} devices enrolled: {enrolled.errors[:3]}")
     runner = holder["runner"]
+    say("warming up")
     floor_rate(target, 1.0, concurrency)  # warm the server's threads and our connections
     with httpx.Client() as http:
         mdm_url = http.get(f"{target.rstrip('/')}/_sim/").json()["urls"]["mdm"]
+    say("steady check-ins")
     began = time.monotonic()
-    stats, rounds, answered, enqueued = run_coroutine(_steady(
+    window = run_coroutine(_steady(
         runner.devices, mdm_url, seconds=seconds, concurrency=concurrency, command_every_s=command_every_s,
         command_share=command_share, runner=runner))
     elapsed = time.monotonic() - began
+    stats = window.stats
     admin_requests = stats.summary().get("POST /mdm/api/v1/commands", {}).get("count", 0)
     rps = (stats.requests - admin_requests) / elapsed  # the devices' exchanges only
+    say("bare-endpoint floor")
     floor = floor_rate(target, seconds, concurrency)
     return CheckinReport(
         devices=devices, seconds=round(elapsed, 2), requests_per_s=round(rps, 1),
         floor_requests_per_s=round(floor, 1), floor_ratio=round(rps / floor, 3) if floor else 0.0,
-        rounds=rounds, commands_answered=answered, commands_enqueued=enqueued, failures=stats.failures,
-        endpoints=stats.summary(),
+        rounds=window.rounds, commands_answered=window.answered, commands_enqueued=window.enqueued,
+        failures=stats.failures, endpoints=stats.summary(), enrollment=enrolled,
+        round_ms=percentiles(window.round_ms),
+        throughput=[
+            *stats.timeline.series("requests per second", {"requests": "check-in requests",
+                                                             "failed": "failed requests"}),
+            *stats.timeline.series("rounds per second", {"rounds": "agent rounds",
+                                                           "commands answered": "commands answered"}),
+        ],
     )  # fmt: skip

@@ -49,7 +49,7 @@ from simulator.device.machine import Device, Request, Response
 
 from .admin import WorldAdmin, device_from_bundle
 from .drivers import AsyncHTTPDriver, run_coroutine
-from .stats import LatencyStats, percentiles
+from .stats import LatencyStats, Series, Timeline, percentiles
 from .streams import AsyncPushStream, open_push_stream
 from .transport import LoadClient, LoadHTTPError
 
@@ -60,6 +60,8 @@ DEVICE_INFORMATION_QUERIES = [
     "IsSupervised", "DeviceCapacity", "WiFiMAC",
 ]  # fmt: skip
 Wake = Literal["push", "poll"]
+#: distinct failure reasons a report keeps apart; more are counted as "other reasons"
+MAX_FAILURE_REASONS = 50
 
 
 def rss_mb() -> float:
@@ -130,6 +132,10 @@ class FleetReport:
     #: devices whose stream could not be opened (they poll ``/mdm/connect`` instead)
     streams_failed: int = 0
     errors: list[str] = field(default_factory=list)
+    #: why devices failed, each reason with its count (every failure, where ``errors`` keeps ten)
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    #: requests and devices per second over the run, for ``--report``
+    throughput: list[Series] = field(default_factory=list)
 
     def headline(self) -> dict[str, Any]:
         """The benchmark's JSON line."""
@@ -262,8 +268,11 @@ class FleetRunner:
         self.t_activated = array("d", bytes(8 * n))
         self.t_enrolled = array("d", bytes(8 * n))
         self.t_acked = array("d", bytes(8 * n))
-        self.stats = LatencyStats()
+        #: completions per second: requests (counted by ``stats``) and devices, on one ``t0``
+        self.timeline = Timeline("requests", "failed", "enrolled", "acknowledged", "devices failed")
+        self.stats = LatencyStats(self.timeline)
         self.enrolled = self.acknowledged = self.failed = self.push_missed = 0
+        self.failure_reasons: dict[str, int] = {}
         self.streams: list[AsyncPushStream] = []
         self.streams_open = self.streams_failed = 0
         self.rss_idle_mb: float | None = None
@@ -273,10 +282,18 @@ class FleetRunner:
         if self.on_update is not None:
             self.on_update(self.enrolled, self.acknowledged, self.failed)
 
-    def _fail(self, device: Device, why: str) -> None:
+    def _fail(self, device: Device, why: str, reason: str | None = None) -> None:
+        """Count a failed device under ``reason`` (default ``why``, which must then name no device)."""
         self.failed += 1
+        self.timeline.add("devices failed")
+        last = [e for e in device.transcript if e[1] == "error"][-1:]
+        key = reason or why
+        if last:  # the step that went wrong, which says more than where the device stopped
+            key += f" · {last[0][0]}"
+        if key not in self.failure_reasons and len(self.failure_reasons) >= MAX_FAILURE_REASONS:
+            key = "other reasons"
+        self.failure_reasons[key] = self.failure_reasons.get(key, 0) + 1
         if len(self.errors) < 10:
-            last = [e for e in device.transcript if e[1] == "error"][-1:]
             self.errors.append(f"{device.serial}: {why}" + (f" ({last[0][0]}: {last[0][3]})" if last else ""))
         self._update()
 
@@ -320,7 +337,7 @@ class FleetRunner:
             try:
                 await self._one(i, driver, batcher)
             except Exception as exc:  # one broken device must not stop the fleet; it is counted
-                self._fail(self.devices[i], f"{type(exc).__name__}: {exc}"[:200])
+                self._fail(self.devices[i], f"{type(exc).__name__}: {exc}"[:200], type(exc).__name__)
             self.devices[i].forget_cached_keys()  # idle now: keep the state, drop parsed keys
 
     async def _one(self, i: int, driver: AsyncHTTPDriver, batcher: _CommandBatcher) -> None:
@@ -337,6 +354,7 @@ class FleetRunner:
             return
         self.t_enrolled[i] = time.perf_counter()
         self.enrolled += 1
+        self.timeline.add("enrolled", at=self.t_enrolled[i])
         self._update()
         # The stream is open (the gateway holds the subscription) before the command is enqueued, so
         # the push reaches the device over it however fast the server pushes; it opens while the
@@ -350,6 +368,7 @@ class FleetRunner:
         if await self._answer_first_command(device, driver, stream):
             self.t_acked[i] = time.perf_counter()
             self.acknowledged += 1
+            self.timeline.add("acknowledged", at=self.t_acked[i])
             self._update()
         else:
             self._fail(device, "DeviceInformation was never acknowledged")
@@ -435,7 +454,12 @@ class FleetRunner:
             peak_rss_mb=round(peak_rss_mb(), 1),
             kb_per_idle_device=round(grown * 1024 / n, 1) if n else 0.0,
             push_missed=self.push_missed, streams_open=self.streams_open, streams_failed=self.streams_failed,
-            errors=self.errors,
+            errors=self.errors, failure_reasons=dict(self.failure_reasons),
+            throughput=[
+                *self.timeline.series("requests per second", {"requests": "requests", "failed": "failed requests"}),
+                *self.timeline.series("devices per second", {"enrolled": "enrolled", "acknowledged": "acknowledged",
+                                                               "devices failed": "failed"}),
+            ],
         )  # fmt: skip
 
 

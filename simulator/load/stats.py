@@ -2,18 +2,23 @@
 
 Samples are kept as ``array('f')`` of milliseconds (4 bytes each), so 100,000 requests cost 400 KB
 and exact percentiles stay cheap to compute at the end; no histogram approximation to explain.
+Throughput over time is counted the same way: one ``array('I')`` slot per tenth of a second of the
+run per series (:class:`Timeline`), so a ten-minute run costs 24 KB a series whatever its request
+count, and a report can draw a two-second run as well as a two-hour one.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 import urllib.parse
 from array import array
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LatencyStats", "endpoint_name", "percentiles"]
+__all__ = ["LatencyStats", "Series", "Timeline", "endpoint_name", "percentiles"]
 
 # Path segments that identify one object (serials, UUIDs, tokens) would split the statistics per
 # device; they become "{id}" so requests aggregate by endpoint, as Locust's ``name=`` does.
@@ -39,12 +44,66 @@ def percentiles(samples: Iterable[float], points: Iterable[float] = (50, 95, 99)
     return out
 
 
-class LatencyStats:
-    """Response times per endpoint and the statuses that came back."""
+#: the width of a :class:`Timeline` slot; a report adds slots up to the width its plot needs
+SLOT_S = 0.1
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a throughput plot: events counted per ``slot_s`` from ``t0`` (a
+    ``time.perf_counter()`` reading), drawn as a rate on the axis named ``axis`` ("requests per second")."""
+
+    axis: str
+    name: str
+    t0: float
+    counts: tuple[int, ...]
+    slot_s: float = SLOT_S
+
+
+class Timeline:
+    """Events per tenth of a second since ``t0``, one flat ``array('I')`` per named series.
+
+    Runners note every completed request or device here; a note is an index and an increment, no
+    object is kept per event, so counting costs a fleet nothing it could measure.
+    """
+
+    def __init__(self, *names: str, t0: float | None = None) -> None:
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.counts: dict[str, array[int]] = {name: array("I") for name in names}
+
+    def add(self, name: str, n: int = 1, at: float | None = None) -> None:
+        """Count ``n`` events of ``name`` at ``at`` (a ``perf_counter()`` reading; default now)."""
+        slot = int(((time.perf_counter() if at is None else at) - self.t0) * _SLOTS_PER_S)
+        counts = self.counts[name]
+        if slot >= len(counts):
+            counts.extend(bytes(slot + 1 - len(counts)))  # zeros for the quiet slots in between
+        counts[max(slot, 0)] += n
+
+    def total(self, name: str) -> int:
+        return sum(self.counts[name])
+
+    def series(self, axis: str, names: dict[str, str] | None = None) -> list[Series]:
+        """The counts as plot lines on ``axis``; ``names`` renames (and picks) series for the legend."""
+        chosen = names or {name: name for name in self.counts}
+        return [Series(axis, label, self.t0, tuple(self.counts[name])) for name, label in chosen.items()]
+
+
+_SLOTS_PER_S = round(1 / SLOT_S)
+
+
+class LatencyStats:
+    """Response times per endpoint and the statuses that came back, and requests over time.
+
+    ``timeline`` counts ``"requests"`` and ``"failed"`` (no answer, or a 5xx) by when they completed;
+    a runner may pass its own :class:`Timeline` so every series of a run shares one ``t0``.
+    """
+
+    def __init__(self, timeline: Timeline | None = None) -> None:
         self._samples: dict[str, array[float]] = {}
         self._statuses: dict[str, dict[int, int]] = {}
+        self.timeline = timeline or Timeline("requests", "failed")
+        self._requests_per_slot = self.timeline.counts.setdefault("requests", array("I"))
+        self.timeline.counts.setdefault("failed", array("I"))
 
     def record(self, endpoint: str, status: int, ms: float) -> None:
         samples = self._samples.get(endpoint)
@@ -54,6 +113,14 @@ class LatencyStats:
         samples.append(ms)
         statuses = self._statuses[endpoint]
         statuses[status] = statuses.get(status, 0) + 1
+        # Timeline.add inlined: this runs for every request of a fleet
+        slot = int((time.perf_counter() - self.timeline.t0) * _SLOTS_PER_S)
+        counts = self._requests_per_slot
+        if slot >= len(counts):
+            counts.extend(bytes(slot + 1 - len(counts)))
+        counts[max(slot, 0)] += 1
+        if status == 0 or status >= 500:
+            self.timeline.add("failed")
 
     @property
     def requests(self) -> int:

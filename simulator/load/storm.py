@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ import httpx
 
 from .admin import WorldAdmin
 from .drivers import run_coroutine
-from .stats import percentiles
+from .stats import Series, Timeline, percentiles
 
 __all__ = ["StormReport", "run_storm"]
 
@@ -48,6 +49,10 @@ class StormReport:
     sync_finished: bool
     apple_within_rules: bool
     problems: list[str] = field(default_factory=list)
+    #: latency percentiles by outcome: the one that started the sync, the refused, all of them
+    outcomes_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: answers per second by outcome, for ``--report``
+    throughput: list[Series] = field(default_factory=list)
 
     def headline(self) -> dict[str, Any]:
         return {
@@ -60,8 +65,14 @@ class StormReport:
         }  # fmt: skip
 
 
-async def _storm(url: str, requests: int, concurrency: int, timeout: float) -> list[tuple[int, str | None, float]]:
-    """Fire ``requests`` POSTs, ``concurrency`` in flight, the first wave released at one instant."""
+def _outcome(status: int) -> str:
+    return "started" if status == 204 else "refused" if status in (409, 429) else "other"
+
+
+async def _storm(url: str, requests: int, concurrency: int, timeout: float,
+                 timeline: Timeline | None = None) -> list[tuple[int, str | None, float]]:
+    """Fire ``requests`` POSTs, ``concurrency`` in flight, the first wave released at one instant;
+    ``timeline`` counts the answers by outcome as they come."""
     gate = asyncio.Event()
     results: list[tuple[int, str | None, float]] = []
     remaining = iter(range(requests))
@@ -78,6 +89,8 @@ async def _storm(url: str, requests: int, concurrency: int, timeout: float) -> l
                 results.append((r.status_code, r.headers.get("retry-after"), (time.perf_counter() - started) * 1000))
             except httpx.HTTPError:
                 results.append((0, None, (time.perf_counter() - started) * 1000))
+            if timeline is not None:
+                timeline.add(_outcome(results[-1][0]))
 
     try:
         # connections are opened before the gate so the first wave is one burst, not a TCP handshake race
@@ -93,17 +106,23 @@ async def _storm(url: str, requests: int, concurrency: int, timeout: float) -> l
 
 
 def run_storm(target: str, *, requests: int = 1000, concurrency: int = 32, apple_latency_ms: int = 2000,
-              setting: str | None = None, timeout: float = 60.0, wait_for_sync_s: float = 120.0) -> StormReport:
+              setting: str | None = None, timeout: float = 60.0, wait_for_sync_s: float = 120.0,
+              on_phase: Callable[[str], None] | None = None) -> StormReport:
     """Onboard a token (unless ``setting`` is given), storm its sync endpoint, check Apple's side."""
+    say = on_phase or (lambda _text: None)
     with WorldAdmin(target) as admin:
+        say("onboarding a token" if setting is None else "scripting Apple's latency")
         setting = setting or admin.onboard_controller("Storm")
         if apple_latency_ms:
             admin.script_faults({"party": "dep", "latency_ms": {"post_server_devices": apple_latency_ms}})
         before = admin.traffic().get("dep", {})
         url = f"{admin.url('controller')}/deviceManagement/depOnboardingSettings/{setting}/syncWithAppleDeviceEnrollmentProgram"
+        say("storm")
         started_at = time.perf_counter()
-        results = run_coroutine(_storm(url, requests, concurrency, timeout))
+        timeline = Timeline("started", "refused", "other", t0=started_at)
+        results = run_coroutine(_storm(url, requests, concurrency, timeout, timeline))
         elapsed = time.perf_counter() - started_at
+        say("waiting for the one sync")
         finished = False
         deadline = time.monotonic() + wait_for_sync_s
         while time.monotonic() < deadline:
@@ -141,13 +160,20 @@ def run_storm(target: str, *, requests: int = 1000, concurrency: int = 32, apple
         problems.append(f"Apple saw {sessions} session calls and {apple_errors} errors for {started} sync(s)")
     latencies = [ms for _, _, ms in results]
     pct = percentiles(latencies, (50, 95, 99))
+    by_outcome: dict[str, list[float]] = {"started": [], "refused": [], "other": []}
+    for status, _, ms in results:
+        by_outcome[_outcome(status)].append(ms)
+    outcomes_ms = {f"{name} ({len(ms)})": percentiles(ms) for name, ms in by_outcome.items() if ms}
+    outcomes_ms[f"all ({len(latencies)})"] = pct
     return StormReport(
         requests=len(results), started=started, refused=len(refused_rows), other=other,
         retry_after_ok=retry_ok,
         retry_after_range=(min(retry_afters, default=0), max(retry_afters, default=0)),
         p50_ms=pct["p50"], p95_ms=pct["p95"], p99_ms=pct["p99"], elapsed_s=round(elapsed, 2),
         apple_session_calls=sessions, apple_fetch_calls=fetches, apple_errors=apple_errors,
-        sync_finished=finished, apple_within_rules=within, problems=problems,
+        sync_finished=finished, apple_within_rules=within, problems=problems, outcomes_ms=outcomes_ms,
+        throughput=timeline.series("answers per second", {"started": "started (204)",
+                                                            "refused": "refused (409/429)", "other": "other"}),
     )  # fmt: skip
 
 
