@@ -49,6 +49,7 @@ def served_world(
     timeout_s: float = 300.0,
     extra: tuple[str, ...] = (),
     identity: str = "pkcs12",
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Iterator[str]:
     """Yield the base URL of a fresh ``mdmsim serve`` (in memory, or ``data_dir`` with ``workers``).
 
@@ -56,7 +57,8 @@ def served_world(
     device generate an RSA key, which a fleet of thousands cannot afford inside the timed run (a key
     pool made beforehand is the way, not built yet).
 
-    ``data_dir="tmp"`` makes a temporary directory that goes away with the server.
+    ``data_dir="tmp"`` makes a temporary directory that goes away with the server. ``on_start`` is
+    :func:`mdmsim_serve`'s (a report's sampler measures the server's process group through it).
     """
     with contextlib.ExitStack() as stack:
         if data_dir == "tmp":
@@ -66,7 +68,7 @@ def served_world(
             args += ["--seed", str(seed)]
         if data_dir is not None:
             args += ["--data-dir", str(data_dir), "--workers", str(workers or 2)]
-        yield stack.enter_context(mdmsim_serve(*args, timeout_s=timeout_s))
+        yield stack.enter_context(mdmsim_serve(*args, timeout_s=timeout_s, on_start=on_start))
 
 
 @contextlib.contextmanager
