@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import re
 import resource
 import time
 from array import array
@@ -62,6 +63,8 @@ DEVICE_INFORMATION_QUERIES = [
 Wake = Literal["push", "poll"]
 #: distinct failure reasons a report keeps apart; more are counted as "other reasons"
 MAX_FAILURE_REASONS = 50
+#: a serial, UDID, token or UUID inside an error message (so one reason counts many devices)
+_ANY_ID = re.compile(r"\b(?=[0-9A-Za-z_-]*\d)[0-9A-Za-z_-]{12,}\b")
 
 
 def rss_mb() -> float:
@@ -288,8 +291,8 @@ class FleetRunner:
         self.timeline.add("devices failed")
         last = [e for e in device.transcript if e[1] == "error"][-1:]
         key = reason or why
-        if last:  # the step that went wrong, which says more than where the device stopped
-            key += f" · {last[0][0]}"
+        if last:  # the step that went wrong and what it said (one device's ids taken out)
+            key += f" · {last[0][0]}: {_ANY_ID.sub('{id}', str(last[0][3]))[:160]}"
         if key not in self.failure_reasons and len(self.failure_reasons) >= MAX_FAILURE_REASONS:
             key = "other reasons"
         self.failure_reasons[key] = self.failure_reasons.get(key, 0) + 1

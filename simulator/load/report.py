@@ -42,7 +42,7 @@ __all__ = ["LoadRun", "checkin_run", "fleet_run", "render_html", "require_plotti
 COLORS = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#4b5563"]
 PERCENTILE_COLORS = {"p50": "#93c5fd", "p95": "#3b82f6", "p99": "#1e3a8a"}
 #: a throughput plot has about this many points, whatever the run's length
-_POINTS = 120
+_POINTS = 50
 #: marks closer than this share of the time axis are drawn as one (the last one's label)
 _MARK_GAP = 0.03
 #: series whose name says they count failures are drawn red, whatever their position
@@ -240,7 +240,7 @@ def _end(run: LoadRun) -> float:
 
 
 def phases_svg(run: LoadRun) -> str:
-    names = list(run.phases_ms)
+    names = [name for name, row in run.phases_ms.items() if any(row.values())]  # not those no device reached
     fig, (ax,) = _figure(1.2 + 0.55 * len(names))
     points = ("p50", "p95", "p99")
     height = 0.8 / len(points)
@@ -275,13 +275,14 @@ def machine_svg(run: LoadRun) -> str:
     m = run.machine
     fig, (cpu, memory) = _figure(4.8, 2)
     at = list(m.at)
-    cpu.plot(at, list(m.system_cpu), label="whole machine", color=COLORS[6], linewidth=1.6)
-    cpu.plot(at, list(m.load_cpu), label="load generator (this process)", color=COLORS[0], linewidth=1.4)
-    memory.plot(at, list(m.load_rss_mb), label="load generator (this process)", color=COLORS[0], linewidth=1.6)
+    style = {"linewidth": 1.6, "marker": "o" if len(at) < 30 else None, "markersize": 3}
+    cpu.plot(at, list(m.system_cpu), label="whole machine", color=COLORS[6], **style)
+    cpu.plot(at, list(m.load_cpu), label="load generator (this process)", color=COLORS[0], **style)
+    memory.plot(at, list(m.load_rss_mb), label="load generator (this process)", color=COLORS[0], **style)
     if m.watched_server:
-        cpu.plot(at, list(m.server_cpu), label="mdmsim serve (its process group)", color=COLORS[1], linewidth=1.4)
+        cpu.plot(at, list(m.server_cpu), label="mdmsim serve (its process group)", color=COLORS[1], **style)
         memory.plot(at, list(m.server_rss_mb), label="mdmsim serve (its process group)", color=COLORS[1],
-                    linewidth=1.6)
+                    **style)
     cpu.set_ylabel(f"CPU (% of {m.cpu_count} cores)")
     cpu.set_ylim(0, 105)
     memory.set_ylabel("memory (RSS, MB)")
@@ -367,8 +368,9 @@ def render_html(run: LoadRun) -> str:
     m = run.machine
     server_note = ("the server's figures are its whole process group (mdmsim serve and its workers)"
                    if m.watched_server else "the server ran elsewhere (--target): only this process is measured")
-    phases = (_figure_html(phases_svg(run), "latency percentiles per phase") if run.phases_ms
-              else '<p class="note">No phase finished.</p>')
+    reached = any(any(row.values()) for row in run.phases_ms.values())
+    phases = (_figure_html(phases_svg(run), "latency percentiles per phase") if reached
+              else '<p class="note">No device finished a phase.</p>')
     if run.failures:
         failures = _figure_html(failures_svg(run), "failures by reason") + _failures_table(run.failures)
     elif run.notes:

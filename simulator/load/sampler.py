@@ -22,6 +22,7 @@ from typing import Any
 __all__ = ["MachineSampler"]
 
 _MB = 1_048_576
+_MIN_GAP_S = 0.2
 
 
 class MachineSampler:
@@ -49,7 +50,9 @@ class MachineSampler:
         self.server_pgid: int | None = None
         self.marks: list[tuple[float, str]] = []
         self._me = psutil.Process()
+        self._cpu_times = psutil.cpu_times()
         self._server: dict[int, Any] = {}  # pid -> psutil.Process, kept so cpu_percent has a baseline
+        self._lock = threading.Lock()  # samples come from the thread and from mark()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mdmsim-load-sampler", daemon=True)
 
@@ -59,10 +62,16 @@ class MachineSampler:
         self.mark("server answering")
 
     def mark(self, label: str) -> None:
-        self.marks.append((time.perf_counter() - self.t0, label))
+        """Note that the run moved on, with a sample of that moment (a short run has few others)."""
+        at = time.perf_counter() - self.t0
+        self.marks.append((at, label))
+        # (not right after another sample: CPU over a few milliseconds is noise)
+        if self._thread.is_alive() and (not self.at or at - self.at[-1] >= _MIN_GAP_S):
+            self._sample()
 
     def start(self) -> MachineSampler:
         self._me.cpu_percent(None)  # the first reading of each counter sets its baseline
+        self._cpu_times = self._psutil.cpu_times()
         self._thread.start()
         return self
 
@@ -84,14 +93,16 @@ class MachineSampler:
         return self.server_pgid is not None
 
     def _run(self) -> None:
-        # psutil keeps the system's baseline per thread: this thread's own, taken here
-        self._psutil.cpu_percent(None)
         while not self._stop.wait(self.interval_s):
             self._sample()
 
     def _sample(self) -> None:
+        with self._lock:
+            self._sample_now()
+
+    def _sample_now(self) -> None:
         cores = self.cpu_count
-        system = self._psutil.cpu_percent(None)
+        system = self._system_cpu()
         load_cpu = load_rss = 0.0
         with contextlib.suppress(self._psutil.Error):
             load_cpu = self._me.cpu_percent(None) / cores
@@ -104,6 +115,23 @@ class MachineSampler:
         self.load_rss_mb.append(load_rss)
         self.server_cpu.append(server_cpu / cores)
         self.server_rss_mb.append(server_rss)
+
+    def _system_cpu(self) -> float:
+        """Busy share of all cores since the last sample, whichever thread samples (psutil's own
+        ``cpu_percent()`` keeps one baseline per calling thread)."""
+        now, last = self._psutil.cpu_times(), self._cpu_times
+        self._cpu_times = now
+
+        def total(t: Any) -> float:  # guest time is already inside user time on Linux
+            return sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+        def idle(t: Any) -> float:
+            return float(t.idle + getattr(t, "iowait", 0.0))
+
+        elapsed = total(now) - total(last)
+        if elapsed <= 0:
+            return 0.0
+        return max(0.0, min(100.0, 100.0 * (elapsed - (idle(now) - idle(last))) / elapsed))
 
     def _server_usage(self) -> tuple[float, float]:
         """CPU percent (of one core) and RSS in MB summed over the server's process group now."""
@@ -122,11 +150,11 @@ class MachineSampler:
             if process is not None:
                 members[pid] = process
         self._server = members
-        if not members:
-            return float("nan"), float("nan")
         cpu = rss = 0.0
         for process in members.values():
             with contextlib.suppress(self._psutil.Error):
                 cpu += process.cpu_percent(None)
                 rss += process.memory_info().rss / _MB
+        if not rss:  # none left, or only the zombies of a server that has stopped
+            return float("nan"), float("nan")
         return cpu, rss
