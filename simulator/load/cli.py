@@ -11,6 +11,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -102,9 +103,10 @@ def _write_report(report_path: str | None, machine: MachineSampler | None,
     ctx = click.get_current_context()
     settings = " ".join(f"{k.replace('_', '-')}={v}" for k, v in ctx.params.items()
                         if v not in (None, False) and k != "report_path")
+    started = time.perf_counter()
     with console.status("drawing the report…"):
         size = write_report(report_path, make(machine, f"mdmsim load {ctx.info_name} · {settings}"))
-    console.print(f"report: {report_path} ({size / 1024:,.0f} KB)")
+    console.print(f"report: {report_path} ({size / 1024:,.0f} KB, drawn in {time.perf_counter() - started:.1f} s)")
 
 
 @click.group("load")

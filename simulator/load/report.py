@@ -184,6 +184,14 @@ def _marks(ax: Axes, marks: Sequence[tuple[float, str]], span: float, label: boo
                         rotation=90)
 
 
+def _legend(ax: Axes) -> None:
+    """A one-row legend above the plot, where it hides no line."""
+    handles = ax.get_legend_handles_labels()[0]
+    if handles:
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=min(len(handles), 4), fontsize=8,
+                  frameon=False, borderaxespad=0.2)
+
+
 def _color(name: str, k: int) -> str:
     return _FAILURE_COLOR if "fail" in name else COLORS[k % len(COLORS)]
 
@@ -225,8 +233,7 @@ def throughput_svg(run: LoadRun) -> str:
         ax.set_ylabel(axis)
         ax.set_ylim(bottom=0)
         _marks(ax, run.machine.marks, span, ax is axes[0])
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize=8, frameon=False)
+        _legend(ax)
     axes[-1].set_xlabel("seconds since start")
     axes[-1].set_xlim(0, max(span, 1.0))
     return _svg(fig, "throughput")
@@ -291,7 +298,7 @@ def machine_svg(run: LoadRun) -> str:
     memory.set_xlim(0, max(_end(run), 1.0))
     for ax in (cpu, memory):
         _marks(ax, m.marks, _end(run), ax is cpu)
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        _legend(ax)
     return _svg(fig, "machine")
 
 
@@ -342,6 +349,8 @@ def _tiles(summary: Mapping[str, Any]) -> str:
 
 
 def _endpoints_table(endpoints: Mapping[str, Mapping[str, Any]]) -> str:
+    if not endpoints:
+        return ""
     rows = []
     for name, row in endpoints.items():
         statuses = " ".join(f"{k}:{v}" for k, v in row.get("statuses", {}).items())
