@@ -76,7 +76,13 @@ class ServedWorld:
         self.apns_url: str | None = None
         self.gateway: APNsGateway | None = None
         #: DEP alone at the root of a port of its own (``dep_port``), as on mdmenrollment.apple.com.
-        self.dep_url: str | None = None
+        self.dep_root_url: str | None = None
+
+    @property
+    def dep_url(self) -> str:
+        """Where a DEP client starts: the root of DEP's own port when it has one, else the world's
+        ``/apple/dep`` on the main port (a served world is used as the world is: ``dep_url`` is never None)."""
+        return self.dep_root_url or self.world.dep_url
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.world, name)
@@ -196,7 +202,7 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
     The push gateway runs beside it: device streams on a free port, the HTTP/2 provider API on
     ``apns_port`` (0: a free one) when given. ``wake_devices``: the world's own devices wake on their
     push (:class:`~simulator.wake.PushWaker`), as in ``mdmsim serve``. ``dep_port`` (0: a free one)
-    serves DEP alone at the root of a second port (``served.dep_url``), as ``mdmsim serve --dep-port``."""
+    serves DEP alone at the root of a second port (``served.dep_url`` then), as ``mdmsim serve --dep-port``."""
     context = None
     if tls:
         world.control.set_setting("tls_anchor_pem", "")
@@ -213,7 +219,7 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
         dep_server = make_server(host, dep_port, world.party_wsgi("dep"), threaded=True,
                                  request_handler=_QuietHandler, ssl_context=context)  # fmt: skip
         servers.append(dep_server)
-        served.dep_url = f"{'https' if tls else 'http'}://{host}:{dep_server.server_address[1]}"
+        served.dep_root_url = f"{'https' if tls else 'http'}://{host}:{dep_server.server_address[1]}"
     sockets = GatewaySockets(host, apns_port=apns_port)
     try:
         gateway = start_gateway(world, sockets, redis_url=redis_url)
@@ -229,8 +235,8 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
     previous = world.control.get_setting("public_url")
     world.control.set_setting("public_url", served.url)
     advertise_gateway(world, sockets)
-    if served.dep_url:
-        world.control.set_setting("dep_root_url", served.dep_url)
+    if served.dep_root_url:
+        world.control.set_setting("dep_root_url", served.dep_root_url)
     threads = [threading.Thread(target=s.serve_forever, name="mdmsim-serve", daemon=True) for s in servers]
     for thread in threads:
         thread.start()
