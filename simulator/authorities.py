@@ -78,6 +78,8 @@ def dep_record(identity: DeviceIdentity) -> dict[str, Any]:
         "product_name": identity.product_name,
         "wifi_mac_address": identity.wifi_mac,
         "bluetooth_mac_address": identity.bluetooth_mac,
+        # the product as sold, which the Business API's orgDevices show (productType, deviceCapacity)
+        "capacity_gb": identity.capacity_gb,
     }
     if identity.imei:
         record["imei"] = [identity.imei]

@@ -115,6 +115,21 @@ MIGRATIONS = [
     ALTER TABLE devices ADD COLUMN doc_v10 TEXT NOT NULL DEFAULT ',"is_replacement_device":false';
     ALTER TABLE events ADD COLUMN by_replacement INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: what Apple Business Manager shows of a device beyond its DEP record (the Business API's
+    # orgDevices): when it joined the organisation, last changed and left it, and the product as sold
+    # (``product_type`` such as ``iPhone14,3``, ``capacity_gb``, Apple's ``part_number``; NULL for a
+    # serial the portal was given without them). The hardware identifiers are migration 2's columns,
+    # read by DEP and the Business API alike. Rows of a store made before this get their assignment
+    # date as their dates.
+    """
+    ALTER TABLE devices ADD COLUMN added_at TEXT;
+    ALTER TABLE devices ADD COLUMN updated_at TEXT;
+    ALTER TABLE devices ADD COLUMN released_at TEXT;
+    ALTER TABLE devices ADD COLUMN product_type TEXT;
+    ALTER TABLE devices ADD COLUMN capacity_gb INTEGER;
+    ALTER TABLE devices ADD COLUMN part_number TEXT;
+    UPDATE devices SET added_at = assigned_date, updated_at = assigned_date;
+    """,
 ]
 
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
@@ -169,6 +184,11 @@ class DeviceRecord(NamedTuple):
     wifi_mac: str | None = None
     bluetooth_mac: str | None = None
     ethernet_mac: str | None = None
+    #: The product as sold, which the Business API shows and DEP does not: the product type (MDM's
+    #: ProductName, ``iPhone14,3``), the capacity in GB and Apple's part number.
+    product_type: str | None = None
+    capacity_gb: int | None = None
+    part_number: str | None = None
 
     def hardware(self) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
         """The :data:`V10_COLUMNS` values (without ``replaces_serial``) as stored: arrays as JSON."""
@@ -289,12 +309,15 @@ def refresh_docs(db: sqlite3.Connection, device_ids: Sequence[int]) -> None:
     db.executemany("UPDATE devices SET doc = ?, doc_v8 = ?, doc_v10 = ? WHERE id = ?", updates)
 
 
-def _write(db: sqlite3.Connection, assignments: str, rows: Sequence[tuple[Any, ...]]) -> None:
+def _write(db: sqlite3.Connection, assignments: str, rows: Sequence[tuple[Any, ...]], stamp: str) -> None:
     """``UPDATE devices SET <assignments> WHERE id = ?`` once per parameter row (the id last), then
-    re-render those rows: the only way this module changes a device row, so no write forgets the doc."""
+    re-render those rows: the only way this module changes a device row, so no write forgets the doc,
+    nor the ``updated_at`` the Business API reports (``stamp``)."""
     if not rows:
         return
-    db.executemany(f"UPDATE devices SET {assignments} WHERE id = ?", rows)
+    db.executemany(
+        f"UPDATE devices SET {assignments}, updated_at = ? WHERE id = ?", [(*row[:-1], stamp, row[-1]) for row in rows]
+    )
     refresh_docs(db, [row[-1] for row in rows])
 
 
@@ -423,28 +446,31 @@ def add_devices(
         hardware = record.hardware()
         values = (
             model, description, color, asset_tag, os_name, family, order, server_id, seq, assigned_date, assigned_by,
-            *hardware,
+            *hardware, record.product_type, record.capacity_gb, record.part_number,
         )  # fmt: skip
         if prior_id is None:
             doc = render_doc(
                 serial, model, description, color, asset_tag, "empty", None, None, None, assigned_date, assigned_by
             )
-            inserts.append((device_id, serial, *values, doc, render_v10(*hardware, None)))
+            inserts.append((device_id, serial, *values, stamp, stamp, doc, render_v10(*hardware, None)))
         else:
-            revivals.append((*values, device_id))
+            revivals.append((*values, stamp, device_id))
     db.executemany(
         "INSERT INTO devices (id, serial, model, description, color, asset_tag, os, device_family, "
         "order_number, server_id, seq, assigned_date, assigned_by, imei, meid, eid, wifi_mac, bluetooth_mac, "
-        "ethernet_mac, doc, doc_v10) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "ethernet_mac, product_type, capacity_gb, part_number, added_at, updated_at, doc, doc_v10) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         inserts,
     )
     _write(
         db,
         "model = ?, description = ?, color = ?, asset_tag = ?, os = ?, device_family = ?, order_number = ?, "
         "server_id = ?, seq = ?, assigned_date = ?, assigned_by = ?, imei = ?, meid = ?, eid = ?, wifi_mac = ?, "
-        "bluetooth_mac = ?, ethernet_mac = ?, released = 0, mdm_migration_deadline = NULL, replaces_serial = NULL, "
+        "bluetooth_mac = ?, ethernet_mac = ?, product_type = ?, capacity_gb = ?, part_number = ?, added_at = ?, "
+        "released = 0, released_at = NULL, mdm_migration_deadline = NULL, replaces_serial = NULL, "
         "replacement_date = NULL, " + _NO_PROFILE,
         revivals,
+        stamp,
     )
     if events:
         add_events(db, events, first=first_event)
@@ -474,6 +500,7 @@ def move_to_server(
         db,
         "server_id = ?, seq = ?, assigned_date = ?, assigned_by = ?, mdm_migration_deadline = ?, " + _NO_PROFILE,
         updates,
+        stamp,
     )
     if events:
         add_events(db, events, first=first)
@@ -488,7 +515,9 @@ def detach(
     events: list[Event] = [
         (row["server_id"], row["id"], "deleted", stamp, row["doc"]) for row in rows if row["server_id"] is not None
     ]
-    _write(db, "released = ?, " + _DETACHED, [(1 if release else 0, row["id"]) for row in rows])
+    released_at = stamp if release else None
+    updates = [(1 if release else 0, released_at, row["id"]) for row in rows]
+    _write(db, "released = ?, released_at = ?, " + _DETACHED, updates, stamp)
     if events:
         add_events(db, events, by_replacement=by_replacement)
 
@@ -502,6 +531,7 @@ def assign_profile(
         "profile_id = ?, profile_uuid = ?, profile_status = 'assigned', profile_assign_time = ?, "
         "profile_push_time = NULL",
         [(profile_id, profile_uuid, stamp, device_id) for device_id in device_ids],
+        stamp,
     )
     if device_ids:
         _modified(db, server_id, device_ids, stamp)
@@ -513,6 +543,7 @@ def remove_profile(db: sqlite3.Connection, device_ids: Sequence[int], *, server_
         db,
         "profile_id = NULL, profile_uuid = NULL, profile_status = 'removed', profile_push_time = NULL",
         [(device_id,) for device_id in device_ids],
+        stamp,
     )
     if device_ids:
         _modified(db, server_id, device_ids, stamp)
@@ -527,7 +558,7 @@ def mark_pushed(db: sqlite3.Connection, serial: str, stamp: str) -> bool:
     ).fetchone()
     if row is None:
         return False
-    _write(db, "profile_status = 'pushed', profile_push_time = ?", [(stamp, row["id"])])
+    _write(db, "profile_status = 'pushed', profile_push_time = ?", [(stamp, row["id"])], stamp)
     _modified(db, row["server_id"], [row["id"]], stamp)
     return True
 
@@ -544,7 +575,7 @@ def edit_device(
     if not columns:
         return
     values = [(changes[c] or None) if c == "asset_tag" else (changes[c] if changes[c] is not None else "") for c in columns]
-    _write(db, ", ".join(f"{c} = ?" for c in columns), [(*values, row["id"])])
+    _write(db, ", ".join(f"{c} = ?" for c in columns), [(*values, row["id"])], stamp)
     if row["server_id"] is not None:
         _modified(db, row["server_id"], [row["id"]], stamp)
 
@@ -555,7 +586,7 @@ def set_migration_deadline(
     """When devices must have migrated to their (new) server (``None`` clears it); each device's server
     hears ``modified``. Only devices on a server can have one: the others are left as they are."""
     on_server = [row for row in rows if row["server_id"] is not None]
-    _write(db, "mdm_migration_deadline = ?", [(deadline, row["id"]) for row in on_server])
+    _write(db, "mdm_migration_deadline = ?", [(deadline, row["id"]) for row in on_server], stamp)
     by_server: dict[int, list[int]] = {}
     for row in on_server:
         by_server.setdefault(row["server_id"], []).append(row["id"])
@@ -573,7 +604,7 @@ def replace_device(
     when its serial was released earlier (as :func:`add_devices`)."""
     add_devices(db, [(prior_id, replacement)], server_id=original["server_id"], stamp=stamp, assigned_by=assigned_by)
     new_id = db.execute("SELECT id FROM devices WHERE serial = ?", (replacement.serial,)).fetchone()[0]
-    _write(db, "replaces_serial = ?, replacement_date = ?", [(original["serial"], replacement_date, new_id)])
+    _write(db, "replaces_serial = ?, replacement_date = ?", [(original["serial"], replacement_date, new_id)], stamp)
     detach(db, [original], stamp, release=True, by_replacement=True)
 
 

@@ -6,7 +6,7 @@ so they share one store. Each party keeps its schema and its SQL in its own modu
 the schemas together:
 
 ========================================  ============================================================
-:mod:`simulator.apple.portal.store`       the organisation and its MDM servers
+:mod:`simulator.apple.portal.store`       the organisation, its MDM servers and API accounts
 :mod:`simulator.apple.devices`            devices and their change events (written by portal, DEP,
                                           activation, always through that module)
 :mod:`simulator.apple.dep.store`          DEP profiles, sessions, nonces, activation locks, cursor key
@@ -52,6 +52,8 @@ MIGRATIONS = [
     portal_store.MIGRATIONS[1],
     dep_store.MIGRATIONS[1],
     activation_store.MIGRATIONS[1],
+    devices.MIGRATIONS[2],
+    portal_store.MIGRATIONS[2],
 ]
 
 

@@ -24,12 +24,15 @@ __all__ = [
     "plausible_device",
     "normalize_device",
     "check_serial",
+    "MAX_CAPACITY_GB",
 ]
 
 SERIAL_PATTERN = re.compile(r"^[A-Z0-9]{4,32}$")
 #: The characters of Apple's 12-character serials (no vowels, no O/I/S/Z look-alikes).
 SERIAL_ALPHABET = "0123456789CDFGHJKLMNPQRTVWXY"
 MAX_FIELD = 256
+#: The largest storage the portal takes for a device (1 PB: a bound, not a product).
+MAX_CAPACITY_GB = 1 << 20
 
 OS_NAMES = ("iOS", "iPadOS", "OSX", "tvOS", "visionOS")
 FAMILIES = {
@@ -111,13 +114,31 @@ def _identifier(record: Mapping[str, Any], key: str, pattern: re.Pattern[str], w
     return value
 
 
+def _capacity(record: Mapping[str, Any]) -> int | None:
+    value = record.get("capacity_gb")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CAPACITY_GB:
+        raise PortalError(400, f"capacity_gb must be a whole number of GB from 1 to {MAX_CAPACITY_GB}")
+    return value
+
+
+def _optional_text(record: Mapping[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    return _text(record, key, "")
+
+
 def normalize_device(record: Any, order_number: str | None) -> DeviceRecord:
     """One order line as the portal stores it.
 
     The family comes from the record or the model's name (iPhone when neither says); the OS from the
     record or the family. iPads are stored with the modern ``iPadOS`` (DEP protocol versions before 7
     show them ``iOS``). Hardware identifiers use the names DEP reports them under (``imei``, ``meid``,
-    ``eid``, ``wifi_mac_address``, ``bluetooth_mac_address``, ``ethernet_mac_address``).
+    ``eid``, ``wifi_mac_address``, ``bluetooth_mac_address``, ``ethernet_mac_address``). What only the
+    Business API shows of the product comes as ``product_name`` (MDM's ProductName, ``iPhone14,3``: the
+    Business API's ``productType``), ``capacity_gb`` and ``part_number``.
     """
     if not isinstance(record, Mapping):
         raise PortalError(400, "each device must be an object with a serial_number")
@@ -148,4 +169,7 @@ def normalize_device(record: Any, order_number: str | None) -> DeviceRecord:
         wifi_mac=_identifier(record, "wifi_mac_address", _MAC, "a MAC address (aa:bb:cc:dd:ee:ff)"),
         bluetooth_mac=_identifier(record, "bluetooth_mac_address", _MAC, "a MAC address (aa:bb:cc:dd:ee:ff)"),
         ethernet_mac=_identifier(record, "ethernet_mac_address", _MAC, "a MAC address (aa:bb:cc:dd:ee:ff)"),
+        product_type=_optional_text(record, "product_name"),
+        capacity_gb=_capacity(record),
+        part_number=_optional_text(record, "part_number"),
     )  # fmt: skip

@@ -7,6 +7,7 @@ or a 500: the portal's users are people and scripts setting up a demo, and they 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Flask, Response, request
@@ -17,7 +18,7 @@ from mdm.platform.web import BeforeHook, BodyError, create_party_app, json_respo
 from .serials import serials_from_csv
 from .service import PortalError, PortalService
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "private_key_download"]
 
 
 def _error(status: int, message: str) -> Response:
@@ -61,6 +62,16 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise PortalError(400, f"{key} must be a string")
     return value
+
+
+def private_key_download(portal: PortalService, client_id: str) -> Response:
+    """The API account's private key as the PEM file the portal downloads, once (pages and JSON API)."""
+    pem = portal.api_accounts.private_key(client_id)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", portal.api_accounts.get(client_id)["name"]) or "api-account"
+    response = Response(pem, mimetype="application/x-pem-file")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}_private_key.pem"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask:
@@ -237,6 +248,27 @@ def create_app(portal: PortalService, before: BeforeHook | None = None) -> Flask
     def delete_assignments() -> Response:
         server_uuid, serials, order_number, _ = assignment_request()
         return json_response(portal.unassign(serials, order_number, server_uuid))
+
+    # -- API accounts (Preferences → API): credentials for the Business API -------------------------------
+    @app.get("/api/api-accounts")
+    def get_api_accounts() -> Response:
+        return json_response(portal.api_accounts.list())
+
+    @app.post("/api/api-accounts")
+    def post_api_accounts() -> Response:
+        return json_response(portal.api_accounts.create(_json_object().get("name")), status=201)
+
+    @app.get("/api/api-accounts/<client_id>")
+    def get_api_account(client_id: str) -> Response:
+        return json_response(portal.api_accounts.get(client_id))
+
+    @app.get("/api/api-accounts/<client_id>/private-key")
+    def get_api_account_private_key(client_id: str) -> Response:
+        return private_key_download(portal, client_id)
+
+    @app.post("/api/api-accounts/<client_id>/revoke")
+    def post_api_account_revoke(client_id: str) -> Response:
+        return json_response(portal.api_accounts.revoke(client_id))
 
     @app.post("/api/terms")
     def post_terms() -> Response:

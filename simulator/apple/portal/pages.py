@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from .http import private_key_download
 from .serials import serials_from_csv, serials_from_text
 from .service import SERIAL_PATTERN, PortalError, PortalService
 
@@ -23,6 +24,8 @@ MAX_UPLOAD = 1_048_576
 NOTICES = {
     "server-added": "MDM server added. Next: upload its public key, then download its token.",
     "key-uploaded": "Public key uploaded. You can download the server token now.",
+    "api-account-added": "API account created. Download its private key now: it can be downloaded only once.",
+    "api-account-revoked": "API account revoked. Its access tokens no longer work.",
 }
 
 
@@ -141,6 +144,39 @@ def create_blueprint(portal_service: PortalService) -> Blueprint:
         filename = portal.token_filename(server_uuid)
         response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+    # -- Preferences → API: API accounts for the Business API ------------------------------------------
+    def api_page(status: int = 200, **context: Any) -> tuple[str, int]:
+        context.setdefault("form", {})
+        context.setdefault("error", None)
+        return render("portal_api.html", status, accounts=portal.api_accounts.list(), nav="api", **context)
+
+    @bp.get("/api-accounts")
+    def api_accounts() -> tuple[str, int]:
+        return api_page()
+
+    @bp.post("/api-accounts")
+    def create_api_account() -> Response | tuple[str, int]:
+        try:
+            portal.api_accounts.create(request.form.get("name", ""))
+        except PortalError as exc:
+            return api_page(exc.status, form=request.form, error=exc.message)
+        return redirect(url_for(".api_accounts", notice="api-account-added"))
+
+    @bp.get("/api-accounts/<client_id>/private-key")
+    def download_private_key(client_id: str) -> Response | tuple[str, int]:
+        try:
+            return private_key_download(portal, client_id)
+        except PortalError as exc:
+            return api_page(exc.status, error=exc.message)
+
+    @bp.post("/api-accounts/<client_id>/revoke")
+    def revoke_api_account(client_id: str) -> Response | tuple[str, int]:
+        try:
+            portal.api_accounts.revoke(client_id)
+        except PortalError as exc:
+            return api_page(exc.status, error=exc.message)
+        return redirect(url_for(".api_accounts", notice="api-account-revoked"))
 
     return bp
 

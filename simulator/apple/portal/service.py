@@ -41,6 +41,7 @@ from mdm.protocol.randomness import Randomness
 from .. import devices
 from ..devices import DeviceRecord
 from . import store as portal_store
+from .api_accounts import APIAccounts
 from .catalog import (
     FAMILIES,
     MAX_FIELD,
@@ -81,6 +82,7 @@ class PortalService:
         *,
         seed: int | None = None,
         describe_serial: Callable[[str], dict[str, Any]] | None = None,
+        settle: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -89,6 +91,10 @@ class PortalService:
         # A device known only by its serial: the world gives it the identity its maker gave it (so DEP's
         # record and the powered-on device agree); without a world, plausible model data.
         self.describe_serial = describe_serial or plausible_device
+        self.api_accounts = APIAccounts(store, clock, self.random)
+        # Work other parties scheduled on the world clock and that is due now (the Business API's device
+        # activities), run before the portal reads or moves devices, so it shows what the world is.
+        self.settle: Callable[[], None] = settle or (lambda: None)
 
     def _random_devices(self, count: int) -> list[dict[str, Any]]:
         """Plausible devices with Apple-style serials, for a portal without the world's Faker generator.
@@ -405,6 +411,7 @@ class PortalService:
         for key, value in changes.items():
             if value is not None and (not isinstance(value, str) or len(value) > MAX_FIELD):
                 raise PortalError(400, f"{key} must be a string of at most {MAX_FIELD} characters")
+        self.settle()
         stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             row = devices.active_device(db, serial)
@@ -414,6 +421,7 @@ class PortalService:
         return self.device(serial)
 
     def device(self, serial: str) -> dict[str, Any]:
+        self.settle()
         with self.store.read() as db:
             row = portal_store.device(db, serial)
         if row is None:
@@ -422,11 +430,13 @@ class PortalService:
 
     def serials(self, server_uuid: str | None = None) -> list[str]:
         """Serial numbers in the organisation (or assigned to one server), in the order they were added."""
+        self.settle()
         with self.store.read() as db:
             return portal_store.serials(db, self._server_id(db, server_uuid))
 
     def devices(self, server_uuid: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         """A page of the organisation's devices (all, or one server's), oldest first."""
+        self.settle()
         with self.store.read() as db:
             server = self._server_id(db, server_uuid) if server_uuid else None
             total = portal_store.device_count(db, server)
@@ -462,6 +472,7 @@ class PortalService:
         ``mdm_migration_deadline`` (ISO 8601): when devices moving from another server must have
         migrated; DEP reports it from protocol version 8 on."""
         deadline = _deadline(mdm_migration_deadline)
+        self.settle()
         org = self.organization()
         stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
@@ -477,6 +488,7 @@ class PortalService:
         """Set (or with ``None`` clear) the MDM migration deadline of devices on a server; each server
         hears ``modified``. Devices on no server are listed in ``unassigned``."""
         deadline = _deadline(mdm_migration_deadline)
+        self.settle()
         stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             rows, missing = self._select(db, serials, None)
@@ -502,6 +514,7 @@ class PortalService:
             replacement_date = self.clock.now().strftime("%Y-%m-%d")
         if not isinstance(replacement_date, str) or not _ISO_DATE.fullmatch(replacement_date):
             raise PortalError(400, "replacement_date must be a day, YYYY-MM-DD")
+        self.settle()
         org = self.organization()
         stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
@@ -524,6 +537,7 @@ class PortalService:
         server_uuid: str | None = None,
     ) -> dict[str, Any]:
         """Unassign (from ``server_uuid`` only, when given): the server sees ``deleted``."""
+        self.settle()
         stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             only = self._server_id(db, server_uuid)
@@ -539,6 +553,7 @@ class PortalService:
         serials = list(serials)
         if not serials:
             return {"released": 0, "not_found": []}
+        self.settle()
         stamp = iso_from_timestamp(self.clock.timestamp())
         with self.store.transaction() as db:
             rows, missing = self._select(db, serials, None)

@@ -1,4 +1,4 @@
-"""The portal's tables (the organisation, its MDM servers and beta programs) and the SQL the portal runs.
+"""The portal's tables (the organisation, its MDM servers, beta programs and API accounts) and the SQL the portal runs.
 
 Devices belong to :mod:`simulator.apple.devices` (DEP and activation write them too); this module only
 reads them for the portal's own listings. Every function takes an open connection, so the service
@@ -37,6 +37,12 @@ __all__ = [
     "beta_programs",
     "insert_beta_program",
     "delete_beta_program",
+    "insert_api_account",
+    "api_account",
+    "api_accounts",
+    "active_api_account_count",
+    "take_api_private_key",
+    "revoke_api_account",
 ]
 
 #: The portal's tables, part of the Apple store's first migration (see :mod:`simulator.apple.store`).
@@ -75,6 +81,21 @@ MIGRATIONS = [
         os TEXT NOT NULL,
         token TEXT NOT NULL UNIQUE,
         created_at REAL NOT NULL
+    );
+    """,
+    # 3: API accounts (Preferences → API): who may call the Business API with a signed client assertion.
+    # The private key is kept only until its one download; the public key checks every assertion.
+    """
+    CREATE TABLE api_accounts (
+        id INTEGER PRIMARY KEY,
+        client_id TEXT NOT NULL UNIQUE,
+        key_id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        public_key_pem TEXT NOT NULL,
+        private_key_pem TEXT,
+        created_at REAL NOT NULL,
+        key_downloaded_at REAL,
+        revoked_at REAL
     );
     """,
 ]
@@ -272,3 +293,58 @@ def insert_beta_program(db: sqlite3.Connection, title: str, os_name: str, token:
 
 def delete_beta_program(db: sqlite3.Connection, token: str) -> bool:
     return db.execute("DELETE FROM beta_programs WHERE token = ?", (token,)).rowcount > 0
+
+
+# -- API accounts ------------------------------------------------------------------------------------
+
+_API_ACCOUNT_COLUMNS = (
+    "client_id, key_id, name, public_key_pem, created_at, key_downloaded_at, revoked_at, "
+    "private_key_pem IS NOT NULL AS private_key_available"
+)
+
+
+def insert_api_account(
+    db: sqlite3.Connection, client_id: str, key_id: str, name: str, public_pem: str, private_pem: str, now: float
+) -> None:
+    db.execute(
+        "INSERT INTO api_accounts (client_id, key_id, name, public_key_pem, private_key_pem, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (client_id, key_id, name, public_pem, private_pem, now),
+    )
+
+
+def api_account(db: sqlite3.Connection, client_id: str) -> sqlite3.Row | None:
+    """One API account by client ID (revoked ones too: the token service must say why it refuses)."""
+    return db.execute(f"SELECT {_API_ACCOUNT_COLUMNS} FROM api_accounts WHERE client_id = ?", (client_id,)).fetchone()
+
+
+def api_accounts(db: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every API account, oldest first."""
+    return db.execute(f"SELECT {_API_ACCOUNT_COLUMNS} FROM api_accounts ORDER BY id").fetchall()
+
+
+def active_api_account_count(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT count(*) FROM api_accounts WHERE revoked_at IS NULL").fetchone()[0])
+
+
+def take_api_private_key(db: sqlite3.Connection, client_id: str, now: float) -> str | None:
+    """The private key's PEM, removed from the store as it is read (the portal hands it out once)."""
+    row = db.execute(
+        "SELECT private_key_pem FROM api_accounts WHERE client_id = ? AND revoked_at IS NULL", (client_id,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    db.execute(
+        "UPDATE api_accounts SET private_key_pem = NULL, key_downloaded_at = ? WHERE client_id = ?", (now, client_id)
+    )
+    return str(row[0])
+
+
+def revoke_api_account(db: sqlite3.Connection, client_id: str, now: float) -> bool:
+    """Revoke (idempotent: the first revocation's time stays); False when there is no such account."""
+    found = db.execute("SELECT 1 FROM api_accounts WHERE client_id = ?", (client_id,)).fetchone() is not None
+    db.execute(
+        "UPDATE api_accounts SET revoked_at = ?, private_key_pem = NULL WHERE client_id = ? AND revoked_at IS NULL",
+        (now, client_id),
+    )
+    return found
