@@ -13,6 +13,10 @@ the schemas together:
 :mod:`simulator.apple.activation.store`   the device CA, the Enterprise Attestation CA
 :mod:`simulator.apple.apns.store`         APNs' pending notifications, token topics, counters
 :mod:`simulator.apple.pushcert.store`     push certificates and their CA
+:mod:`simulator.apple.account.store`      the token service's access tokens (API accounts are the
+                                          portal's)
+:mod:`simulator.apple.business.store`     the Business API's device activities and their results,
+                                          rate windows
 ========================================  ============================================================
 
 The schema is versioned by one ``PRAGMA user_version``, so the migrations of every party are listed
@@ -31,8 +35,10 @@ from pathlib import Path
 from mdm.platform.storage import Store
 
 from . import devices
+from .account import store as account_store
 from .activation import store as activation_store
 from .apns import store as apns_store
+from .business import store as business_store
 from .dep import store as dep_store
 from .portal import store as portal_store
 from .pushcert import store as pushcert_store
@@ -54,6 +60,8 @@ MIGRATIONS = [
     activation_store.MIGRATIONS[1],
     devices.MIGRATIONS[2],
     portal_store.MIGRATIONS[2],
+    account_store.MIGRATIONS[0],
+    business_store.MIGRATIONS[0],
 ]
 
 

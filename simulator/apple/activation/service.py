@@ -30,7 +30,7 @@ device write DEP and the portal share.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -95,7 +95,11 @@ class ActivationService:
         dep: CloudConfigurationSource | None = None,
         device_ca: CertificateAuthority | None = None,
         seed: int | None = None,
+        settle: Callable[[], None] | None = None,
     ) -> None:
+        # Work scheduled on the world clock and due now (the Business API's device activities), done
+        # before a device's cloud configuration is read, so a device moved a moment ago gets the new one.
+        self.settle: Callable[[], None] = settle or (lambda: None)
         if store is None:
             store = getattr(dep, "store", None) or open_apple_store(None)
         self.store: Store = store
@@ -138,6 +142,7 @@ class ActivationService:
 
     def profile_for(self, serial: str) -> dict[str, Any]:
         """The cloud configuration for ``serial`` (and mark it pushed), or ``{}`` for "no configuration"."""
+        self.settle()
         with self.store.read() as db:
             found = activation_store.cloud_configuration(db, serial)
         if not found or not found.get("profile"):
