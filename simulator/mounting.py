@@ -25,8 +25,10 @@ from mdm.platform.web import ENDPOINT_ENVIRON_KEY, PARTY_ENVIRON_KEY, create_par
 from mdm.server import http as mdm_http
 
 from .admin_token import APITokenMiddleware
+from .apple.account import http as account_http
 from .apple.activation import http as activation_http
 from .apple.apns import http as apns_http
+from .apple.business import http as business_http
 from .apple.dep import http as dep_http
 from .apple.hosts import APPLE_HOSTS, prefix_for_host
 from .apple.portal import http as portal_http
@@ -61,8 +63,10 @@ class World(Protocol):
     """What mounting needs of a world (:class:`simulator.world.World` is the one), named here so that
     this module, which ``world.py`` imports, does not import ``world.py`` back."""
 
+    account_service: Any
     activation: Any
     apns: Any
+    business_api: Any
     clock: Any
     control: ControlService
     controller: Any
@@ -120,6 +124,8 @@ def mount(world: World) -> tuple[Callable, dict[str, LazyApp]]:
         "/apple/apns": LazyApp(lambda: apns_http.create_app(world.apns, before=before)),
         "/apple/portal/push-certificates": LazyApp(lambda: pushcert_http.create_app(world.pushcert, before=before)),
         "/apple/activation": LazyApp(lambda: activation_http.create_app(world.activation, before=before)),
+        "/apple/business": LazyApp(lambda: business_http.create_app(world.business_api, take_fault=world.control.take_fault)),
+        "/apple/account": LazyApp(lambda: account_http.create_app(world.account_service, take_fault=world.control.take_fault)),
         "/mdm": LazyApp(lambda: mdm_http.create_app(world.mdm, before=before)),
         "/idp": LazyApp(lambda: idp_http.create_app(world.idp, before=before)),
         "/intune": LazyApp(lambda: _controller_app(world, before)),

@@ -14,6 +14,7 @@ schedules), :mod:`simulator.serving` (real sockets). This module builds them and
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,9 +35,15 @@ from mdm.server.push import WebhookSubscription
 from mdm.server.service import MDMService
 from mdm.server.store import open_mdm_store
 
+from .apple.account.assertion import APPLE_AUDIENCE
+from .apple.account.faults import FAULT_RESPONSES as ACCOUNT_FAULTS
+from .apple.account.service import TokenService
 from .apple.activation.service import ActivationService
 from .apple.apns.service import APNsService, open_apns_store
+from .apple.business.faults import FAULT_RESPONSES as BUSINESS_FAULTS
+from .apple.business.service import BusinessAPIService, RateLimits
 from .apple.dep.service import DEPService
+from .apple.portal.api_accounts import scope_of
 from .apple.portal.service import PortalError, PortalService
 from .apple.pushcert.service import PushCertificateService, open_pushcert_store
 from .apple.store import open_apple_store
@@ -60,6 +67,8 @@ from .tls import anchor_b64
 __all__ = ["World", "ServedWorld", "DEPSIM_CREDENTIALS", "IN_PROCESS_URL"]
 
 DEFAULT_SERVER_NAME = "mdmsim"
+DEFAULT_API_ACCOUNT = "mdmsim"
+_BUSINESS_ACCOUNT = "business_api_account"
 DEFAULT_ORGANIZATION = "Contoso Pharmaceuticals"
 
 # Each store of a world: world.db is the world's own (simulation control, the manufacturer's records).
@@ -82,6 +91,10 @@ class World:
     Apple attests, certified over ACME by ``/mdm/acme/directory``; older devices get SCEP). ``scep_url``
     and ``scep_challenge`` send devices to someone else's SCEP server instead, and ``identity_ca``
     (certificates) is that server's CA, whose identities the MDM server then accepts.
+
+    ``business_rate_limits`` sets the Business API's per-account limits (default: 20 GETs a minute, 10
+    POSTs an hour, ``0`` for none); ``activity_step_s`` is how long each step of a device activity takes
+    in world time (five steps; devices move after the fourth).
     """
 
     def __init__(
@@ -105,6 +118,8 @@ class World:
         scep_url: str | None = None,
         scep_challenge: str | None = None,
         identity_ca: Sequence[Any] = (),
+        business_rate_limits: RateLimits | None = None,
+        activity_step_s: float = 2.0,
     ) -> None:
         if devices < 0:
             raise ValueError("devices must be zero or more")
@@ -122,17 +137,27 @@ class World:
 
         control_store = self._store("world")
         self.clock = Clock(control_store, start=start, frozen=frozen_clock)
-        self.control = ControlService(control_store, self.clock, {"dep": DEP_FAULT_NAMES})
+        self.control = ControlService(
+            control_store, self.clock, {"dep": DEP_FAULT_NAMES, "business": BUSINESS_FAULTS, "account": ACCOUNT_FAULTS}
+        )
         self._manufacturer = Manufacturer(control_store, seed)
         self._tls = TLSAuthority(self.control, seed)
 
         apple_store = self._store("apple")
+        # The Business API's device activities change devices when their world time comes; whichever party
+        # reads devices first after that applies them (``settle``), so the portal, DEP and activation agree.
+        self.business_api = BusinessAPIService(apple_store, self.clock, seed=seed, activity_step_s=activity_step_s)
+        if business_rate_limits is not None:
+            self.business_api.set_rate_limits(business_rate_limits.get_per_minute, business_rate_limits.post_per_hour)
+        self.account_service = TokenService(apple_store, self.clock, seed=seed)
+        settle = self.business_api.settle
         self.portal_service = PortalService(
             apple_store, self.clock, generate_devices=self._generate_devices, seed=seed,
-            describe_serial=lambda serial: dep_record(self.identity(serial)),
+            describe_serial=lambda serial: dep_record(self.identity(serial)), settle=settle,
         )  # fmt: skip
         self.dep_service = DEPService(
-            apple_store, self.clock, session_lifetime_s=session_lifetime_s, public_url=lambda: self.dep_url, seed=seed
+            apple_store, self.clock, session_lifetime_s=session_lifetime_s, public_url=lambda: self.dep_url, seed=seed,
+            settle=settle,
         )
         self.depsim = DepsimSchedules(self.control, self.clock, insert=self._insert_devices, release=self._release_devices)
 
@@ -141,7 +166,8 @@ class World:
         # Apple's device CA lives in Apple's store, made there from the seed; a world written before
         # kept it in its own settings, so that one is handed over once (and is the CA from then on).
         self.activation = ActivationService(
-            apple_store, self.clock, dep=self.dep_service, device_ca=legacy_device_ca(self.control), seed=seed
+            apple_store, self.clock, dep=self.dep_service, device_ca=legacy_device_ca(self.control), seed=seed,
+            settle=settle,
         )
         self.device_ca = self.activation.device_ca
         # The devices' Secure Enclave fuse: beside the device store on disk (every worker must unwrap the
@@ -203,6 +229,7 @@ class World:
         self.idp.seed_users(users)
         if self._push_certificate:
             self.setup_push_certificate()
+        self._business_account()
         self.control.set_setting("default_server_uuid", server["server_uuid"])
         self.control.set_setting("seeded", isoformat(self.clock.now()))
 
@@ -321,6 +348,42 @@ class World:
         """The five OAuth keys of the default MDM server's token (as in the decrypted ``.p7m``)."""
         return self.dep_service.credentials(self.default_server_uuid)
 
+    @property
+    def business_url(self) -> str:
+        """The Business API's base: ``{business_url}/v1/orgDevices`` (``https://api-business.apple.com`` by Host)."""
+        return f"{self.url}/apple/business"
+
+    @property
+    def account_url(self) -> str:
+        """Apple's account service: ``{account_url}/auth/oauth2/token`` (``https://account.apple.com`` by Host)."""
+        return f"{self.url}/apple/account"
+
+    @property
+    def business_credentials(self) -> dict[str, str]:
+        """The world's Business API account, as an admin has it after "Create API Account" and one
+        download: ``client_id``, ``key_id``, ``private_key_pem`` (EC P-256, PKCS#8), the ``scope`` to ask
+        for, the ``token_url`` and the API's ``api_url``, and the ``audience`` assertions must name."""
+        account = self._business_account()
+        return {
+            **account,
+            "scope": scope_of(account["client_id"]),
+            "token_url": f"{self.account_url}/auth/oauth2/token",
+            "audience": APPLE_AUDIENCE,
+            "api_url": self.business_url,
+        }
+
+    def _business_account(self) -> dict[str, str]:
+        """The world's API account, made once (at seeding, or on first use in a world seeded before the
+        Business API existed); its private key, downloaded once from the portal, is kept in the world's
+        settings as an admin keeps the file."""
+        stored = self.control.get_setting(_BUSINESS_ACCOUNT)
+        if stored is None:
+            account = self.portal_service.api_accounts.create(DEFAULT_API_ACCOUNT)
+            pem = self.portal_service.api_accounts.private_key(account["client_id"])
+            stored = json.dumps({"client_id": account["client_id"], "key_id": account["key_id"], "private_key_pem": pem})
+            self.control.set_setting(_BUSINESS_ACCOUNT, stored)
+        return dict(json.loads(stored))
+
     def server_token_p7m(self, certificate_pem: str | bytes, server_uuid: str | None = None) -> bytes:
         """Upload a public key for the server (default: ``mdmsim``) and download its ``.p7m`` token."""
         target = server_uuid or self.default_server_uuid
@@ -358,6 +421,8 @@ class World:
                 "sim": self.sim_url,
                 "acme_directory": f"{self.mdm_url}/acme/directory",
                 "attestation_root": f"{self.url}/apple/activation/attestation-root.pem",
+                "business": self.business_url,
+                "account": self.account_url,
                 # The push gateway's own listeners while served: device streams, HTTP/2 provider API.
                 "apns_stream": self.control.get_setting("apns_stream_url") or None,
                 "apns_provider": self.control.get_setting("apns_provider_url") or None,

@@ -7,7 +7,7 @@ naming Apple; :mod:`simulator.mounting` then hands it to the party mounted at th
 names, with the path left at ``/`` as Apple serves it. The same table puts the names into the world's
 TLS certificate (:func:`simulator.tls.issue_server_pair`), so the client's certificate check passes.
 
-A new Apple service joins by one line here (the Business API and its token host, say).
+A new Apple service joins by one line here, as the Business API and its token host did.
 Pure data: no I/O, nothing imported.
 """
 
@@ -30,6 +30,9 @@ APPLE_HOSTS: Mapping[str, str] = MappingProxyType({
     # devices activate (the iOS endpoints are private, so our activation app's paths are its own).
     "iprofiles.apple.com": "/apple/activation",
     "albert.apple.com": "/apple/activation",
+    # Apple Business API (/v1/orgDevices, ...) and the account service that issues its tokens (/auth/oauth2/token)
+    "api-business.apple.com": "/apple/business",
+    "account.apple.com": "/apple/account",
 })  # fmt: skip
 
 
