@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import jwt
 from hypothesis import strategies as st
 from oauthlib.oauth1 import Client as OAuthClient
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -26,6 +27,7 @@ from werkzeug.wrappers import Response
 
 from mdm.protocol import cms
 from simulator import World
+from simulator.apple.business.service import RateLimits
 
 GRAPH = "/intune/deviceManagement/depOnboardingSettings"
 # CI examples per route (~150 routes → >10,000 requests); MDMSIM_FUZZ_EXAMPLES is the total for a long run.
@@ -111,11 +113,14 @@ class Known:
     identity: tuple[Any, Any] | None = field(default=None, repr=False)  # the enrolled device's MDM identity
     command_uuid: str = ""
     cms_blob: bytes = field(default=b"", repr=False)
+    bearer: str = ""  # a Business API access token
+    client_id: str = ""  # the Business API account, and an assertion it signed
+    assertion: str = field(default="", repr=False)
 
 
 def build_world() -> tuple[World, Known]:
     """A world with a token, a profile, a sync, an assignment and one enrolled device (about 2 s)."""
-    world = World(devices=12, seed=7, background_sync=False)
+    world = World(devices=12, seed=7, background_sync=False, business_rate_limits=RateLimits(0, 0))
     http = world.http
     setting = http.post(GRAPH, json={"tokenName": "Fuzz"}).json()["id"]
     pem = http.post(f"{GRAPH}/{setting}/generateEncryptionPublicKey").json()["value"]
@@ -149,17 +154,44 @@ def build_world() -> tuple[World, Known]:
     _, signed, _ = oauth.sign(f"{world.dep_url}/session")
     session = http.get("/apple/dep/session", headers={**signed, "User-Agent": "fuzz"}).json()["auth_session_token"]
     push_token = device.state.push_token or "00" * 32
+    business = _business(world, world.serials[2])
 
     known = Known(
         values={
             "token_id": [setting], "profile_id": [profile], "server_uuid": [server], "serial": [serial, world.serials[1]],
-            "udid": [udid], "command_uuid": [command_uuid], "cert_id": [pushcert], "device_id": [imported],
+            "udid": [udid], "command_uuid": [command_uuid], "cert_id": [pushcert],
+            "device_id": [imported, serial, world.serials[2]],  # Graph's imported identities; the Business API's serials
             "token": [push_token, "ab" * 32], "name": ["fuzz-counter"], "filename": ["app.css", "../../etc/passwd"],
+            "server_id": [business["server_id"], server],
+            "activity_id": [business["activity_id"]], "client_id": [business["client_id"]],
         },
         dep_session=session, udid=udid, serial=serial, identity=identity, command_uuid=command_uuid,
+        bearer=business["bearer"], client_id=business["client_id"], assertion=business["assertion"],
         cms_blob=cms.sign(plistlib.dumps({"UDID": udid, "SERIAL": serial}), identity[0], identity[1]),
     )
     return world, known
+
+
+def _business(world: World, serial: str) -> dict[str, str]:
+    """A Business API token, and a completed activity (so its id, and its log, are real)."""
+    credentials = world.business_credentials
+    now = int(world.clock.timestamp())
+    assertion = jwt.encode({"sub": credentials["client_id"], "aud": credentials["audience"], "iat": now,
+                            "exp": now + 86400, "jti": "fuzz"}, credentials["private_key_pem"], algorithm="ES256",
+                           headers={"kid": credentials["key_id"]})
+    token = world.http.post("/apple/account/auth/oauth2/token", data={
+        "grant_type": "client_credentials", "client_id": credentials["client_id"], "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "scope": "business.api"})
+    bearer = token.json()["access_token"]
+    server_id = world.default_server_uuid.replace("-", "")
+    created = world.http.post("/apple/business/v1/orgDeviceActivities", headers={"Authorization": f"Bearer {bearer}"},
+                              json={"data": {"type": "orgDeviceActivities", "attributes": {"activityType": "ASSIGN_DEVICES"},
+                                             "relationships": {"mdmServer": {"data": {"type": "mdmServers", "id": server_id}},
+                                                               "devices": {"data": [{"type": "orgDevices", "id": serial}]}}}})
+    assert created.status_code == 201, created.text
+    world.clock.advance(seconds=60)
+    return {"bearer": bearer, "client_id": credentials["client_id"], "assertion": assertion,
+            "server_id": server_id, "activity_id": created.json()["data"]["id"]}
 
 
 # -- strategies ------------------------------------------------------------------------------------
@@ -212,7 +244,13 @@ VOCABULARY = sorted({
     "depProfileAdminAccountPasswordRotationSetting", "adminAccountPassword", "temporarySessionTimeoutInSeconds",
     # activation
     "serial_number", "machine_info", "MachineInfo", "SerialNumber", "UDID",
+    # Business API and its token endpoint
+    "data", "attributes", "relationships", "activityType", "mdmServer", "activityTypeMetadata",
+    "mdmMigrationDeadlineDateTime", "name", "grant_type", "client_id", "client_assertion", "client_assertion_type",
+    "scope",
 })
+ACTIVITY_TYPES = ["ASSIGN_DEVICES", "UNASSIGN_DEVICES", "ASSIGN_DEVICES_WITH_MDM_MIGRATION_DEADLINE",
+                  "UPDATE_MDM_MIGRATION_DEADLINE", "CANCEL_MDM_MIGRATION", "RELEASE_DEVICES", "NOPE", ""]
 MDM_KEYS = ["MessageType", "UDID", "Topic", "Status", "CommandUUID", "PushMagic", "Token", "UnlockToken", "SerialNumber",
             "ErrorChain", "QueryResponses", "AwaitingConfiguration", "EnrollmentID", "UserID", "Command", "RequestType",
             "BuildVersion", "OSVersion", "ProductName", "IMEI", "MEID", "DeviceName", "Model", "ModelName"]
@@ -227,7 +265,10 @@ CONTENT_TYPES = ["application/json", "application/json;charset=UTF8", "applicati
 QUERY_NAMES = ["limit", "offset", "token", "wait", "server_uuid", "$top", "$skiptoken", "$filter", "apple_id", "notice",
                "id", "rounds", "auth", "profile_uuid", "skiptoken", "token_id", "profile", "x", "", "a[b]",
                # Graph's query options, with and without their $ (beta), some of them unsupported on purpose
-               "$skip", "$orderby", "$select", "$count", "$expand", "$search", "top", "filter", "orderby", "select", "device"]
+               "$skip", "$orderby", "$select", "$count", "$expand", "$search", "top", "filter", "orderby", "select", "device",
+               # the Business API and its token endpoint
+               "cursor", "fields[orgDevices]", "fields[mdmServers]", "fields[orgDeviceActivities]", "Expires", "Signature",
+               "grant_type", "client_id", "client_assertion", "client_assertion_type", "scope"]
 HEADER_NAMES = ["User-Agent", "Authorization", "X-ADM-Auth-Session", "X-Server-Protocol-Version", "Mdm-Signature",
                 "x-apple-aspen-deviceinfo", "Accept", "apns-topic", "apns-push-type", "apns-priority",
                 "apns-expiration", "apns-id", "apns-collapse-id", "Cookie", "Content-Encoding", "If-None-Match",
@@ -276,7 +317,7 @@ def bodies(draw: st.DrawFn, known: Known) -> tuple[bytes, str | None]:
     shaped, mdm_shaped, _ = _world_strategies(known)
     kind = draw(st.sampled_from(["empty", "binary", "json", "shaped", "xml", "binary_plist", "mdm_xml", "mdm_binary",
                                  "truncated_plist", "entities", "cms", "broken_cms", "base64", "bad_base64", "soap",
-                                 "form", "multipart", "csv", "pem", "big"]))
+                                 "form", "multipart", "csv", "pem", "big", "jsonapi", "oauth"]))
     body: bytes
     if kind == "empty":
         body = b""
@@ -330,6 +371,30 @@ def bodies(draw: st.DrawFn, known: Known) -> tuple[bytes, str | None]:
         inner = base64.encodebytes(draw(st.binary(max_size=120))).decode()
         label = draw(st.sampled_from(["CERTIFICATE", "CERTIFICATE REQUEST", "PRIVATE KEY", "PKCS7", "X"]))
         body = f"-----BEGIN {label}-----\n{inner}-----END {label}-----\n".encode()
+    elif kind == "jsonapi":  # a Business API activity, more or less well formed
+        every = _world_strategies(known)[2]
+        item = st.fixed_dictionaries({"type": st.sampled_from(["orgDevices", "mdmServers", ""]) | json_scalars,
+                                      "id": every | json_scalars})
+        document = draw(st.fixed_dictionaries({"data": st.fixed_dictionaries(
+            {"type": st.sampled_from(["orgDeviceActivities", "x"]) | json_scalars},
+            optional={
+                "attributes": st.fixed_dictionaries({"activityType": st.sampled_from(ACTIVITY_TYPES) | json_scalars},
+                                                    optional={"activityTypeMetadata": st.fixed_dictionaries(
+                                                        {"mdmMigrationDeadlineDateTime": odd_text | json_scalars})}),
+                "relationships": st.fixed_dictionaries({}, optional={
+                    "mdmServer": st.fixed_dictionaries({"data": item}) | json_values,
+                    "devices": st.fixed_dictionaries({"data": st.lists(item, max_size=4) | json_values})}),
+            })}))
+        body = json.dumps(document).encode()
+    elif kind == "oauth":  # a token request, sometimes with the real client and assertion
+        pairs = {"grant_type": draw(st.sampled_from(["client_credentials", "password", ""]) | odd_text),
+                 "client_id": draw(st.sampled_from([known.client_id, "BUSINESSAPI.x"]) | odd_text),
+                 "client_assertion_type": draw(st.sampled_from(
+                     ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "x"])),
+                 "client_assertion": draw(st.sampled_from([known.assertion, known.assertion[:-3] + "abc", "a.b.c"])
+                                          | odd_text),
+                 "scope": draw(st.sampled_from(["business.api", "school.api", ""]) | odd_text)}
+        body = "&".join(f"{quote(k)}={quote(v)}" for k, v in pairs.items() if draw(st.integers(0, 5))).encode()
     else:  # "big": under most bounds, over the small ones (APNs 64 KB, activation 16 KB)
         body = draw(st.sampled_from([b"{" * 70_000, b"[" * 20_000 + b"]" * 20_000, b"x" * 200_000]))
     return body, draw(st.sampled_from(CONTENT_TYPES) | st.none())
@@ -362,6 +427,8 @@ def fuzz_request(draw: st.DrawFn, route: Route, known: Known) -> dict[str, Any]:
         headers.append((name, value))
     if draw(st.integers(0, 2)) == 0:
         headers.append(("X-ADM-Auth-Session", known.dep_session))  # valid: reach the DEP body parsers
+    if route.prefix == "/apple/business" and draw(st.integers(0, 3)):
+        headers.append(("Authorization", f"Bearer {known.bearer}"))  # valid: reach the Business API's handlers
     body, content_type = draw(bodies(known))
     if content_type is not None:
         headers.append(("Content-Type", content_type))

@@ -50,6 +50,14 @@ def _html(response: Any) -> None:
     assert response.mimetype == "text/html"
 
 
+def _business(response: Any) -> None:
+    assert json.loads(response.get_data())["errors"][0]["status"] == "413"
+
+
+def _oauth(response: Any) -> None:
+    assert json.loads(response.get_data())["error"] == "invalid_request"
+
+
 # (prefix, method, path under the prefix, content type, body filler, how the party's 413 looks)
 CASES: list[tuple[str, str, str, str, bytes, Callable[[Any], None]]] = [
     ("/apple/dep", "POST", "/server/devices", "application/json", b" ", _text_code),
@@ -59,6 +67,8 @@ CASES: list[tuple[str, str, str, str, bytes, Callable[[Any], None]]] = [
     ("/apple/portal/push-certificates", "POST", "/api/certificates", "application/json", b" ", _json_error),
     ("/apple/portal/push-certificates", "POST", "/", FORM, b"a", _html),
     ("/apple/activation", "POST", "/profile", "application/json", b" ", _text_code),
+    ("/apple/business", "POST", "/v1/orgDeviceActivities", "application/json", b" ", _business),
+    ("/apple/account", "POST", "/auth/oauth2/token", FORM, b"a", _oauth),
     ("/apple/apns", "POST", "/3/device/" + "ab" * 32, "application/json", b" ", _apns),
     ("/mdm", "PUT", "/checkin", "application/x-apple-aspen-mdm-checkin", b" ", _plain),
     ("/mdm", "PUT", "/connect", "application/x-apple-aspen-mdm", b" ", _plain),

@@ -52,6 +52,15 @@ def _check_error_format(route: Route, path: str, response: Any) -> None:
         assert isinstance(error["code"], str) and isinstance(error["message"], str), where
         inner = error["innerError"]
         assert inner["request-id"] == response.headers["request-id"] and isinstance(inner["date"], str), where
+    elif route.prefix == "/apple/business" and path.startswith("/apple/business/activity-logs/"):
+        assert response.mimetype == "text/plain" and body.strip(), where  # the presigned log URL: a blob store's text
+    elif route.prefix == "/apple/business":
+        errors = json.loads(body)["errors"]  # the Business API: {"errors": [{id, status, code, title, detail}]}
+        assert errors and all(isinstance(e[k], str) for e in errors for k in ("id", "status", "code", "title", "detail"))
+        assert errors[0]["status"] == str(response.status_code), where
+    elif route.prefix == "/apple/account":
+        error = json.loads(body)  # OAuth 2: {"error", "error_description"}
+        assert isinstance(error["error"], str) and isinstance(error["error_description"], str), where
     elif route.prefix == "/apple/apns":
         assert isinstance(json.loads(body)["reason"], str), where  # APNs: {"reason": ...}
     elif route.prefix == "/mdm" and path.startswith("/mdm/acme/"):
