@@ -5,7 +5,8 @@ Two lines give a test Apple, an MDM server, a controller and devices::
     def test_my_dep_client(mdmsim_server):
         client = MyDEPClient(mdmsim_server.dep_url, **mdmsim_server.dep_credentials)
 
-``@pytest.mark.mdmsim(devices=N, seed=S)`` sizes the world. When a test using a world fails, the
+The Business API's account is there too (``mdmsim_server.business_credentials``: client ID, key ID,
+private key, token and API URLs). ``@pytest.mark.mdmsim(devices=N, seed=S)`` sizes the world. When a test using a world fails, the
 world's most recent requests are added to the report, which is usually where the bug shows.
 """
 
