@@ -55,3 +55,22 @@ def test_manage_devices_shows_errors_inline_and_keeps_input(env: Env, page: Any)
     page.get_by_role("button", name="Perform Action").click()
     expect(page.get_by_role("status")).to_contain_text("Unassigned 1 device")
     expect(page.locator(f'tr[data-serial="{serial}"] [data-server]')).to_have_text("—")
+
+
+def test_create_an_api_account_download_its_key_once_and_revoke_it(env: Env, page: Any) -> None:
+    """Preferences → API: create an account, download the private key (offered once), revoke it."""
+    page.goto(f"{env.portal_pages}/devices")
+    page.get_by_role("link", name="API").click()
+    page.get_by_label("Account name").fill("Jamf Pro")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status")).to_contain_text("it can be downloaded only once")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download private key for Jamf Pro").click()
+    pem = Path(download.value.path()).read_text()
+    assert pem.startswith("-----BEGIN PRIVATE KEY-----")
+    page.reload()
+    expect(page.get_by_role("link", name="Download private key for Jamf Pro")).to_have_count(0)
+    page.get_by_role("button", name="Revoke Jamf Pro").click()
+    expect(page.get_by_role("status")).to_contain_text("API account revoked")
+    accounts = {a["name"]: a["status"] for a in env.portal.get("/api-accounts").json()}
+    assert accounts["Jamf Pro"] == "REVOKED"
