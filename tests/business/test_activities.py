@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from axm_client import AxMClient
-from conftest import DEPSync, client_for, make_world, schema_validate
+from business_support import DEPSync, client_for, make_world, schema_validate
 from jsonschema import ValidationError
 
 from simulator.apple.business.activities import STEPS

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from axm_client import AxMClient, AxMError
-from conftest import DEPSync, make_world, schema_validate
+from business_support import DEPSync, make_world, schema_validate
 
 from simulator.apple.business.documents import api_server_id
 from simulator.apple.business.service import RateLimits

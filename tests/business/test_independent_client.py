@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import httpx
 from axm_client import AxMClient
-from conftest import DEPSync, advance, check_response, make_world
+from business_support import DEPSync, advance, check_response, make_world
 
 from simulator.apple.business.documents import api_server_id
 

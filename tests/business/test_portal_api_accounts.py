@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import client_for
+from business_support import client_for
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import SCHEMAS, client_for, make_world, schema_validate
+from business_support import SCHEMAS, client_for, make_world, schema_validate
 from jsonschema import Draft202012Validator, ValidationError
 
 from simulator.apple.business.documents import api_server_id

@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 from axm_client import ASSERTION_TYPE, AxMClient
-from conftest import client_for, schema_validate
+from business_support import client_for, schema_validate
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
