@@ -24,7 +24,6 @@ from simulator.world import World
 SCHEMAS = Path(__file__).resolve().parents[2] / "fixtures" / "business" / "schemas"
 NO_LIMITS = RateLimits(get_per_minute=0, post_per_hour=0)
 _REGISTRY: Registry | None = None
-USED_SCHEMAS: set[str] = set()
 
 
 def _registry() -> Registry:
@@ -43,7 +42,6 @@ def schema_validate(instance: Any, name: str) -> None:
         registry.contents(f"{name}.json"), registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
     )
     validator.validate(instance)
-    USED_SCHEMAS.add(name)
 
 
 def check_response(kind: str, response: httpx.Response) -> None:
