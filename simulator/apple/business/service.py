@@ -44,6 +44,7 @@ from ..portal import store as portal_store
 from . import activities
 from . import store as business_store
 from .documents import (
+    Query,
     api_server_id,
     api_time,
     collection,
@@ -162,7 +163,7 @@ class BusinessAPIService:
         org = portal_store.organization(db)
         return str(org["org_id"]) if org is not None else ""
 
-    def org_devices(self, base: str, query: Any, keep: list[tuple[str, str]]) -> dict[str, Any]:
+    def org_devices(self, base: str, query: Query, keep: list[tuple[str, str]]) -> dict[str, Any]:
         """``GET /v1/orgDevices``: the organisation's devices, oldest first, ``limit`` a page."""
         self.settle()
         with self.store.read() as db:
@@ -212,7 +213,7 @@ class BusinessAPIService:
         data = mdm_server(server, base, fields) if server is not None else None
         return single(data, f"{base}v1/orgDevices/{_quote(serial)}/assignedServer")
 
-    def apple_care(self, base: str, serial: str, query: Any) -> dict[str, Any]:
+    def apple_care(self, base: str, serial: str, query: Query) -> dict[str, Any]:
         """``GET /v1/orgDevices/{id}/appleCareCoverage``: the one-year Limited Warranty from the day the
         device joined the organisation (``ACTIVE`` while it runs); mdmsim sells no AppleCare+."""
         with self.store.read() as db:
@@ -234,7 +235,7 @@ class BusinessAPIService:
         return collection([coverage], f"{base}v1/orgDevices/{_quote(serial)}/appleCareCoverage", query.limit, None, 0)
 
     # -- mdmServers -------------------------------------------------------------------------------------
-    def mdm_servers(self, base: str, query: Any, keep: list[tuple[str, str]]) -> dict[str, Any]:
+    def mdm_servers(self, base: str, query: Query, keep: list[tuple[str, str]]) -> dict[str, Any]:
         """``GET /v1/mdmServers``: the organisation's device management services, oldest first."""
         self.settle()
         with self.store.read() as db:
@@ -258,7 +259,7 @@ class BusinessAPIService:
         document = mdm_server(row, base, fields)
         return single(document, document["links"]["self"])
 
-    def server_devices(self, base: str, server_id: str, query: Any, keep: list[tuple[str, str]]) -> dict[str, Any]:
+    def server_devices(self, base: str, server_id: str, query: Query, keep: list[tuple[str, str]]) -> dict[str, Any]:
         """``GET /v1/mdmServers/{id}/relationships/devices``: the serials assigned to it, in DEP's order."""
         self.settle()
         with self.store.read() as db:
