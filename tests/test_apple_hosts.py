@@ -12,10 +12,12 @@ and the world's CA is the only trust, so the world's certificate must name Apple
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from oauthlib.oauth1 import Client as OAuth1
 from tests_support import GRAPH, onboard
@@ -24,6 +26,10 @@ from simulator import World
 from simulator.authorities import dep_record
 
 APPLE_DEP = "https://mdmenrollment.apple.com"
+APPLE_BUSINESS_API = "https://api-business.apple.com"
+APPLE_TOKEN_URL = "https://account.apple.com/auth/oauth2/token"
+APPLE_HOST_NAMES = {"mdmenrollment.apple.com", "api.push.apple.com", "iprofiles.apple.com", "api-business.apple.com",
+                    "account.apple.com"}
 
 
 class HostsFile(httpx.HTTPTransport):
@@ -117,8 +123,7 @@ def served() -> Iterator[tuple[World, Any, httpx.Client]]:
     with World(devices=2500, seed=19, background_sync=False, push_certificate=False) as world:
         with world.serve(tls=True) as live:
             address = live.server.server_address[:2]
-            transport = HostsFile(address, {"mdmenrollment.apple.com", "api.push.apple.com", "iprofiles.apple.com"},
-                                  verify=_ca_context(world.tls_ca_pem))  # fmt: skip
+            transport = HostsFile(address, APPLE_HOST_NAMES, verify=_ca_context(world.tls_ca_pem))
             with httpx.Client(transport=transport, timeout=60) as http:
                 yield world, live, http
 
@@ -166,6 +171,42 @@ def test_apples_push_and_activation_hosts_reach_their_parties(served) -> None:
     assert cloud.status_code == 200 and cloud.json() == {}  # no profile assigned yet: activates unmanaged
     traffic = world.traffic()
     assert "post_3_device_token" in traffic.get("apns", {}) and "post_profile" in traffic.get("activation", {})
+
+
+def test_a_business_api_client_hard_coding_apples_urls_gets_a_token_and_the_devices_dep_lists(served) -> None:
+    """The token from ``account.apple.com``, the devices from ``api-business.apple.com``, as Apple's
+    documentation writes both URLs; the hardware identifiers it reads are the ones DEP (v10) lists."""
+    world, _, http = served
+    credentials = world.business_credentials
+    issued = int(world.clock.timestamp())  # the world's clock is the one the assertion is checked on
+    assertion = jwt.encode(
+        {"sub": credentials["client_id"], "iss": credentials["client_id"], "iat": issued,
+         "exp": issued + 86400, "jti": str(uuid.uuid4()), "aud": "https://account.apple.com/auth/oauth2/v2/token"},
+        credentials["private_key_pem"], algorithm="ES256", headers={"kid": credentials["key_id"]},
+    )  # fmt: skip
+    token = http.post(APPLE_TOKEN_URL, data={
+        "grant_type": "client_credentials", "client_id": credentials["client_id"], "scope": "business.api",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion})  # fmt: skip
+    assert token.status_code == 200, token.text
+    bearer = {"Authorization": f"Bearer {token.json()['access_token']}", "Accept": "application/json"}
+
+    page = http.get(f"{APPLE_BUSINESS_API}/v1/orgDevices", params={"limit": 5}, headers=bearer)
+    assert page.status_code == 200, page.text
+    assert [d["id"] for d in page.json()["data"]] == world.serials[:5]
+    # the links it follows stay on Apple's host, so the client never learns another address
+    assert page.json()["links"]["next"].startswith(f"{APPLE_BUSINESS_API}/v1/orgDevices?")
+    serial = next(s for s in world.serials if world.identity(s).imei)
+    device = http.get(f"{APPLE_BUSINESS_API}/v1/orgDevices/{serial}", headers=bearer).json()["data"]
+    assert device["links"]["self"] == f"{APPLE_BUSINESS_API}/v1/orgDevices/{serial}"
+    listed = AppleDEPClient(world.dep_credentials, http).call("POST", "/devices", {"devices": [serial]})["devices"][serial]
+    attributes = device["attributes"]
+    assert attributes["imei"] == listed["imei"] == [world.identity(serial).imei]
+    assert attributes["eid"] == listed["eid"] and attributes["wifiMacAddress"] == listed["wifi_mac_address"]
+    assert attributes["bluetoothMacAddress"] == listed["bluetooth_mac_address"]
+    traffic = world.traffic()
+    assert "post_auth_oauth2_token" in traffic.get("account", {}), traffic
+    assert "get_v1_orgDevices" in traffic.get("business", {}), traffic
 
 
 def test_other_hosts_keep_the_world_s_paths(served) -> None:

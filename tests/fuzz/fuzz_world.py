@@ -78,9 +78,12 @@ def routes(world: World) -> list[Route]:
         for rule in _flask_app(app).url_map.iter_rules():
             for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
                 found.append(Route(prefix, method, rule.rule, tuple(sorted(rule.arguments))))
-    # DEP once more as unmodified clients reach it: Host mdmenrollment.apple.com, Apple's paths at /
-    found += [Route(r.prefix, r.method, r.rule, r.arguments, host="mdmenrollment.apple.com")
-              for r in found if r.prefix == "/apple/dep"]  # fmt: skip
+    # DEP, the Business API and its token endpoint once more as unmodified clients reach them: by Apple's
+    # host name (mdmenrollment.apple.com, api-business.apple.com, account.apple.com), Apple's paths at /
+    by_host = {"/apple/dep": "mdmenrollment.apple.com", "/apple/business": "api-business.apple.com",
+               "/apple/account": "account.apple.com"}
+    found += [Route(r.prefix, r.method, r.rule, r.arguments, host=by_host[r.prefix])
+              for r in found if r.prefix in by_host]  # fmt: skip
 
     def order(route: Route) -> tuple[int, int, str]:
         late = route.prefix == "/_sim"

@@ -52,9 +52,9 @@ def _check_error_format(route: Route, path: str, response: Any) -> None:
         assert isinstance(error["code"], str) and isinstance(error["message"], str), where
         inner = error["innerError"]
         assert inner["request-id"] == response.headers["request-id"] and isinstance(inner["date"], str), where
-    elif route.prefix == "/apple/business" and path.startswith("/apple/business/activity-logs/"):
+    elif route.prefix == "/apple/business" and path.startswith(route.path_prefix + "/activity-logs/"):
         assert response.mimetype == "text/plain" and body.strip(), where  # the presigned log URL: a blob store's text
-    elif route.prefix == "/apple/business":
+    elif route.prefix == "/apple/business":  # by path or by Apple's host name
         errors = json.loads(body)["errors"]  # the Business API: {"errors": [{id, status, code, title, detail}]}
         assert errors and all(isinstance(e[k], str) for e in errors for k in ("id", "status", "code", "title", "detail"))
         assert errors[0]["status"] == str(response.status_code), where
