@@ -75,10 +75,11 @@ def client_for(world: World, http: httpx.Client | None = None, **overrides: Any)
 class DEPSync:
     """Just enough of a DEP client (OAuth 1.0a session, fetch, sync) to see what one MDM server hears."""
 
-    def __init__(self, http: httpx.Client, dep_url: str, keys: dict[str, str]) -> None:
+    def __init__(self, http: httpx.Client, dep_url: str, keys: dict[str, str], protocol_version: int = 7) -> None:
         self.http = http
         self.dep_url = dep_url.rstrip("/")
         self.keys = keys
+        self.protocol_version = str(protocol_version)
         self.cursor: str | None = None
         self.session = self._session()
 
@@ -93,7 +94,8 @@ class DEPSync:
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post(f"{self.dep_url}{path}", json=body, headers={
-            "X-ADM-Auth-Session": self.session, "User-Agent": "business-tests", "X-Server-Protocol-Version": "7"})
+            "X-ADM-Auth-Session": self.session, "User-Agent": "business-tests",
+            "X-Server-Protocol-Version": self.protocol_version})
         assert response.status_code == 200, response.text
         self.session = response.headers.get("X-ADM-Auth-Session", self.session)
         return dict(response.json())
