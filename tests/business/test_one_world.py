@@ -50,7 +50,8 @@ def test_an_order_line_s_identifiers_and_product_reach_dep_and_the_api_a_bare_on
             "meid": ["a1000049a3c1b2"], "eid": "89049032005008882600033191224577", "wifi_mac_address": "f0:18:98:aa:bb:01",
             "bluetooth_mac_address": "f0:18:98:aa:bb:02", "ethernet_mac_address": "f0:18:98:aa:bb:03",
             "product_name": "iPhone16,1", "capacity_gb": 1024, "part_number": "MTUV3LL/A"}  # fmt: skip
-    world.portal.add_devices([line, {"serial_number": "F2LXQ0AAHG7M"}], server_uuid=world.default_server_uuid)
+    identified = {"serial_number": "F2LXQ0AAHG7P", "wifi_mac_address": "f0:18:98:aa:bb:04"}
+    world.portal.add_devices([line, {"serial_number": "F2LXQ0AAHG7M"}, identified], server_uuid=world.default_server_uuid)
     dep = DEPSync(world.http, world.dep_url, world.dep_credentials, 10)
     listed = {d["serial_number"]: d for d in dep.fetch_all()}["F2LXQ0AAHG7K"]
     attributes = _attributes(client, "F2LXQ0AAHG7K")
@@ -63,6 +64,7 @@ def test_an_order_line_s_identifiers_and_product_reach_dep_and_the_api_a_bare_on
     assert attributes["purchaseSourceType"] == "APPLE"
     bare = _attributes(client, "F2LXQ0AAHG7M")
     assert bare["purchaseSourceType"] == "MANUALLY_ADDED" and bare["imei"] == [] and "productType" not in bare
+    assert _attributes(client, "F2LXQ0AAHG7P")["purchaseSourceType"] == "APPLE"  # its maker's data, no product
     try:
         world.portal.add_devices([{"serial_number": "F2LXQ0AAHG7N", "capacity_gb": "lots"}])
     except PortalError as refused:

@@ -190,6 +190,13 @@ def _identifiers(stored: str | None) -> list[str]:
     return [value.upper() for value in values if isinstance(value, str) and value]
 
 
+def _from_apple(row: Mapping[str, Any]) -> bool:
+    """Whether the device came with its maker's data (the product, or identifiers such as its Wi-Fi
+    MAC): bought from Apple, as a world's devices are, even those bought before the product columns
+    existed. A serial typed in with nothing else was added by hand."""
+    return bool(row["product_type"] or row["wifi_mac"] or row["imei"] or row["ethernet_mac"])
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -227,8 +234,8 @@ def org_device(row: Mapping[str, Any], base: str, org_id: str, fields: frozenset
         "wifiMacAddress": _text(row["wifi_mac"]),
         "bluetoothMacAddress": _text(row["bluetooth_mac"]),
         "ethernetMacAddress": [ethernet] if ethernet else None,
-        "purchaseSourceId": org_id if row["product_type"] else None,
-        "purchaseSourceType": "APPLE" if row["product_type"] else "MANUALLY_ADDED",
+        "purchaseSourceId": org_id if _from_apple(row) else None,
+        "purchaseSourceType": "APPLE" if _from_apple(row) else "MANUALLY_ADDED",
         "isMdmMigrationCapable": True,
         # a device must migrate while it has a deadline (set by an activity or in the portal)
         "mdmMigrationStatus": "REQUESTED" if deadline else None,
