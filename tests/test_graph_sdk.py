@@ -43,6 +43,7 @@ from msgraph_core.tasks.page_iterator import PageIterator
 from mdm.protocol import cms
 from mdm.protocol import x509 as mx509
 from simulator import World
+from simulator.load.drivers import run_coroutine
 
 # The generated request builders warn about their own deprecated configuration classes on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:This class is deprecated:DeprecationWarning")
@@ -226,4 +227,5 @@ def test_an_admin_script_on_microsofts_graph_sdk_runs_the_whole_story() -> None:
         world.control.set_setting("api_token", TOKEN)  # the controller answers only with the token now
         with world.serve() as served:
             assert httpx.get(f"{served.url}/intune/deviceManagement/depOnboardingSettings").status_code == 401
-            asyncio.run(story(served.url, world))
+            # Not asyncio.run: a browser test's Playwright session may hold this thread's loop running.
+            run_coroutine(story(served.url, world))
