@@ -28,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
+from . import exchanges
 from .admin_token import authorize
 
 __all__ = ["IN_PROCESS_URL", "WorldAddress", "WorldClient", "WorldTransport", "merge_headers", "call_world"]
@@ -125,6 +126,18 @@ def call_world(address: WorldAddress, method: str, scheme: str, host: str, port:
     for lowered, (_, value) in headers.items():
         key = lowered.upper().replace("-", "_")
         environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    frame = exchanges.current()
+    if frame is not None:  # a device's exchange is being recorded: this call is part of it
+        url = f"{scheme}://{environ['HTTP_HOST']}{target}"
+        with exchanges.serving(frame, method, url, target, headers.values(), body) as call:
+            answer = _run(address, environ)
+            call.answer(answer[0], answer[1], answer[2])
+        return answer
+    return _run(address, environ)
+
+
+def _run(address: WorldAddress, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The world's app on ``environ``: status, headers and the whole body."""
     seen: list[Any] = []
 
     def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

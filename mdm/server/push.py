@@ -8,6 +8,7 @@ that want to observe a push right after the API call returned).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -161,7 +162,9 @@ class Dispatcher:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mdm-outbound")
-            future = self._pool.submit(fn, *args)
+            # In the context of the request that queued it (contextvars), as if it ran inline: whatever
+            # a caller keeps there (a trace of the request, say) follows the work onto the thread.
+            future = self._pool.submit(contextvars.copy_context().run, fn, *args)
             self._pending.add(future)
         future.add_done_callback(self._done)
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import httpx
 
 from mdm.protocol.isotime import parse_iso
+from simulator.exchanges import Tape
 from simulator.tls import anchor_context
 
 from .agent import AgentRound, agent_round, remove_mdm_profile
@@ -78,12 +79,21 @@ class StepLimitExceeded(RuntimeError):
 
 
 class Driver:
-    """Runs device flows; subclasses implement :meth:`send`."""
+    """Runs device flows; subclasses implement :meth:`send`.
+
+    ``tape``: when set, every exchange is recorded on it (:mod:`simulator.exchanges`), with the calls
+    the world's parties make while answering, for the device's timeline.
+    """
+
+    #: Whether requests reach the world through its in-process client, which attributes the calls the
+    #: parties make while answering to the device (see :meth:`simulator.exchanges.Tape.device_exchange`).
+    traces_calls = True
 
     def __init__(self, *, now: Now | None = None, observer: Observer | None = None) -> None:
         self.now: Now = now or wall_now
         self.observer = observer
         self.exchanges = 0
+        self.tape: Tape | None = None
 
     def send(self, request: Request) -> Response:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -97,7 +107,7 @@ class Driver:
                 if max_steps is not None and steps >= max_steps:
                     flow.close()
                     raise StepLimitExceeded(f"flow needed more than {max_steps} HTTP exchanges")
-                response = self.send(request)
+                response = self.send(request) if self.tape is None else self._send_recorded(request, self.tape)
                 steps += 1
                 self.exchanges += 1
                 if self.observer is not None:
@@ -105,6 +115,13 @@ class Driver:
                 request = flow.send(response)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+
+    def _send_recorded(self, request: Request, tape: Tape) -> Response:
+        with tape.device_exchange(request.method, request.url, request.headers, request.body,
+                                  trace_calls=self.traces_calls) as exchange:  # fmt: skip
+            response = self.send(request)
+            exchange.answer(response.status, response.headers, response.body, response.error)
+        return response
 
     def run_until_home(self, device: Device, max_steps: int = 500) -> str:
         """Power on and walk Setup Assistant; while the device is held at Awaiting Configuration, act
@@ -189,6 +206,8 @@ class WSGIDriver(Driver):
     which is how an in-process test points a device at an MDM server that is down. By default every
     host reaches the app (the world serves everything under one origin).
     """
+
+    traces_calls = False  # httpx's WSGI transport, not the world's client: the app's own calls are not seen
 
     def __init__(
         self,

@@ -200,6 +200,9 @@ class DeviceState:
     scep_pending: dict[str, Any] | None = None
     transcript: list[tuple[str, str, str, str]] = field(default_factory=list)
     commands: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: how many transcript entries were ever recorded: the oldest go (TRANSCRIPT_LIMIT), so entry ``i``
+    #: of the transcript is number ``recorded - len(transcript) + i``, which a live view follows
+    recorded: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -391,6 +394,7 @@ class Device:
     def record(self, pane: str, outcome: Outcome, now: datetime, detail: str = "") -> None:
         """Append a transcript entry; the oldest entries go once the device has a long history."""
         self.state.transcript.append((pane, outcome, isoformat(now), detail[:300]))
+        self.state.recorded = max(self.state.recorded, len(self.state.transcript) - 1) + 1
         if len(self.state.transcript) > TRANSCRIPT_LIMIT:
             del self.state.transcript[: len(self.state.transcript) - TRANSCRIPT_LIMIT]
 

@@ -10,7 +10,8 @@ SQLite file sees live state.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from mdm.platform.clock import Clock
 from mdm.platform.storage import Store
 from mdm.protocol.isotime import isoformat
 from mdm.protocol.x509 import PrivateKey, PublicKey
+from simulator.exchanges import Exchange, Tape
 
-from .agent import pair_with_host
+from .agent import erase, pair_with_host
 from .drivers import Driver
 from .identity import DeviceIdentity
 from .machine import Device, DeviceScript, DeviceState, device_key_for
@@ -56,7 +58,43 @@ MIGRATIONS = [
     ALTER TABLE devices ADD COLUMN push_token TEXT;
     CREATE INDEX devices_by_push_token ON devices (push_token) WHERE push_token IS NOT NULL;
     """,
+    """
+    -- Which save came last, store-wide: a live view asks "what changed since N" in one indexed query
+    -- (the world clock may stand still, so updated_at cannot say it).
+    ALTER TABLE devices ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX devices_by_change ON devices (change_seq);
+    -- Each device's HTTP exchanges (simulator.exchanges), newest EXCHANGE_LIMIT kept per device.
+    CREATE TABLE exchanges (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        serial TEXT NOT NULL,
+        started_ns INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        target TEXT NOT NULL,
+        method TEXT NOT NULL,
+        url TEXT NOT NULL,
+        depth INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        ms REAL NOT NULL,
+        error TEXT,
+        request_headers TEXT NOT NULL,
+        request_body BLOB NOT NULL,
+        request_size INTEGER NOT NULL,
+        response_headers TEXT NOT NULL,
+        response_body BLOB NOT NULL,
+        response_size INTEGER NOT NULL
+    );
+    CREATE INDEX exchanges_by_serial ON exchanges (serial, started_ns, seq);
+    """,
 ]
+
+#: Exchanges kept per device: a few enrollments and many agent rounds.
+EXCHANGE_LIMIT = 300
+_EXCHANGE_COLUMNS = (
+    "started_ns, seq, at, source, target, method, url, depth, status, ms, error, request_headers, request_body, "
+    "request_size, response_headers, response_body, response_size"
+)
 
 #: Apple's device CA issuing a device its identity: ``(udid, serial, public_key) -> certificate``
 #: (``ActivationService.issue_device_identity``; the world passes it in, the device never calls Apple).
@@ -74,17 +112,71 @@ class DeviceStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def save(self, device: Device, now: float) -> None:
+    def save(self, device: Device, now: float, exchanges: Sequence[Exchange] = ()) -> None:
+        """Write the device (the one place devices are written, so the one place a change is
+        numbered) and the exchanges of what it just did."""
         st = device.state
         last = json.dumps(list(st.transcript[-1])) if st.transcript else None
         with self.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO devices (serial, udid, phase, pane, enrolled, last_entry, state, "
-                "updated_at, push_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "updated_at, push_token, change_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "(SELECT coalesce(max(change_seq), 0) + 1 FROM devices))",
                 (device.serial, device.udid, st.phase if st.powered else "off", st.pane, int(device.enrolled),
                  last, json.dumps(st.to_dict(), separators=(",", ":")), now,
                  st.push_token.lower() if st.push_token and st.powered else None),
             )  # fmt: skip
+            if exchanges:
+                self._insert_exchanges(db, device.serial, exchanges)
+
+    # -- exchanges -----------------------------------------------------------------------------------
+    def add_exchanges(self, serial: str, exchanges: Sequence[Exchange]) -> None:
+        """Exchanges that arrived after the device was saved (a party's outbound thread)."""
+        if exchanges:
+            with self.store.transaction() as db:
+                self._insert_exchanges(db, serial, exchanges)
+
+    @staticmethod
+    def _insert_exchanges(db: Any, serial: str, exchanges: Sequence[Exchange]) -> None:
+        db.executemany(
+            f"INSERT INTO exchanges (serial, {_EXCHANGE_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+            [(serial, e.started_ns, e.seq, e.at, e.source, e.target, e.method, e.url, e.depth, e.status, e.ms, e.error,
+              json.dumps(e.request_headers), e.request_body, e.request_size, json.dumps(e.response_headers),
+              e.response_body, e.response_size) for e in exchanges],
+        )  # fmt: skip
+        db.execute(
+            "DELETE FROM exchanges WHERE serial = ? AND id NOT IN (SELECT id FROM exchanges WHERE serial = ? "
+            "ORDER BY started_ns DESC, seq DESC LIMIT ?)",
+            (serial, serial, EXCHANGE_LIMIT),
+        )
+
+    def exchanges(self, serial: str) -> list[dict[str, Any]]:
+        """A device's exchanges, oldest first, bodies included (bounded when recorded)."""
+        with self.store.read() as db:
+            rows = db.execute(
+                f"SELECT id, {_EXCHANGE_COLUMNS} FROM exchanges WHERE serial = ? ORDER BY started_ns, seq", (serial,)
+            ).fetchall()
+        return [_exchange_row(r) for r in rows]
+
+    def exchange(self, serial: str, exchange_id: int) -> dict[str, Any] | None:
+        with self.store.read() as db:
+            row = db.execute(
+                f"SELECT id, {_EXCHANGE_COLUMNS} FROM exchanges WHERE serial = ? AND id = ?", (serial, exchange_id)
+            ).fetchone()
+        return _exchange_row(row) if row is not None else None
+
+    # -- changes, for live views ----------------------------------------------------------------------
+    def last_change(self) -> int:
+        with self.store.read() as db:
+            return int(db.execute("SELECT coalesce(max(change_seq), 0) FROM devices").fetchone()[0])
+
+    def changed_since(self, seq: int, limit: int = 500) -> list[tuple[int, DeviceState]]:
+        """``(change number, state)`` of the devices saved after change ``seq``, oldest change first."""
+        with self.store.read() as db:
+            rows = db.execute(
+                "SELECT change_seq, state FROM devices WHERE change_seq > ? ORDER BY change_seq LIMIT ?", (seq, limit)
+            ).fetchall()
+        return [(int(r["change_seq"]), DeviceState.from_dict(json.loads(r["state"]))) for r in rows]
 
     def serial_for_push_token(self, token: str) -> str | None:
         """The powered-on device that holds ``token`` (its latest TokenUpdate), if it is one of ours."""
@@ -139,6 +231,15 @@ class DeviceStore:
             return int(db.execute("SELECT count(*) FROM devices").fetchone()[0])
 
 
+def _exchange_row(row: Any) -> dict[str, Any]:
+    found = dict(row)
+    found["request_headers"] = json.loads(found["request_headers"])
+    found["response_headers"] = json.loads(found["response_headers"])
+    found["request_body"] = bytes(found["request_body"])
+    found["response_body"] = bytes(found["response_body"])
+    return found
+
+
 @dataclass(frozen=True)
 class DeviceRun:
     """What a run left behind: where the device stopped and everything it showed."""
@@ -161,6 +262,7 @@ class DeviceFleetService:
     ``fuse``: the secret the devices' Secure Enclaves wrap their hardware-bound keys under
     (:mod:`~simulator.device.secure_enclave`); every process that loads these devices must be given the
     same one (a world on disk keeps it in a file beside the store). ``None``: a fresh one, in memory.
+    ``record_exchanges``: keep each device's HTTP exchanges (:mod:`simulator.exchanges`) for its timeline.
     """
 
     def __init__(
@@ -173,9 +275,11 @@ class DeviceFleetService:
         mdm_url_override: str | None = None,
         seed: int | None = None,
         fuse: bytes | None = None,
+        record_exchanges: bool = True,
     ) -> None:
         self.devices = store if isinstance(store, DeviceStore) else DeviceStore(store)
         self._fuse = fuse if fuse is not None else new_fuse()
+        self.record_exchanges = record_exchanges
         self.clock = clock
         self._apple_url = apple_url
         self.issue_identity = issue_identity
@@ -194,8 +298,10 @@ class DeviceFleetService:
         script: DeviceScript | None = None,
         device_key: PrivateKey | None = None,
         device_cert: x509.Certificate | None = None,
+        powered: bool = True,
     ) -> Device:
-        """A factory-fresh device (identity certificate from ``device_cert`` or Apple's device CA)."""
+        """A factory-fresh device (identity certificate from ``device_cert`` or Apple's device CA);
+        ``powered=False``: still in its box, so its first power-on starts at the Apple logo."""
         key = device_key or device_key_for(identity.serial_number, self.seed)
         if device_cert is None:
             if self.issue_identity is None:
@@ -211,6 +317,7 @@ class DeviceFleetService:
             seed=self.seed,
             fuse=self._fuse,
         )
+        device.state.powered = powered
         self.save(device)
         return device
 
@@ -221,8 +328,26 @@ class DeviceFleetService:
     def list(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         return self.devices.summaries(limit, offset)
 
-    def save(self, device: Device) -> None:
-        self.devices.save(device, self.clock.timestamp())
+    def save(self, device: Device, tape: Tape | None = None) -> None:
+        """Save the device with the exchanges ``tape`` recorded; exchanges recorded on it later (a
+        party's outbound thread) are stored as they come."""
+        exchanges: list[Exchange] = []
+        if tape is not None:
+            serial = device.serial
+            exchanges = tape.close(lambda late: self.devices.add_exchanges(serial, late))
+        self.devices.save(device, self.clock.timestamp(), exchanges)
+
+    @contextmanager
+    def _recording(self, driver: Driver) -> Iterator[Tape | None]:
+        """A tape on ``driver`` for one activity (unless the world records no exchanges)."""
+        if not self.record_exchanges:
+            yield None
+            return
+        previous, driver.tape = driver.tape, Tape(self.clock.now)
+        try:
+            yield driver.tape
+        finally:
+            driver.tape = previous
 
     def _device(self, serial: str) -> Device:
         device = self.get(serial)
@@ -249,30 +374,41 @@ class DeviceFleetService:
                 raise KeyError(f"no simulated device {serial} and no identity to make one")
             if identity.serial_number != serial:
                 raise ValueError(f"identity is for {identity.serial_number}, not {serial}")
-            device = self.add(identity, script=script, device_key=device_key, device_cert=device_cert)
+            device = self.add(identity, script=script, device_key=device_key, device_cert=device_cert, powered=False)
         elif script is not None:
             device.state.script = script.to_dict()
-        try:
-            driver.run_until_home(device, max_steps=max_steps)
-        finally:
-            self.save(device)
+        with self._recording(driver) as tape:
+            try:
+                driver.run_until_home(device, max_steps=max_steps)
+            finally:
+                self.save(device, tape)
         return self._run(device)
 
     def run_agent(self, serial: str, driver: Driver, rounds: int = 1) -> DeviceRun:
         """Wake a device's MDM agent ``rounds`` times."""
         device = self._device(serial)
-        try:
-            driver.run_agent(device, rounds)
-        finally:
-            self.save(device)
+        with self._recording(driver) as tape:
+            try:
+                driver.run_agent(device, rounds)
+            finally:
+                self.save(device, tape)
         return self._run(device)
 
     def remove_mdm_profile(self, serial: str, driver: Driver) -> bool:
         device = self._device(serial)
-        try:
-            return driver.remove_mdm_profile(device)
-        finally:
-            self.save(device)
+        with self._recording(driver) as tape:
+            try:
+                return driver.remove_mdm_profile(device)
+            finally:
+                self.save(device, tape)
+
+    def erase(self, serial: str) -> DeviceRun:
+        """Erase All Content and Settings, as the person holding the device chooses it in Settings (no
+        MDM command): back to Hello, with only the hardware identity kept."""
+        device = self._device(serial)
+        erase(device, self.clock.now, reason="Erase All Content and Settings")
+        self.save(device)
+        return self._run(device)
 
     def pair_with_host(self, serial: str, cert_der: bytes | None) -> bool:
         device = self._device(serial)

@@ -142,6 +142,7 @@ ALLOWED = {
     "push_stream": {"machine"},
     "agent": {"commands", "enrollment", "machine", "scep_enroll", "setup_assistant"},
     "drivers": {"agent", "machine", "phases", "push_stream", "setup_assistant"},
+    "screens": {"machine", "phases"},
     "store": {"agent", "drivers", "identity", "machine", "secure_enclave"},
     "cli": {"agent", "drivers", "identity", "machine", "push_stream", "store"},
 }
