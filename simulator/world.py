@@ -35,6 +35,7 @@ from mdm.server.push import WebhookSubscription
 from mdm.server.service import MDMService
 from mdm.server.store import open_mdm_store
 
+from . import exchanges
 from .apple.account.assertion import APPLE_AUDIENCE
 from .apple.account.faults import FAULT_RESPONSES as ACCOUNT_FAULTS
 from .apple.account.service import TokenService
@@ -55,6 +56,7 @@ from .device.acme_enroll import AttestationFailed, KeyAttestation, attest_new_ke
 from .device.drivers import HTTPDriver
 from .device.identity import DeviceIdentity
 from .device.machine import DeviceScript
+from .device.screens import SCREENS
 from .device.secure_enclave import FUSE_FILE, load_fuse
 from .device.store import DeviceFleetService, DeviceRun, open_device_store
 from .idp.service import IdentityProvider
@@ -637,6 +639,36 @@ class WorldDevices:
         self.run_agent(serial, rounds)
         return self.describe(serial)
 
+    def power_on_many_json(self, serials: list[str] | None) -> dict[str, Any]:
+        """Power on each device in turn (``None``: every device Apple lists with a profile)."""
+        if serials is None:
+            page = self._world.portal_service.devices(None, limit=10_000_000, offset=0)["devices"]
+            serials = [d["serial_number"] for d in page if d.get("profile_uuid")]
+        found = [s for s in dict.fromkeys(serials) if self._known(s)]
+        runs = [self.power_on(serial) for serial in found]
+        powered = set(found)
+        return {"devices": [{"serial_number": r.serial, "phase": r.phase, "pane": r.pane} for r in runs],
+                "missing": [s for s in serials if s not in powered]}
+
+    def erase_json(self, serial: str) -> dict[str, Any] | None:
+        if self._world.fleet.get(serial) is None:
+            return None
+        self._world.fleet.erase(serial)
+        return self.describe(serial)
+
+    def exchanges_json(self, serial: str) -> dict[str, Any] | None:
+        """The device's timeline (:func:`simulator.exchanges.timeline`)."""
+        if self._world.fleet.get(serial) is None:
+            return None
+        return exchanges.timeline(serial, self._world.fleet.devices.exchanges(serial))
+
+    def exchange_json(self, serial: str, exchange_id: int) -> dict[str, Any] | None:
+        row = self._world.fleet.devices.exchange(serial, exchange_id)
+        return exchanges.detail(row) if row is not None else None
+
+    def screens(self) -> dict[str, Any]:
+        return {"screens": SCREENS}
+
     def describe(self, serial: str) -> dict[str, Any] | None:
         return self._world.fleet.describe(serial)
 
@@ -648,7 +680,8 @@ class WorldDevices:
         return [
             {**states.get(d["serial_number"], {"serial_number": d["serial_number"], "phase": "off", "pane": None,
                                                "enrolled": False, "last_entry": None}),
-             "model": d["model"], "server_uuid": d.get("server_uuid")}
+             "model": d["model"], "family": d.get("device_family"), "color": d.get("color"),
+             "server_uuid": d.get("server_uuid"), "profile_uuid": d.get("profile_uuid")}
             for d in page
         ]
 

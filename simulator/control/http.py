@@ -33,6 +33,16 @@ class DeviceControl(Protocol):
 
     def run_agent_json(self, serial: str, rounds: int) -> dict[str, Any] | None: ...
 
+    def power_on_many_json(self, serials: list[str] | None) -> dict[str, Any]: ...
+
+    def erase_json(self, serial: str) -> dict[str, Any] | None: ...
+
+    def exchanges_json(self, serial: str) -> dict[str, Any] | None: ...
+
+    def exchange_json(self, serial: str, exchange_id: int) -> dict[str, Any] | None: ...
+
+    def screens(self) -> dict[str, Any]: ...
+
 
 def create_app(
     control: ControlService,
@@ -155,6 +165,42 @@ def create_app(
         def power_on(serial: str) -> Response:
             found = devices.power_on_json(serial)
             return json_response(found) if found is not None else _error(404, f"no device {serial} in the organization")
+
+        @app.post("/devices/power-on")
+        def power_on_many() -> Response:
+            """Several devices, one after the other: ``{"assigned": true}`` for every device Apple lists
+            with a profile, or ``{"serials": [...]}``. Answers when the last one has stopped."""
+            body = read_json(1_048_576)
+            serials = body.get("serials") if isinstance(body, dict) else None
+            if isinstance(body, dict) and body.get("assigned") is True and serials is None:
+                return json_response(devices.power_on_many_json(None))
+            if (not isinstance(serials, list) or not 1 <= len(serials) <= MAX_IDENTITIES
+                    or not all(isinstance(s, str) and 0 < len(s) <= 64 for s in serials)):
+                return _error(400, 'send {"assigned": true} (every device with a profile) or '
+                                   f'{{"serials": [...]}} with 1..{MAX_IDENTITIES} serial numbers')
+            return json_response(devices.power_on_many_json(serials))
+
+        @app.post("/devices/<serial>/erase")
+        def erase_device(serial: str) -> Response:
+            """Erase All Content and Settings: the device goes back to Hello, keeping its hardware identity."""
+            found = devices.erase_json(serial)
+            return json_response(found) if found is not None else _error(404, f"no simulated device {serial} has been powered on")
+
+        @app.get("/devices/<serial>/exchanges")
+        def device_exchanges(serial: str) -> Response:
+            """The device's HTTP exchanges in order: its timeline (bodies at ``…/exchanges/<id>``)."""
+            found = devices.exchanges_json(serial)
+            return json_response(found) if found is not None else _error(404, f"no simulated device {serial} has been powered on")
+
+        @app.get("/devices/<serial>/exchanges/<int:exchange_id>")
+        def device_exchange(serial: str, exchange_id: int) -> Response:
+            found = devices.exchange_json(serial, exchange_id)
+            return json_response(found) if found is not None else _error(404, f"no exchange {exchange_id} of device {serial}")
+
+        @app.get("/screens")
+        def screens() -> Response:
+            """What a device's screen shows on each pane (``simulator.device.screens``), for pages that draw devices."""
+            return json_response(devices.screens())
 
         @app.post("/devices/<serial>/agent")
         def run_agent(serial: str) -> Response:
