@@ -18,7 +18,7 @@ from werkzeug.http import parse_cookie
 
 from mdm.platform.web import PARTY_ENVIRON_KEY
 
-__all__ = ["APITokenMiddleware", "authorize", "PROTECTED", "COOKIE"]
+__all__ = ["APITokenMiddleware", "authorize", "stream_ticket", "ticket_matches", "PROTECTED", "COOKIE"]
 
 PROTECTED = ("/_sim", "/mdm/api/", "/intune")
 PUBLIC = ("/_sim/tls-ca.pem",)  # a CA certificate is public: it is downloaded before anyone can be trusted
@@ -91,6 +91,19 @@ def _enter_dashboard(environ: dict, path: str, token: str, start_response: Calla
     start_response("303 SEE OTHER", [("Location", location), ("Set-Cookie", cookie),
                                      ("Cache-Control", "no-store"), ("Content-Length", "0")])
     return [b""]
+
+
+def stream_ticket(token: str) -> str:
+    """What a browser shows to read the live device feed (``/sim-events?ticket=…``) once the world has a
+    token: a page cannot send ``Authorization`` on an ``EventSource``, and the token itself must not
+    appear in a URL. Derived from the token, so only someone who may read ``/_sim/`` (where the feed's
+    URL is advertised) learns it, and a new token makes a new ticket."""
+    return hmac.new(token.encode("utf-8", "surrogateescape"), b"mdmsim live feed", "sha256").hexdigest()[:32]
+
+
+def ticket_matches(given: str, token: str | None) -> bool:
+    """Whether ``given`` opens the live feed: anything does while the world has no token."""
+    return not token or _same(given, stream_ticket(token))
 
 
 def _same(given: str, expected: str) -> bool:

@@ -29,6 +29,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from .apple.apns.fanout import RedisPublisher, redis_channel
 from .apple.apns.gateway import APNsGateway, GatewayThread, bind, provider_ssl_context
 from .in_process import IN_PROCESS_URL
+from .live import FEED_PATH, LiveFeed
 from .tls import issue_server_pair, server_context, tls_now, write_pair
 from .wake import PushWaker
 
@@ -53,6 +54,11 @@ class World(Protocol):
     closed: bool
     wsgi: Any
     apns: Any
+    fleet: Any
+    clock: Any
+
+    @property
+    def url(self) -> str: ...
 
     def party_wsgi(self, party: str = "dep") -> Any: ...
 
@@ -153,7 +159,8 @@ class GatewaySockets:
 
 def start_gateway(world: World, sockets: GatewaySockets, *, watch_store: bool = False,
                   redis_url: str | None = None) -> GatewayThread:  # fmt: skip
-    """The world's push gateway on ``sockets``, on a thread of this process.
+    """The world's push gateway on ``sockets``, on a thread of this process, with the world's live
+    device feed (:mod:`simulator.live`) on its device listener.
 
     With ``redis_url`` every push this process accepts is published on the world's channel and every
     push published there wakes this process's streams; ``watch_store`` makes the process look in the
@@ -169,8 +176,10 @@ def start_gateway(world: World, sockets: GatewaySockets, *, watch_store: bool = 
     if redis_url:
         channel = redis_channel(world_channel_id(world))
         world.apns.add_listener(RedisPublisher(redis_url, channel))
+    feed = LiveFeed(world.fleet.devices, now=world.clock.now, world_url=lambda: world.url,
+                    token=lambda: world.control.get_setting("api_token"))
     gateway = APNsGateway(world.apns, provider_ssl=context, watch_store=watch_store, redis_url=redis_url,
-                          redis_channel=channel)  # fmt: skip
+                          redis_channel=channel, feeds={FEED_PATH: feed})  # fmt: skip
     device, provider = sockets.listeners()
     return GatewayThread(gateway, device=device, provider=provider).start()
 

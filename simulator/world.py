@@ -62,6 +62,7 @@ from .device.store import DeviceFleetService, DeviceRun, open_device_store
 from .idp.service import IdentityProvider
 from .idp.store import open_idp_store
 from .in_process import IN_PROCESS_URL, WorldAddress, WorldClient
+from .live import events_url
 from .mounting import mount, party_at_root
 from .serving import ServedWorld, serve_threaded
 from .tls import anchor_b64
@@ -428,6 +429,8 @@ class World:
                 # The push gateway's own listeners while served: device streams, HTTP/2 provider API.
                 "apns_stream": self.control.get_setting("apns_stream_url") or None,
                 "apns_provider": self.control.get_setting("apns_provider_url") or None,
+                # Every device change as server-sent events, for live pages (simulator.live).
+                "sim_events": events_url(self.control.get_setting("apns_stream_url"), self.control.get_setting("api_token")),
                 # DEP at the root of a port of its own (--dep-port), as on mdmenrollment.apple.com.
                 "dep_root": self.control.get_setting("dep_root_url") or None,
             },

@@ -10,7 +10,8 @@ they are fuzzed here, on a served world:
   connections (reopened whenever the gateway hangs up, as it does after a protocol error or
   :data:`~simulator.apple.apns.provider.MAX_REFUSALS` refusals);
 * the **device listener** (HTTP/1.1 event streams): random request heads (methods, targets, versions,
-  headers, framing, bytes that are not HTTP at all), complete or cut short.
+  headers, framing, bytes that are not HTTP at all), complete or cut short, for a device's stream and
+  for the world's live device feed (``/sim-events``, with origins and tickets good and bad).
 
 Every response must be below 500, refusals in APNs' ``{"reason": …}`` shape; the gateway may hang up on
 a client but must log no error (asyncio's "Fatal error on …" is an exception escaping a protocol);
@@ -205,9 +206,12 @@ def device_requests(draw: st.DrawFn, token: str) -> bytes:
     if choice == 0:
         return draw(st.binary(max_size=300))
     if choice <= 3:
-        target = draw(st.sampled_from([f"/events?token={token}", f"/apple/apns/events?token={token.upper()}"]))
+        target = draw(st.sampled_from([f"/events?token={token}", f"/apple/apns/events?token={token.upper()}",
+                                       "/sim-events", "/sim-events/?ticket=x", "/sim-events?ticket=&ticket=a"]))
         extra = draw(st.lists(st.sampled_from(["Accept: text/event-stream", "Connection: keep-alive", "Last-Event-ID: 1",
-                                               "Cache-Control: no-cache", "User-Agent: device"]), unique=True))
+                                               "Cache-Control: no-cache", "User-Agent: device", "Origin: null",
+                                               "Origin: http://127.0.0.1", "Origin: http://evil.example"]),
+                              unique=True))  # fmt: skip
         version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.0"]))
         return "\r\n".join([f"GET {target} {version}", "Host: localhost", *extra, "", ""]).encode()
     method = draw(st.sampled_from(["GET"] * 6 + ["POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PRI", "get", "G ET"])
@@ -216,15 +220,18 @@ def device_requests(draw: st.DrawFn, token: str) -> bytes:
         f"/apple/apns/events?token={token}", f"/events/?token={token}", "/events", "/events?token=zz",
         f"/events?token={token}&token=x",
         f"/events?token={token.upper()}", "/", "*", f"http://localhost/events?token={token}", "/" + "a" * 9000,
-        f"/events?token={token}#x", "/events?token=%zz", "/events?%00", "",
-    ]) | odd_text.map(lambda t: "/events?token=" + quote(t, safe="%&=")))  # fmt: skip
+        f"/events?token={token}#x", "/events?token=%zz", "/events?%00", "", "/sim-events", "/sim-events?%00",
+        "/sim-events?ticket=" + "a" * 5000, "/SIM-EVENTS", "/sim-events#x",
+    ]) | odd_text.map(lambda t: "/events?token=" + quote(t, safe="%&="))
+       | odd_text.map(lambda t: "/sim-events?ticket=" + quote(t, safe="%&=")))  # fmt: skip
     version = draw(st.sampled_from(["HTTP/1.1"] * 6 + ["HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1 x", "", "http/1.1"]))
     headers = [("Host", "localhost")] if draw(st.integers(0, 5)) else []
     for _ in range(draw(st.integers(0, 5))):
         name = draw(st.sampled_from(["Accept", "Connection", "Upgrade", "Content-Length", "Transfer-Encoding", "Expect",
-                                     "Last-Event-ID", "Host", "Cookie"]) | printable)  # fmt: skip
+                                     "Last-Event-ID", "Host", "Cookie", "Origin"]) | printable)  # fmt: skip
         value = draw(header_values | st.sampled_from(["text/event-stream", "close", "upgrade", "websocket", "h2c", "5", "-1",
-                                                      "chunked", "gzip", "gzip, chunked", "100-continue", "9" * 40]))
+                                                      "chunked", "gzip", "gzip, chunked", "100-continue", "9" * 40,
+                                                      "http://[::1", "http://127.0.0.1:99999", "file://"]))
         headers.append((name, value))
     newline = draw(st.sampled_from(["\r\n"] * 4 + ["\n"]))
     head = f"{method} {target} {version}{newline}" + "".join(f"{n}: {v}{newline}" for n, v in headers) + newline

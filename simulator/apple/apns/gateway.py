@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from mdm.protocol.x509 import CertificateAuthority, cert_to_pem, key_to_pem, new
 from .fanout import Fanout
 from .provider import IDLE_TIMEOUT_S, ProviderProtocol, certificate_parser
 from .service import APNsService, PushRequest, PushResult
-from .streams import KEEPALIVE_S, DeviceStreamProtocol
+from .streams import KEEPALIVE_S, DeviceStreamProtocol, Feed
 
 __all__ = [
     "APNsGateway",
@@ -98,12 +98,18 @@ def bind(host: str, port: int, *, backlog: int = 4096, listen: bool = True, reus
 
 
 class APNsGateway:
-    """Both listeners of one process over one :class:`~.service.APNsService`."""
+    """Both listeners of one process over one :class:`~.service.APNsService`.
+
+    ``feeds``: other event streams the device listener serves by path (:class:`~.streams.Feed`; the
+    world's live device feed at ``/sim-events``), so a page watching devices costs the loop what a
+    device does, and no WSGI thread."""
 
     def __init__(self, service: APNsService, *, provider_ssl: ssl.SSLContext | None = None,
                  watch_store: bool = False, redis_url: str | None = None, redis_channel: str | None = None,
-                 executor_threads: int = 4) -> None:  # fmt: skip
+                 executor_threads: int = 4, feeds: Mapping[str, Feed] | None = None) -> None:  # fmt: skip
         self.service = service
+        self.feeds: dict[str, Feed] = dict(feeds or {})
+        self.feed_streams: set[DeviceStreamProtocol] = set()
         self.provider_ssl = provider_ssl
         self.watch_store = watch_store
         self.redis_url = redis_url
@@ -148,6 +154,8 @@ class APNsGateway:
             self._tasks.append(asyncio.ensure_future(self.fanout.watch_store(self.service.store, self.executor)))
         if self.redis_url and self.redis_channel:
             self._tasks.append(asyncio.ensure_future(self.fanout.follow_redis(self.redis_url, self.redis_channel)))
+        for feed in self.feeds.values():
+            self._tasks.append(asyncio.ensure_future(feed.run(self.loop, self.executor)))
 
     async def stop(self) -> None:
         """GOAWAY ``Shutdown`` to providers, the last chunk to devices, then stop listening."""
@@ -156,7 +164,7 @@ class APNsGateway:
             server.close()
         for connection in list(self.provider_connections):
             connection.goaway(0, "Shutdown")
-        for stream in list(self.device_streams):
+        for stream in [*self.device_streams, *self.feed_streams]:
             stream.close()
         for task in self._tasks:
             task.cancel()
@@ -178,7 +186,7 @@ class APNsGateway:
         while True:
             await asyncio.sleep(TICK_S)
             if turn % slices == 0:
-                streams = list(self.device_streams)
+                streams = [*self.device_streams, *self.feed_streams]
                 now = time.monotonic()
                 for connection in list(self.provider_connections):
                     if connection.idle_for(now) > IDLE_TIMEOUT_S:
@@ -264,7 +272,8 @@ class APNsGateway:
 
     def stats(self) -> dict[str, int]:
         return {"device_streams": len(self.device_streams), "provider_connections": len(self.provider_connections),
-                "delivered": self.delivered_count, "wakes": self.fanout.wakes if self.fanout is not None else 0}  # fmt: skip
+                "delivered": self.delivered_count, "wakes": self.fanout.wakes if self.fanout is not None else 0,
+                "feed_streams": len(self.feed_streams)}  # fmt: skip
 
 
 class GatewayThread:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 
@@ -33,11 +33,32 @@ from .service import valid_token
 if TYPE_CHECKING:
     from .gateway import APNsGateway
 
-__all__ = ["DeviceStreamProtocol", "KEEPALIVE_S", "event_bytes"]
+__all__ = ["DeviceStreamProtocol", "Feed", "KEEPALIVE_S", "MAX_FEED_BUFFER", "event_bytes"]
 
 #: A comment line on an idle stream this often, so proxies and clients keep it open.
 KEEPALIVE_S = 15.0
 _MAX_REQUEST_HEAD = 8 * 1024
+#: What a feed's reader may leave unread before the gateway hangs up on it (it reconnects and starts
+#: from a fresh snapshot): a stalled browser tab must not hold the process's memory.
+MAX_FEED_BUFFER = 8 * 1_048_576
+
+
+class Feed(Protocol):
+    """Another kind of event stream on the device listener, by path (``GET /sim-events``): the same
+    one loop and one small object per connection, for readers that are not devices (a live page).
+
+    The gateway parses the request; the feed decides who may read (:meth:`admit`: the status, the
+    APNs-style reason of a refusal, and headers to add, such as ``Access-Control-Allow-Origin``) and
+    writes events to its subscribers with :meth:`DeviceStreamProtocol.send`. :meth:`run` is started on
+    the gateway's loop with the gateway's executor for store work."""
+
+    def admit(self, query: str, origin: str | None) -> tuple[int, str, list[tuple[str, str]]]: ...
+
+    def subscribe(self, stream: DeviceStreamProtocol) -> None: ...
+
+    def unsubscribe(self, stream: DeviceStreamProtocol) -> None: ...
+
+    async def run(self, loop: asyncio.AbstractEventLoop, executor: Any) -> None: ...
 
 
 def event_bytes(notification: dict[str, Any]) -> bytes:
@@ -48,13 +69,14 @@ def event_bytes(notification: dict[str, Any]) -> bytes:
 class DeviceStreamProtocol(asyncio.Protocol):
     """One device connection: read one request, then stream its token's notifications until it closes."""
 
-    __slots__ = ("gateway", "transport", "conn", "token", "_taking", "_again")
+    __slots__ = ("gateway", "transport", "conn", "token", "feed", "_taking", "_again")
 
     def __init__(self, gateway: APNsGateway) -> None:
         self.gateway = gateway
         self.transport: asyncio.Transport | None = None
         self.conn: h11.Connection | None = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_HEAD)
         self.token: str | None = None
+        self.feed: Feed | None = None
         self._taking = False
         self._again = False
 
@@ -65,12 +87,15 @@ class DeviceStreamProtocol(asyncio.Protocol):
         if self.token is not None:
             self.gateway.fanout.unsubscribe(self.token, self.wake)
             self.gateway.device_streams.discard(self)
+        if self.feed is not None:
+            self.feed.unsubscribe(self)
+            self.gateway.feed_streams.discard(self)
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if conn is None or self.token is not None:
-            return  # the stream is open: whatever else the device sends is not read
+        if conn is None or self.token is not None or self.feed is not None:
+            return  # the stream is open: whatever else the reader sends is not read
         try:
             conn.receive_data(data)
             event = conn.next_event()
@@ -91,6 +116,10 @@ class DeviceStreamProtocol(asyncio.Protocol):
     def _request(self, request: h11.Request) -> None:
         target = request.target.decode("ascii", "replace")
         path, _, query = target.partition("?")
+        feed = self.gateway.feeds.get(path.rstrip("/"))
+        if feed is not None:
+            self._open_feed(feed, request, query)
+            return
         if path.rstrip("/") not in ("/events", "/apple/apns/events"):
             self._refuse(404, "BadPath")
             return
@@ -111,13 +140,49 @@ class DeviceStreamProtocol(asyncio.Protocol):
         self.gateway.device_streams.add(self)
         self._take(connecting=True)
 
-    def _refuse(self, status: int, reason: str) -> None:
+    def _open_feed(self, feed: Feed, request: h11.Request, query: str) -> None:
+        """A feed's reader: admitted (or refused) by the feed, then written to by it until it hangs up."""
+        if request.method != b"GET":
+            self._refuse(405, "MethodNotAllowed")
+            return
+        origins = [value for name, value in request.headers if name == b"origin"]
+        origin = origins[0].decode("latin-1") if len(origins) == 1 else None
+        if len(origins) > 1:
+            self._refuse(400, "BadRequest")
+            return
+        status, reason, extra = feed.admit(query, origin)
+        if status != 200:
+            self._refuse(status, reason, extra)
+            return
+        assert self.conn is not None and self.transport is not None
+        head = self.conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
+            ("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no"), *extra,
+        ]))  # fmt: skip
+        self.transport.write(head or b"")
+        self.feed = feed
+        self.gateway.feed_streams.add(self)
+        feed.subscribe(self)
+
+    def send(self, data: bytes) -> bool:
+        """Write events to a feed's reader; False (and the connection closed) when it is gone or has let
+        :data:`MAX_FEED_BUFFER` pile up unread."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > MAX_FEED_BUFFER:
+            self._close()
+            return False
+        self._write(data)
+        return True
+
+    def _refuse(self, status: int, reason: str, extra: list[tuple[str, str]] | None = None) -> None:
         body = json.dumps({"reason": reason}).encode()
         conn = self.conn
         if conn is not None and self.transport is not None:
             try:
                 head = conn.send(h11.Response(status_code=status, headers=[
                     ("content-type", "application/json"), ("content-length", str(len(body))), ("connection", "close"),
+                    *(extra or []),
                 ]))  # fmt: skip
                 self.transport.write((head or b"") + body)
             except h11.LocalProtocolError:
