@@ -7,6 +7,12 @@ whether a sync may start (``syncAvailability``). Browser scripts never call the 
 they poll two small JSON routes of this blueprint, so the API can stay behind its bearer token while
 the pages stay usable.
 
+The Simulation pages draw a simulation's devices when the dashboard is given one (``devices_url``,
+``simulation_url``): their screens live from the simulation's event stream, buttons that power them
+on, erase them and move the world clock. Each button makes the very call a script would make to the
+simulation (shown beside it as ``curl``), relayed by this blueprint (:mod:`.simulation`), for the
+reason the Graph API is: the browser may not be allowed into ``/_sim``.
+
 :mod:`.graph` makes the calls; :mod:`.views` computes what the pages show from the replies.
 """
 
@@ -15,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .graph import Graph, GraphCallError
+from .simulation import Simulation
 from .views import (
     MAX_CERT_FILE,
     NOTICES,
@@ -43,6 +51,7 @@ def create_blueprint(
     *,
     now: Callable[[], datetime] | None = None,
     portal_url: Callable[[], str] | None = None,
+    simulation_url: Callable[[], str] | None = None,
 ) -> Blueprint:
     """The dashboard, for registering on the controller's app (mounted at ``/intune``).
 
@@ -50,6 +59,7 @@ def create_blueprint(
     ``…/deviceManagement`` URL, ``devices_url()`` the simulation's JSON list of devices. ``now`` is
     the world's clock, so "sync again in 9 min" is counted in world time; the wall clock by default.
     ``portal_url``, when given, links the token page to Apple Business Manager's MDM servers page.
+    ``simulation_url``: the simulation's control API (``…/_sim``); by default where ``devices_url`` is.
     """
     bp = Blueprint(
         "intune_dashboard",
@@ -59,6 +69,10 @@ def create_blueprint(
         static_url_path="/dashboard-static",
     )
     clock = now or (lambda: datetime.now(UTC))
+    sim_base = simulation_url or (lambda: devices_url().rstrip("/").rsplit("/devices", 1)[0])
+
+    def simulation() -> Simulation:
+        return Simulation(api(), sim_base())
 
     def graph() -> Graph:
         return Graph(api(), graph_base().rstrip("/"))
@@ -309,6 +323,7 @@ def create_blueprint(
             next_skiptoken=skiptoken_of(listing.get("@odata.nextLink")),
             state=sync_state(token, clock()),
             nav="serials",
+            sim=simulation().page_context(),
             **context,
         )
 
@@ -351,7 +366,42 @@ def create_blueprint(
     # -- simulated devices ------------------------------------------------------------------------------
     @bp.get("/devices")
     def simulated_devices() -> tuple[str, int]:
-        return page("dashboard_devices.html", nav="devices")
+        return page("dashboard_devices.html", nav="devices", sim=simulation().page_context(screens=True))
+
+    # The simulation's own calls, relayed as they are (see .simulation): what the buttons do.
+    def relay(method: str, path: str, *, long: bool = False) -> Response:
+        if method == "POST" and not request.is_json:
+            # Only application/json: a form on another site cannot send it without the browser asking
+            # first (CORS), so no other page can press these buttons for the admin.
+            return _json({"error": "send the body as application/json"}, 415)
+        body = request.get_json(silent=True) if method == "POST" else None
+        if method == "POST" and body is None and request.get_data(cache=True).strip():
+            return _json({"error": "the body is not JSON"}, 400)
+        return simulation().relay(method, path, body, long=long)
+
+    @bp.post("/api/simulation/devices/power-on")
+    def sim_power_on_many() -> Response:
+        return relay("POST", "/devices/power-on", long=True)
+
+    @bp.post("/api/simulation/devices/<serial>/power-on")
+    def sim_power_on(serial: str) -> Response:
+        return relay("POST", f"/devices/{quote(serial, safe='')}/power-on", long=True)
+
+    @bp.post("/api/simulation/devices/<serial>/erase")
+    def sim_erase(serial: str) -> Response:
+        return relay("POST", f"/devices/{quote(serial, safe='')}/erase")
+
+    @bp.post("/api/simulation/clock")
+    def sim_clock() -> Response:
+        return relay("POST", "/clock")
+
+    @bp.get("/api/simulation/devices/<serial>/exchanges")
+    def sim_exchanges(serial: str) -> Response:
+        return relay("GET", f"/devices/{quote(serial, safe='')}/exchanges")
+
+    @bp.get("/api/simulation/devices/<serial>/exchanges/<int:exchange_id>")
+    def sim_exchange(serial: str, exchange_id: int) -> Response:
+        return relay("GET", f"/devices/{quote(serial, safe='')}/exchanges/{exchange_id}")
 
     # -- JSON for the page scripts -------------------------------------------------------------------
     @bp.get("/api/tokens/<token_id>/sync-status")

@@ -131,9 +131,26 @@ def sync_state(setting: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             message += f" The latest attempt failed: {setting.get('lastSyncErrorMessage')}"
     else:
         message = "Not synced yet. Press Sync to fetch the devices Apple lists for this token."
+    next_full = parse_time(setting.get("nextFullSyncAvailableDateTime"))
+    full_next = bool(has_token and next_full is not None and available is not None and next_full <= available)
+    # Which kind the next sync will be is the rules' answer too (nextFullSyncAvailableDateTime is when
+    # the next full one may start); here it is only put in words, for the sync blade.
+    partial, what = (("delta", "additions, changes and removals since the last sync") if setting.get("syncRules") == "current"
+                     else ("limited", "only serial numbers not yet listed are added"))
+    if not has_token:
+        next_kind_text = ""
+    elif full_next:
+        next_kind_text = "Next sync: full (every serial number Apple lists for this token)."
+    elif next_full is not None:
+        next_kind_text = (f"Next sync: {partial} ({what}). "
+                          f"A full sync is available from {format_time(setting.get('nextFullSyncAvailableDateTime'))}.")
+    else:
+        next_kind_text = f"Next sync: {partial} ({what})."
     return {
         "syncStatus": status,
         "canSync": can_sync,
+        "nextSyncKind": ("full" if full_next else partial) if has_token else None,
+        "nextSyncKindText": next_kind_text,
         "remainingSeconds": int(round(remaining)),
         "remainingText": format_wait(remaining) if remaining > 0 else "",
         "waitFraction": round(fraction, 4),

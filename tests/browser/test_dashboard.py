@@ -145,7 +145,8 @@ def test_simulated_devices_page_without_a_simulation_says_so(page: Any) -> None:
     with serve_env(devices=1, seed=7, devices_url="http://127.0.0.1:9/_sim/devices") as env:
         page.goto(f"{env.dashboard}/devices")
         expect(page.get_by_role("status")).to_contain_text("No simulated devices here")
-        expect(page.locator("#sim-table")).to_be_hidden()
+        expect(page.locator("#sim-grid")).to_be_hidden()
+        expect(page.get_by_role("button", name="Power on all assigned devices")).to_have_count(0)
 
 
 def test_devices_enroll_after_power_on(env: Env, page: Any) -> None:
@@ -163,12 +164,14 @@ def test_devices_enroll_after_power_on(env: Env, page: Any) -> None:
     )
     assert reply.status_code == 204, reply.text
 
-    page.goto(f"{env.dashboard}/devices")
+    page.goto(f"{env.dashboard}/devices?pace=20")
+    expect(page.locator("#sim-live")).to_have_text("Live")
     for serial in chosen:
-        env.world.devices.power_on(serial)
+        env.world.devices.power_on(serial)  # from Python: the page follows without a reload
     for serial in chosen:
-        row = page.locator(f'tr[data-serial="{serial}"]')
-        expect(row).to_contain_text("Yes", timeout=15_000)
+        card = page.locator(f'.device[data-serial="{serial}"]')
+        expect(card.locator(".device-state")).to_have_text("Enrolled", timeout=15_000)
+        expect(card.locator(".screen")).to_have_attribute("data-pane", "HomeScreen")
     expect(page.get_by_role("status")).to_contain_text("2 enrolled")
 
     page.goto(f"{env.dashboard}/enrollment/serials?token={sid}")
@@ -176,6 +179,8 @@ def test_devices_enroll_after_power_on(env: Env, page: Any) -> None:
         expect(page.locator("tr", has_text=serial)).to_contain_text("enrolled")
     page.goto(f"{env.dashboard}/devices")
     expect(page.get_by_role("status")).to_contain_text("2 enrolled")
+    for serial in chosen:  # a page opened later shows where each device is, without replaying its walk
+        expect(page.locator(f'.device[data-serial="{serial}"] .screen')).to_have_attribute("data-pane", "HomeScreen")
 
 
 def _screenshot_dir() -> Path:
