@@ -91,12 +91,14 @@ class DemoResult:
     #: with ACME also "hardware_bound", "attested" (every ACME identity's key is the key Apple attested)
     #: and how many devices got each kind ("acme", "scep": devices before iOS 16 have no ACME)
     identity: dict[str, Any] = field(default_factory=dict)
+    #: each device's timeline, as the dashboard draws it: every exchange in order (GET /_sim/devices/<serial>/exchanges)
+    exchanges: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({
             "devices": self.devices, "enrolled": self.enrolled, "synced": self.synced, "profile": self.profile,
             "panes": self.panes, "failures": self.failures, "elapsed_s": round(self.elapsed_s, 2),
-            "identity": self.identity,
+            "identity": self.identity, "exchanges": self.exchanges,
         })
 
 
@@ -142,6 +144,7 @@ class Demo:
         self.assign_profile(setting, profile_id, serials)
         self.power_on(serials, result)
         self.device_information(serials, result)
+        self.timelines(serials, result)
         self.summary(setting, serials, result)
         result.elapsed_s = time.perf_counter() - started
         return result
@@ -330,6 +333,18 @@ class Demo:
             self.say(f"  {acknowledged} of {len(udids)} devices answered DeviceInformation")
             if acknowledged < len(udids):
                 result.failures.append(f"only {acknowledged} of {len(udids)} devices answered DeviceInformation")
+
+    def timelines(self, serials: list[str], result: DemoResult) -> None:
+        """Every device's exchanges, from the simulation's record (what the dashboard's timeline shows)."""
+        keep = ("at", "source", "target", "method", "path", "status", "ms", "note")
+        for serial in serials:
+            reply = self.http.get(f"/_sim/devices/{serial}/exchanges")
+            if reply.status_code == 200:
+                result.exchanges[serial] = [{k: e[k] for k in keep} for e in reply.json()["exchanges"]]
+        if serials and result.exchanges.get(serials[0]):
+            first = result.exchanges[serials[0]]
+            self.say(f"  [dim]{serials[0]}'s timeline ({len(first)} exchanges):[/dim] "
+                     + " → ".join(f"{e['target']} {e['status']}" for e in first if e["source"] == "device")[:400])
 
     def summary(self, setting: str, serials: list[str], result: DemoResult) -> None:
         identities = {d["serialNumber"]: d for d in self.call(

@@ -33,6 +33,20 @@ def test_demo_enrolls_25_devices_with_the_panes_the_profile_allows() -> None:
     for step in ("push certificate", "Enrollment program token", "DEP profile", "Sync", "Retry-After",
                  "DeviceInformation"):
         assert step in story
+    # Each device's timeline, the one the dashboard draws: its enrollment in order, then DeviceInformation.
+    assert set(outcome["exchanges"]) == set(outcome["panes"])
+    for serial, exchanges in outcome["exchanges"].items():
+        calls = [(e["source"], e["target"], e["method"], e["note"]) for e in exchanges]
+        assert calls[:9] == [
+            ("device", "activation", "POST", "RequestProfileConfiguration"),
+            ("device", "enroll", "POST", "MachineInfo → enrollment profile"),
+            ("device", "scep", "GET", "GetCACert"), ("device", "scep", "GET", "GetCACaps"),
+            ("device", "scep", "POST", "PKIOperation"),
+            ("device", "checkin", "PUT", "Authenticate"), ("checkin", "controller", "POST", "mdm.Authenticate"),
+            ("device", "checkin", "PUT", "TokenUpdate"), ("checkin", "controller", "POST", "mdm.TokenUpdate"),
+        ], serial
+        assert ("device", "connect", "PUT", "Idle → DeviceInformation") in calls[9:], serial
+        assert all(200 <= e["status"] < 300 and e["at"].endswith("Z") and e["path"].startswith("/") for e in exchanges)
 
 
 def test_demo_with_user_affinity_signs_a_user_in_on_each_device() -> None:
