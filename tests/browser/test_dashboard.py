@@ -110,10 +110,10 @@ def test_sync_then_assign_a_profile_to_selected_serials(env: Env, page: Any) -> 
     for serial in serials[:3]:
         expect(profile_cell(serial)).to_have_text("Corporate iPhones")
     expect(profile_cell(serials[3])).to_have_text("—")
-    # The README's picture is refreshed only on request, so a test run never dirties the checkout.
-    target = ROOT / "docs" if os.environ.get("MDMSIM_UPDATE_DOCS") else _screenshot_dir()
+    # docs/ is refreshed only on request, so a test run never dirties the checkout.
+    target = ROOT / "docs" / "screenshots" if os.environ.get("MDMSIM_UPDATE_DOCS") else _screenshot_dir()
     target.mkdir(exist_ok=True)
-    page.screenshot(path=str(target / "dashboard.png"))
+    page.screenshot(path=str(target / "profile-assigned.png"))
 
 
 def test_sync_button_waits_out_the_window_after_a_failed_sync(env: Env, page: Any) -> None:

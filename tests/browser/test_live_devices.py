@@ -7,13 +7,11 @@ Each device's screen is recorded as the page shows it (a MutationObserver on eve
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_stack import ROOT, Env
+from browser_stack import ROOT, Env, serve_env
 from playwright.sync_api import expect
 
 from simulator.device.setup_assistant import applicable_post_panes
@@ -74,7 +72,7 @@ def _card(page: Any, serial: str) -> Any:
 def test_power_on_all_walks_each_screen_through_the_panes_its_profile_allows(env: Env, page: Any) -> None:
     help_desk, warehouse, unassigned = _assigned_world(env)
     page.goto(f"{env.dashboard}/devices?pace=25")
-    expect(page.locator("#sim-live")).to_have_text("Live")
+    _expect_live(page)
     for serial in help_desk + warehouse + unassigned:
         expect(_card(page, serial).locator(".device-state")).to_have_text("Off")
     page.evaluate(RECORD_SCREENS)
@@ -108,14 +106,14 @@ def test_power_on_all_walks_each_screen_through_the_panes_its_profile_allows(env
     for serial in unassigned:
         assert serial not in seen
         expect(_card(page, serial).locator(".device-state")).to_have_text("Off")
-    _save_docs_screenshot(page, "live-devices.png")
+    _screenshot(page, "live-devices.png")
 
 
 def test_power_on_one_device_then_its_timeline_lists_the_enrollment_in_order(env: Env, page: Any) -> None:
     help_desk, _warehouse, _unassigned = _assigned_world(env)
     serial = help_desk[0]
     page.goto(f"{env.dashboard}/devices?pace=25")
-    expect(page.locator("#sim-live")).to_have_text("Live")
+    _expect_live(page)
     card = _card(page, serial)
     card.get_by_role("button", name="Power on").click()
     expect(card.locator(".device-state")).to_have_text("Enrolled", timeout=30_000)
@@ -164,7 +162,7 @@ def test_power_on_one_device_then_its_timeline_lists_the_enrollment_in_order(env
     enroll.locator(".seq-msg").click()
     expect(enroll.locator(".seq-detail")).to_contain_text("CMS SignedData by O=Apple Inc.")
     expect(enroll.locator(".seq-detail pre.body").last).to_contain_text("<key>PayloadContent</key>")
-    _save_docs_screenshot(page, "live-timeline.png")
+    _screenshot(page, "live-timeline.png")
 
     panel.get_by_role("button", name="Erase").click()
     expect(card.locator(".screen")).to_have_attribute("data-pane", "Hello", timeout=15_000)
@@ -193,11 +191,30 @@ def test_moving_the_clock_seven_days_makes_the_next_sync_a_full_one(env: Env, pa
     expect(page.locator("#sync-message")).to_contain_text("Last sync (full)", timeout=10_000)
     setting = env.graph.get(f"/depOnboardingSettings/{sid}").json()
     assert setting["lastSyncKind"] == "full"
-    _save_docs_screenshot(page, "sync-blade.png")
+    _screenshot(page, "sync-blade.png")
 
 
-def _save_docs_screenshot(page: Any, name: str) -> None:
-    """Pages at 1280×800 for ``docs/`` when asked (``MDMSIM_UPDATE_DOCS=1``), else under ``screenshots/``."""
-    target = ROOT / "docs" if os.environ.get("MDMSIM_UPDATE_DOCS") else ROOT / "screenshots"
-    target.mkdir(exist_ok=True)
-    page.screenshot(path=str(Path(target) / name))
+def test_without_the_live_feed_the_page_follows_the_device_list(page: Any) -> None:
+    """Served without the push gateway (no ``/sim-events``), the screens follow the list, polled."""
+    with serve_env(devices=3, seed=7, devices_url="") as env:
+        assert env.world.info()["urls"]["sim_events"] is None
+        serial = env.serials()[0]
+        page.goto(f"{env.dashboard}/devices")
+        expect(_card(page, serial).locator(".device-state")).to_have_text("Off")
+        expect(page.locator("#sim-live")).to_have_text("Refreshed every 2 s")
+        env.world.devices.power_on(serial)  # no profile: activated, unmanaged, straight to the Home Screen
+        expect(_card(page, serial).locator(".screen")).to_have_attribute("data-pane", "HomeScreen")
+        expect(_card(page, serial).locator(".device-state")).to_have_text("Home Screen")
+        expect(page.get_by_role("status")).to_contain_text("3 simulated devices, 1 powered on, 0 enrolled")
+
+
+def _screenshot(page: Any, name: str) -> None:
+    """Where the test stood, at 1280×800, under ``screenshots/`` (docs/ has its own: scripts/docs_screenshots.py)."""
+    (ROOT / "screenshots").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "screenshots" / name))
+
+
+def _expect_live(page: Any) -> None:
+    live = page.locator("#sim-live")
+    expect(live).to_be_visible()
+    expect(live).to_have_text("Live")

@@ -265,6 +265,9 @@
     function show(rec, entry) {
       if (entry && entry[1] === "Boot" && /^shut down/.test(entry[4] || "")) entry = null;  // MDM turned it off
       rec.entry = entry;
+      // What the audience has seen: enrolled once the Enrollment pane went by (the store is ahead of the screen).
+      if (!entry || entry[1] === "EraseDevice" || entry[1] === "Boot") rec.shownEnrolled = false;
+      else if (entry[1] === "Enrollment" && entry[2] === "shown") rec.shownEnrolled = true;
       var html = paneHTML(screens, entry, rec.fields, rec.managed);
       rec.screen.innerHTML = html;
       rec.screen.dataset.pane = entry ? entry[1] : "off";
@@ -293,6 +296,7 @@
       if (initial) {
         rec.queue = [];
         busy.delete(rec);
+        rec.shownEnrolled = !!view.enrolled;
         var last = afterErase(entries.filter(displayable)).pop();
         show(rec, last || [0, "Hello", "shown", "", ""]);
         return;
@@ -319,8 +323,8 @@
 
     function summarize() {
       var all = Array.from(devices.values());
-      var on = all.filter(function (r) { return r.view && r.view.powered; }).length;
-      var enrolled = all.filter(function (r) { return r.view && r.view.enrolled; }).length;
+      var on = all.filter(function (r) { return r.entry; }).length;
+      var enrolled = all.filter(function (r) { return r.entry && r.shownEnrolled; }).length;
       status.textContent = all.length
         ? all.length + " simulated devices, " + on + " powered on, " + enrolled + " enrolled."
         : "The organisation has no devices yet.";
@@ -343,9 +347,12 @@
           rec.color = rec.color || d.color || "";
           rec.assigned = !!d.profile_uuid;
           dress(rec);
-          if (!rec.view) {
-            rec.view = { powered: d.phase !== "off", enrolled: d.enrolled, serial_number: d.serial_number };
-            if (d.phase !== "off" && d.pane) show(rec, [0, d.pane, "shown", "", ""]);
+          if (!rec.view || rec.view.fromList) {  // until (or without) the live feed: where the list says it is
+            rec.view = { powered: d.phase !== "off", enrolled: d.enrolled, serial_number: d.serial_number, fromList: true };
+            rec.managed = !!d.enrolled;
+            var pane = d.phase !== "off" ? d.pane : null;
+            if ((rec.entry ? rec.entry[1] : null) !== pane) show(rec, pane ? [0, pane, "shown", "", ""] : null);
+            rec.shownEnrolled = !!d.enrolled;
           }
         });
         grid.hidden = false;
@@ -359,6 +366,9 @@
       var url = section.dataset.events;
       if (!url || typeof EventSource === "undefined") {
         setInterval(list, 2000);  // no live stream (not served by mdmsim's gateway): the list, every two seconds
+        live.hidden = false;
+        live.className = "live-dot poll";
+        live.textContent = "Refreshed every 2 s";
         return;
       }
       try {
