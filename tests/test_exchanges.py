@@ -95,14 +95,20 @@ def test_webhooks_sent_on_the_mdm_servers_own_threads_still_join_the_device_time
         assert steps(world, serial) == ENROLLMENT
 
 
-def test_a_device_keeps_its_newest_exchanges_and_each_body_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_device_and_the_world_keep_their_newest_exchanges_and_each_body_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr(device_store, "EXCHANGE_LIMIT", 6)
-    with World(devices=1, seed=13, background_sync=False) as world:
-        serial = world.serials[0]
-        assigned(world, [serial])
-        world.devices.power_on(serial)
-        kept = steps(world, serial)
-        assert kept == ENROLLMENT[-6:]
+    monkeypatch.setattr(device_store, "WORLD_EXCHANGE_LIMIT", 10)
+    with World(devices=2, seed=13, background_sync=False) as world:
+        first, second = world.serials
+        assigned(world, [first, second])
+        world.devices.power_on(first)
+        assert steps(world, first) == ENROLLMENT[-6:]
+        world.devices.power_on(second)
+        assert steps(world, second) == ENROLLMENT[-6:]
+        # The world keeps its ten newest exchanges at most (by id: 18 recorded, so ids 9..18): of the first
+        # device's six kept (ids 4..9), only its last is that new.
+        assert steps(world, first) == ENROLLMENT[-1:]
 
         tape = Tape(world.clock.now)
         exchange = tape.start("device", "POST", "http://mdmsim.invalid/mdm/checkin", {"Content-Type": "text/plain"},

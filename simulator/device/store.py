@@ -89,8 +89,10 @@ MIGRATIONS = [
     """,
 ]
 
-#: Exchanges kept per device: a few enrollments and many agent rounds.
-EXCHANGE_LIMIT = 300
+#: Exchanges kept per device (a few enrollments and many agent rounds), and in the whole world (the
+#: newest; a 10,000-device world keeps the timelines of its latest few thousand enrollments, not gigabytes).
+EXCHANGE_LIMIT = 200
+WORLD_EXCHANGE_LIMIT = 50_000
 _EXCHANGE_COLUMNS = (
     "started_ns, seq, at, source, target, method, url, depth, status, ms, error, request_headers, request_body, "
     "request_size, response_headers, response_body, response_size"
@@ -149,6 +151,8 @@ class DeviceStore:
             "ORDER BY started_ns DESC, seq DESC LIMIT ?)",
             (serial, serial, EXCHANGE_LIMIT),
         )
+        # ids only grow (AUTOINCREMENT): the world's oldest go by one range delete on the primary key
+        db.execute("DELETE FROM exchanges WHERE id <= (SELECT max(id) FROM exchanges) - ?", (WORLD_EXCHANGE_LIMIT,))
 
     def exchanges(self, serial: str) -> list[dict[str, Any]]:
         """A device's exchanges, oldest first, bodies included (bounded when recorded)."""
