@@ -327,6 +327,9 @@ def note_of(exchange: Mapping[str, Any]) -> str:
         operation = parse_qs(urlsplit(str(exchange.get("url", ""))).query).get("operation")
         if operation:
             return operation[0][:40]
+        resource = _acme_resource(body)
+        if resource:
+            return resource
     if target == "apns":
         return "push" if str(exchange.get("method")) == "POST" else "look for pushes"
     data = _json(body)
@@ -340,6 +343,20 @@ def note_of(exchange: Mapping[str, Any]) -> str:
     if target == "enroll":
         return "MachineInfo → enrollment profile"
     return ""
+
+
+def _acme_resource(body: bytes) -> str:
+    """The resource an ACME request (a flattened JWS) was made for, from its protected header's ``url``:
+    ``new-order``, ``finalize``, …"""
+    data = _json(body)
+    if not isinstance(data, dict) or not isinstance(data.get("protected"), str):
+        return ""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(data["protected"] + "=" * (-len(data["protected"]) % 4)))
+    except (ValueError, binascii.Error):
+        return ""
+    url = header.get("url") if isinstance(header, dict) else None
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1][:40] if isinstance(url, str) else ""
 
 
 def render_body(headers: Mapping[str, str], body: bytes, size: int) -> dict[str, Any]:

@@ -7,13 +7,16 @@ answering (a webhook, a push), work a party does on its own threads, bounds, and
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from tests_support import GRAPH, onboard
 
 import simulator.device.store as device_store
 from simulator import World
 from simulator.device.drivers import WSGIDriver
-from simulator.exchanges import MAX_BODY, Tape, render_body
+from simulator.exchanges import MAX_BODY, Tape, note_of, render_body
 
 
 def assigned(world: World, serials: list[str], **profile: object) -> None:
@@ -165,3 +168,11 @@ def test_sim_controls_erase_power_on_several_and_refuse_bad_requests() -> None:
 
         screens = world.http.get("/_sim/screens").json()["screens"]
         assert screens["RemoteManagement"]["rows"] == [["About Configuration", "{department}"], ["Need Help?", "{phone}"]]
+
+
+def test_an_acme_request_is_named_by_the_resource_its_jws_was_signed_for() -> None:
+    protected = base64.urlsafe_b64encode(json.dumps({"alg": "ES256", "nonce": "n",
+                                                     "url": "https://mdm.example/mdm/acme/new-order"}).encode())
+    body = json.dumps({"protected": protected.rstrip(b"=").decode(), "payload": "", "signature": "s"}).encode()
+    assert note_of({"target": "acme", "url": "https://mdm.example/mdm/acme/new-order", "request_body": body}) == "new-order"
+    assert note_of({"target": "acme", "url": "https://mdm.example/mdm/acme/x", "request_body": b'{"protected": "%%"}'}) == ""
