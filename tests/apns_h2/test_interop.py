@@ -18,6 +18,8 @@ from aioapns.common import NotificationResult
 from aioapns.connection import APNsProductionClientProtocol
 from apns_h2_clients import PushWorld, mdm_body, push_magic
 
+from simulator.load.drivers import run_coroutine
+
 UUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 
 
@@ -60,7 +62,7 @@ def test_aioapns_pushes_with_only_host_port_and_trust_store_changed(
         return ok, refused
 
     with apns.stream(token) as device:
-        ok, refused = asyncio.run(send())
+        ok, refused = run_coroutine(send())  # not asyncio.run: a browser test's Playwright session may hold this loop
         notification = device.next_push()
     assert (ok.status, ok.is_successful) == ("200", True)
     assert (refused.status, refused.description) == ("400", "DeviceTokenNotForTopic")
