@@ -20,7 +20,9 @@ from mdm.platform.web import PARTY_ENVIRON_KEY
 
 __all__ = ["APITokenMiddleware", "authorize", "stream_ticket", "ticket_matches", "PROTECTED", "COOKIE"]
 
-PROTECTED = ("/_sim", "/mdm/api/", "/intune")
+#: Admin surfaces: the simulation's controls, the MDM command API, the controller, and Apple's portals
+#: (Business Manager's API accounts hand out private keys; the portal renews DEP tokens).
+PROTECTED = ("/_sim", "/mdm/api/", "/intune", "/apple/portal")
 PUBLIC = ("/_sim/tls-ca.pem",)  # a CA certificate is public: it is downloaded before anyone can be trusted
 GRAPH = ("/intune/deviceManagement", "/intune/webhooks")  # API callers: the header, never the cookie
 COOKIE = "mdmsim_api_token"
@@ -41,7 +43,8 @@ class APITokenMiddleware:
     """Requires the token on the protected surfaces once the world has one (it has none on loopback).
 
     A browser cannot send the header, so the dashboard accepts ``/intune/…?api_token=<token>`` once:
-    it sets an HttpOnly, SameSite=Strict cookie scoped to ``/intune`` and redirects to the same page
+    it sets an HttpOnly, SameSite=Strict cookie scoped to ``/intune`` (or ``/apple/portal`` for
+    Business Manager's pages) and redirects to the same page
     without the token in its address. Devices and Apple's device-facing endpoints stay open, as the
     real ones are. Compared in constant time.
     """
@@ -67,8 +70,19 @@ class APITokenMiddleware:
         return self.app(environ, start_response)
 
 
+#: Pages a browser opens (entered once with ``?api_token=``, then by cookie), by the cookie's path.
+PAGES = ("/intune", "/apple/portal")
+
+
+def _page_root(path: str) -> str | None:
+    """The page area ``path`` is in (the cookie's path), or ``None`` for an API or anything else."""
+    if path.startswith(GRAPH) or "/api/" in path:
+        return None
+    return next((root for root in PAGES if path == root or path.startswith(root + "/")), None)
+
+
 def _is_page(path: str) -> bool:
-    return (path == "/intune" or path.startswith("/intune/")) and not path.startswith(GRAPH)
+    return _page_root(path) is not None
 
 
 def _allowed(environ: dict, path: str, token: str) -> bool:
@@ -84,7 +98,7 @@ def _allowed(environ: dict, path: str, token: str) -> bool:
 def _enter_dashboard(environ: dict, path: str, token: str, start_response: Callable) -> Iterable[bytes]:
     kept = [(k, v) for k, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True) if k != "api_token"]
     location = path + ("?" + urlencode(kept) if kept else "")
-    cookie = f"{COOKIE}={token}; Path=/intune; HttpOnly; SameSite=Strict"
+    cookie = f"{COOKIE}={token}; Path={_page_root(path)}; HttpOnly; SameSite=Strict"
     if environ.get("wsgi.url_scheme") == "https":
         cookie += "; Secure"
     environ[PARTY_ENVIRON_KEY] = "auth"

@@ -209,7 +209,11 @@ def _root_app(world: World) -> Flask:
 
     @app.get("/")
     def index() -> Response:
-        return json_response(world.info())
+        # Open to anyone: without the live feed's URL, whose ticket is derived from the API token and
+        # gives every device's live state (``/_sim/`` shows it to those who hold the token).
+        info = world.info()
+        info["urls"] = {k: v for k, v in info.get("urls", {}).items() if k != "sim_events"}
+        return json_response(info)
 
     return app
 

@@ -253,7 +253,7 @@ def _select(text: str | None, fields: Fields) -> tuple[str, ...] | None:
 def _skip(text: str | None) -> int:
     if text is None:
         return 0
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:  # '²'.isdigit() is True; int('²') fails
         raise _bad(f"Invalid value '{text[:40]}' for $skip query option found; it must be a non-negative integer")
     return int(text)
 
@@ -262,7 +262,7 @@ def parse_top(text: str | None, *, default: int, maximum: int) -> int:
     """``$top``: the page size asked for, at most ``maximum``; ``default`` when absent."""
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 12 or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12 or int(text) < 1:
         raise _bad("$top must be a positive integer")
     return min(int(text), maximum)
 
@@ -322,7 +322,7 @@ def decode_position(token: str) -> tuple[str, int]:
     except (ValueError, binascii.Error, UnicodeError):
         raise _bad("$skiptoken is not one this API handed out") from None
     kind, digits = ("offset", text[1:]) if text.startswith("o") else ("after", text)
-    if not digits.isdigit() or len(digits) > 18:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise _bad("$skiptoken is not one this API handed out")
     return kind, int(digits)
 

@@ -129,7 +129,8 @@ def create_app(
         def list_devices() -> Response:
             limit = request.args.get("limit", "1000")
             offset = request.args.get("offset", "0")
-            if not (limit.isdigit() and offset.isdigit()) or not 1 <= int(limit) <= 10_000:
+            numbers = limit.isascii() and limit.isdigit() and offset.isascii() and offset.isdigit()
+            if not numbers or not 1 <= int(limit) <= 10_000:
                 return _error(400, "limit must be 1..10000 and offset a non-negative integer")
             return json_response({"devices": devices.list(int(limit), int(offset))})
 
@@ -205,7 +206,7 @@ def create_app(
         @app.post("/devices/<serial>/agent")
         def run_agent(serial: str) -> Response:
             rounds = request.args.get("rounds", "1")
-            if not rounds.isdigit() or not 1 <= int(rounds) <= 100:
+            if not (rounds.isascii() and rounds.isdigit()) or not 1 <= int(rounds) <= 100:
                 return _error(400, "rounds must be 1..100")
             found = devices.run_agent_json(serial, int(rounds))
             return json_response(found) if found is not None else _error(404, f"no simulated device {serial} has been powered on")

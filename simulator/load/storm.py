@@ -142,7 +142,7 @@ def run_storm(target: str, *, requests: int = 1000, concurrency: int = 32, apple
             other[str(s)] = other.get(str(s), 0) + 1
     retry_afters: list[int] = []
     for status, value in refused_rows:
-        if value is None or not value.isdigit():
+        if value is None or not (value.isascii() and value.isdigit()):
             problems.append(f"a {status} without a numeric Retry-After ({value!r})")
             continue
         retry_afters.append(int(value))

@@ -120,3 +120,20 @@ def test_no_secret_reaches_the_logs(exposed: Served) -> None:
     assert "PRIVATE KEY" not in text
     banner, _, after = text.partition("Listening at")
     assert exposed.token and exposed.token not in after  # the token is printed once, at start, and only there
+
+
+def test_apples_portal_is_an_admin_surface_and_the_root_never_shows_the_live_feed_ticket(exposed: Served) -> None:
+    """Business Manager's API accounts hand out private keys and its server pages renew DEP tokens:
+    beyond loopback they need the token, as the other admin surfaces do; its pages take the same
+    one-time entry. The open ``GET /`` leaves out the live feed's URL (its ticket comes from the token)."""
+    with httpx.Client(base_url=exposed.url) as anonymous:
+        assert anonymous.post("/apple/portal/api/api-accounts", json={"name": "x"}).status_code == 401
+        assert anonymous.get("/apple/portal/api/servers").status_code == 401
+        assert anonymous.get("/apple/portal/push-certificates/api/certificates").status_code == 401
+        assert "ticket=" not in anonymous.get("/").text
+        entered = anonymous.get(f"/apple/portal/?api_token={exposed.token}")
+        assert entered.status_code == 303 and "Path=/apple/portal" in entered.headers["Set-Cookie"]
+        assert anonymous.get("/apple/portal/", follow_redirects=True).status_code == 200
+        assert anonymous.get("/apple/portal/api/servers").status_code == 401  # the cookie opens pages only
+    with exposed.client() as admin:
+        assert "ticket=" in admin.get("/_sim/").text

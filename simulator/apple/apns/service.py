@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import re
 import sqlite3
@@ -63,6 +64,8 @@ from mdm.protocol.x509 import push_topic
 
 from . import store as apns_store
 from .store import MIGRATIONS, open_apns_store
+
+log = logging.getLogger("mdmsim.apns")
 
 __all__ = [
     "MIGRATIONS",
@@ -303,7 +306,11 @@ class APNsService:
         accepted: list[tuple[int, _Accepted]] = []
         rejected: list[str] = []
         for request in requests:
-            checked = self._check(request)
+            try:
+                checked = self._check(request)
+            except Exception:  # one malformed push must never fail the others of its group
+                log.exception("push check failed")
+                checked = PushResult(400, reason="BadPayload")
             if isinstance(checked, _Accepted):
                 accepted.append((len(results), checked))
                 results.append(None)
@@ -557,7 +564,7 @@ def _expiration(text: str | None) -> int | None | bool:
     if text is None:
         return None
     text = text.strip()
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:  # '²'.isdigit() is True; int('²') fails
         return False
     return int(text)
 

@@ -160,7 +160,7 @@ def decode_cursor(text: str) -> int:
     except (binascii.Error, ValueError):
         raise error from None
     position, sep, issued = decoded.partition(":")
-    if not sep or not position.isdigit() or not issued.isdigit() or len(position) > 18:
+    if not sep or not _digits(position) or not _digits(issued) or len(position) > 18:
         raise error
     return int(position)
 
@@ -307,3 +307,8 @@ def single(data: Any, self_url: str, related: str | None = None) -> dict[str, An
 
 def _quote(value: str) -> str:
     return urllib.parse.quote(value, safe="")
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``'²'.isdigit()`` is True, and ``int('²')`` raises."""
+    return text.isascii() and text.isdigit()

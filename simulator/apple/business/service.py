@@ -361,9 +361,11 @@ class BusinessAPIService:
 
     def activity_log(self, activity_id: str, expires: str | None, signature: str | None) -> tuple[str, bytes]:
         """The CSV behind a ``downloadUrl``: ``(filename, bytes)``, or 403/404 as a blob store answers."""
-        if not expires or not expires.isdigit() or len(expires) > 12 or not signature or len(signature) > 100:
+        well_formed = bool(expires) and expires.isascii() and expires.isdigit() and len(expires) <= 12  # type: ignore[union-attr]
+        if not well_formed or not signature or len(signature) > 100:
             raise APIError(403, "AccessDenied", "Access denied", "The URL is not signed")
-        if not hmac.compare_digest(self._signature(activity_id[:64], int(expires)), signature):
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if not hmac.compare_digest(self._signature(activity_id[:64], int(expires)).encode(), signature.encode()):
             raise APIError(403, "SignatureDoesNotMatch", "Access denied", "The signature does not match")
         if int(expires) <= self.clock.timestamp():
             raise APIError(403, "AccessDenied", "Access denied", "Request has expired")
