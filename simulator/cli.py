@@ -134,7 +134,7 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         raise click.UsageError("an in-memory world lives in one process: use --data-dir for several --workers")
     if data_dir is not None:
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # its stores hold private keys
             probe = data_dir / ".mdmsim-write-test"
             probe.write_bytes(b"")
             probe.unlink()
@@ -181,14 +181,27 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
                       f"[bold]Authorization: Bearer {token}[/bold]"
                       f" (dashboard: open {public}/intune/?api_token={token} once)")
     worlds: list[Any] = []  # this process's world, once gunicorn's worker has it
+    running: list[Any] = []  # this worker's gateway thread and device waker, stopped when it exits
 
     def gateway_in_worker(_worker: Any) -> None:
         # Threads do not survive a fork: each worker starts its own gateway on the shared sockets.
         # A world in a data directory may be served by other processes (workers, another mdmsim serve):
         # without Redis, the gateway looks in the store for the pushes they accepted.
-        start_gateway(worlds[0], gateway_sockets, redis_url=redis_url, watch_store=data_dir is not None and not redis_url)
+        running.append(start_gateway(worlds[0], gateway_sockets, redis_url=redis_url,
+                                     watch_store=data_dir is not None and not redis_url))  # fmt: skip
         if wake_devices:
-            worlds[0].apns.add_listener(PushWaker(worlds[0]))
+            waker = PushWaker(worlds[0])
+            worlds[0].apns.add_listener(waker)
+            running.append(waker)
+
+    def gateway_at_exit(_server: Any, _worker: Any) -> None:
+        # GOAWAY Shutdown to providers, the last chunk to device streams, executors and pools closed.
+        for each in reversed(running):
+            if isinstance(each, PushWaker):
+                worlds[0].apns.remove_listener(each)
+                each.close()
+            else:
+                each.stop()
 
     def wsgi_of(served_world: Any) -> Any:
         if dep_port is None:
@@ -206,11 +219,13 @@ def serve(host: str, port: int, data_dir: Path | None, devices: int, seed: int |
         gc.collect()
         gc.freeze()
         options["post_worker_init"] = gateway_in_worker
+        options["worker_exit"] = gateway_at_exit
         app = WorldApplication(lambda: wsgi_of(world), options)
     else:
         world.close()  # each worker opens the data directory itself, after the fork
         options = gunicorn_options(host, port, workers=workers or default_workers(), threads=threads, preload=False)
         options["post_worker_init"] = gateway_in_worker
+        options["worker_exit"] = gateway_at_exit
 
         def load() -> Any:
             worlds.append(World(data_dir=data_dir, seed=seed, depsim_compat=depsim_compat, sync_rules=sync_rules,

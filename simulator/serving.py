@@ -172,14 +172,14 @@ def start_gateway(world: World, sockets: GatewaySockets, *, watch_store: bool = 
             context = provider_ssl_context(world.tls_ca, world.pushcert.ca_certificate_pem(), tls_now(), directory)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-    channel = None
+    channel = publisher = None
     if redis_url:
         channel = redis_channel(world_channel_id(world))
-        world.apns.add_listener(RedisPublisher(redis_url, channel))
+        publisher = RedisPublisher(redis_url, channel)  # the gateway adds it, and removes it when it stops
     feed = LiveFeed(world.fleet.devices, now=world.clock.now, world_url=lambda: world.url,
                     token=lambda: world.control.get_setting("api_token"))
     gateway = APNsGateway(world.apns, provider_ssl=context, watch_store=watch_store, redis_url=redis_url,
-                          redis_channel=channel, feeds={FEED_PATH: feed})  # fmt: skip
+                          redis_channel=channel, feeds={FEED_PATH: feed}, publisher=publisher)  # fmt: skip
     device, provider = sockets.listeners()
     return GatewayThread(gateway, device=device, provider=provider).start()
 
@@ -224,17 +224,20 @@ def serve_threaded(world: World, host: str, port: int, *, tls: bool, apns_port: 
     server = make_server(host, port, world.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=context)
     served = ServedWorld(world, server, scheme="https" if tls else "http")
     servers = [server]
-    if dep_port is not None:
-        dep_server = make_server(host, dep_port, world.party_wsgi("dep"), threaded=True,
-                                 request_handler=_QuietHandler, ssl_context=context)  # fmt: skip
-        servers.append(dep_server)
-        served.dep_root_url = f"{'https' if tls else 'http'}://{host}:{dep_server.server_address[1]}"
-    sockets = GatewaySockets(host, apns_port=apns_port)
+    sockets: GatewaySockets | None = None
     try:
+        if dep_port is not None:
+            dep_server = make_server(host, dep_port, world.party_wsgi("dep"), threaded=True,
+                                     request_handler=_QuietHandler, ssl_context=context)  # fmt: skip
+            servers.append(dep_server)
+            served.dep_root_url = f"{'https' if tls else 'http'}://{host}:{dep_server.server_address[1]}"
+        sockets = GatewaySockets(host, apns_port=apns_port)
         gateway = start_gateway(world, sockets, redis_url=redis_url)
-    except BaseException:
-        sockets.close()
-        server.server_close()
+    except BaseException:  # a port in use, say: nothing of this attempt stays open
+        if sockets is not None:
+            sockets.close()
+        for each in servers:
+            each.server_close()
         raise
     served.gateway = gateway.gateway
     served.apns_stream_url, served.apns_url = sockets.urls()

@@ -129,7 +129,8 @@ class World:
         self.seed = seed
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if self.data_dir is not None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # 0700: the stores hold private keys (CAs, API accounts, identities) no other user may read.
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.depsim_compat = depsim_compat
         self._server_name = server_name
         self._organization = organization

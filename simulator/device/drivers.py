@@ -312,6 +312,7 @@ class SocketPushStream:
         address = self.stream.address
         try:
             sock = socket.create_connection((address.host, address.port), timeout=self.timeout)
+            self.sock = sock  # closed by close() below if the TLS handshake fails
             if address.scheme == "https":
                 context = self.ssl_context or ssl.create_default_context()
                 sock = context.wrap_socket(sock, server_hostname=address.host)

@@ -7,6 +7,7 @@ Apple sends. Read with ``h2`` directly: the frame itself is what is tested.
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from apns_h2_clients import PushWorld, push_world
@@ -61,3 +62,15 @@ def test_an_idle_provider_gets_goaway_idle_timeout_and_idle_devices_keepalives(m
         goaway = client.until_terminated()  # read with a deadline: 5 s, well beyond 0.2 s
         device.until_comment(": keepalive")
     assert json.loads(goaway.additional_data) == {"reason": "IdleTimeout"}
+
+
+def test_a_device_connection_that_never_sends_its_request_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection to the device listener that says nothing holds one of the process's open files:
+    the gateway's timer closes it once HEAD_TIMEOUT_S passed (shortened here), and an open stream stays."""
+    monkeypatch.setattr(gateway_module, "HEAD_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(gateway_module, "KEEPALIVE_S", 0.05)
+    with push_world() as apns, apns.stream(apns.token()) as device:
+        host, port = apns.served.apns_stream_url.rsplit("/", 1)[-1].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as silent:
+            assert silent.recv(1) == b""  # closed by the server, well within the 5 s timeout
+        assert device.status == 200 and not device.ended  # the open stream is left alone

@@ -62,6 +62,7 @@ class _Stream:
     def __init__(self, stream_url: str, token: str) -> None:
         self.magics: list[str] = []
         self.opened = threading.Event()
+        self.ended_cleanly = threading.Event()  # the server closed the stream with its last chunk
         self._client = httpx.Client(timeout=httpx.Timeout(30, read=None))
         self._thread = threading.Thread(target=self._read, args=(f"{stream_url}/events?token={token}",), daemon=True)
         self._thread.start()
@@ -75,6 +76,7 @@ class _Stream:
                         self.opened.set()
                     elif line.startswith("data: "):
                         self.magics.append(json.loads(line[6:])["payload"]["mdm"])
+            self.ended_cleanly.set()
         except httpx.HTTPError:
             pass
 
@@ -201,3 +203,18 @@ def test_two_workers_share_pushes_through_the_store_and_split_the_streams(tmp_pa
         for stream in streams:
             stream.close()
         served.stop()
+
+
+def test_stopping_mdmsim_serve_ends_device_streams_cleanly(tmp_path: Path) -> None:
+    """A polite stop (SIGTERM) stops each worker's gateway: device streams get their last chunk
+    instead of a reset connection (and providers GOAWAY Shutdown, tested with World.serve)."""
+    stream_port = free_port()
+    served = Served(tmp_path / "world", devices=2, workers=2, extra=["--apns-stream-port", str(stream_port)]).start()
+    streams = [_Stream(f"http://127.0.0.1:{stream_port}", f"{i:02x}" * 32) for i in range(60, 64)]
+    try:
+        served.stop()
+        for stream in streams:
+            assert stream.ended_cleanly.wait(10), "a device stream was cut, not ended"
+    finally:
+        for stream in streams:
+            stream.close()

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -137,26 +139,59 @@ class Fanout:
 class RedisPublisher:
     """An :class:`~.service.APNsService` listener that publishes each accepted push's token.
 
-    Publishing happens after the push committed, so a subscriber that wakes finds it in the store. A
-    publish that fails is logged and dropped: the device gets the push when its stream next looks
+    Publishing happens after the push committed, so a subscriber that wakes finds it in the store. It
+    happens on a thread of its own, from a bounded queue: a slow or unreachable Redis must not hold
+    the push path (each publish could wait for its socket timeout). A publish that fails, or one that
+    finds the queue full, is logged and dropped: the device gets the push when its stream next looks
     (reconnect), as with a wake-up lost in any fan-out.
     """
+
+    QUEUE = 10_000
 
     def __init__(self, url: str, channel: str) -> None:
         import redis
 
         self.channel = channel
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._queue: queue.Queue[str | None] = queue.Queue(self.QUEUE)
+        self._thread = threading.Thread(target=self._run, name="apns-redis-publish", daemon=True)
+        self._thread.start()
+        self.dropped = 0
 
     def __call__(self, token: str, _seq: int = 0) -> None:
         try:
-            self._client.publish(self.channel, token)
-        except Exception as exc:
-            log.warning("redis publish failed: %s", exc)
+            self._queue.put_nowait(token)
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            token = self._queue.get()
+            if token is None:
+                return
+            tokens = [token]
+            while len(tokens) < 500:  # what queued meanwhile goes in the same round trip
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                tokens.append(more)
+            try:
+                with self._client.pipeline(transaction=False) as pipe:
+                    for each in tokens:
+                        pipe.publish(self.channel, each)
+                    pipe.execute()
+            except Exception as exc:
+                log.warning("redis publish failed (%d pushes wake on reconnect): %s", len(tokens), exc)
 
     def ping(self) -> None:
         """Raise when Redis cannot be reached (``mdmsim serve`` checks before it starts)."""
         self._client.ping()
 
     def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
         self._client.close()

@@ -54,6 +54,8 @@ APPLE_PUSH_HOSTS = ("api.push.apple.com", "api.sandbox.push.apple.com", "api.dev
 X509_V_FLAG_NO_CHECK_TIME = 0x200000
 #: The most pushes (or stream looks) written in one group commit.
 MAX_GROUP = 256
+#: A device-listener connection must send its request within this long (checked every KEEPALIVE_S).
+HEAD_TIMEOUT_S = 10.0
 #: The gateway's timer: each tick sends keep-alives to one slice of the device streams.
 TICK_S = 0.25
 
@@ -106,8 +108,11 @@ class APNsGateway:
 
     def __init__(self, service: APNsService, *, provider_ssl: ssl.SSLContext | None = None,
                  watch_store: bool = False, redis_url: str | None = None, redis_channel: str | None = None,
-                 executor_threads: int = 4, feeds: Mapping[str, Feed] | None = None) -> None:  # fmt: skip
+                 executor_threads: int = 4, feeds: Mapping[str, Feed] | None = None,
+                 publisher: Any = None) -> None:  # fmt: skip
         self.service = service
+        #: A listener that publishes each accepted push (Redis), for as long as the gateway runs.
+        self.publisher = publisher
         self.feeds: dict[str, Feed] = dict(feeds or {})
         self.feed_streams: set[DeviceStreamProtocol] = set()
         self.provider_ssl = provider_ssl
@@ -118,6 +123,8 @@ class APNsGateway:
         self.parse_certificate = certificate_parser()
         self.provider_connections: set[ProviderProtocol] = set()
         self.device_streams: set[DeviceStreamProtocol] = set()
+        #: Device-listener connections whose request has not arrived yet, with when they connected.
+        self.awaiting_head: dict[DeviceStreamProtocol, float] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.fanout: Fanout = None  # type: ignore[assignment]  # made on the loop, in start()
         self._servers: list[asyncio.AbstractServer] = []
@@ -136,6 +143,8 @@ class APNsGateway:
         self.loop = asyncio.get_running_loop()
         self.fanout = Fanout(self.loop)
         self.service.add_listener(self.fanout.notify_threadsafe)
+        if self.publisher is not None:
+            self.service.add_listener(self.publisher)
         if device is not None:
             server = await self.loop.create_server(lambda: DeviceStreamProtocol(self), sock=device, backlog=4096)
             self._servers.append(server)
@@ -160,6 +169,9 @@ class APNsGateway:
     async def stop(self) -> None:
         """GOAWAY ``Shutdown`` to providers, the last chunk to devices, then stop listening."""
         self.service.remove_listener(self.fanout.notify_threadsafe)
+        if self.publisher is not None:
+            self.service.remove_listener(self.publisher)
+            self.publisher.close()
         for server in self._servers:
             server.close()
         for connection in list(self.provider_connections):
@@ -191,6 +203,10 @@ class APNsGateway:
                 for connection in list(self.provider_connections):
                     if connection.idle_for(now) > IDLE_TIMEOUT_S:
                         connection.goaway(0, "IdleTimeout")
+                for waiting, since in list(self.awaiting_head.items()):
+                    if now - since > HEAD_TIMEOUT_S:  # connected, never asked for anything
+                        self.awaiting_head.pop(waiting, None)
+                        waiting.close()
             for stream in streams[turn % slices :: slices]:
                 stream.keepalive()
             turn += 1

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["ProviderProtocol", "IDLE_TIMEOUT_S", "MAX_REFUSALS", "MAX_CONCURRENT_STREAMS"]
 
 MAX_CONCURRENT_STREAMS = 1000
+#: The most header bytes (HPACK-decoded) one request may carry.
+MAX_HEADER_LIST = 8 * 1024
 #: A provider connection without a request this long is closed with GOAWAY IdleTimeout.
 IDLE_TIMEOUT_S = 3600.0
 #: Refusals in a row (410 not counted, as Apple does not count it) before Apple hangs up.
@@ -73,9 +75,12 @@ class ProviderProtocol(asyncio.Protocol):
             # UTF-8 inside ``receive_data`` and raise out of it, killing the connection, for one byte.
             h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
         )
-        self.conn.local_settings = h2.settings.Settings(
-            client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS}
-        )
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            # A push's headers are a few hundred bytes; h2's default (64 KB) times 1,000 streams was
+            # 64 MB a connection could make us hold.
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+        })  # fmt: skip
         self.streams: dict[int, _Stream] = {}
         self._answering: set[asyncio.Task[None]] = set()  # held here: the loop keeps tasks only weakly
         self.refusals = 0
@@ -123,7 +128,19 @@ class ProviderProtocol(asyncio.Protocol):
     # -- h2 events ---------------------------------------------------------------------------------
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
-            self.streams[event.stream_id] = _Stream([_text(n, v) for n, v in event.headers or ()])  # type: ignore[arg-type]
+            headers = [_text(n, v) for n, v in event.headers or ()]  # type: ignore[arg-type]
+            if self.certificate is None and self.gateway.service.certificate_check is not None:
+                # Refused before its body is read: an anonymous client holds nothing of ours.
+                refusal = self._refusal(headers) or PushResult(403, reason="MissingProviderToken")
+                named = dict(headers)
+                self._respond(event.stream_id, refusal, named.get("apns-id"), head=named.get(":method") == "HEAD")
+                if not event.stream_ended:
+                    try:
+                        self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                    except h2.exceptions.ProtocolError:
+                        pass
+                return
+            self.streams[event.stream_id] = _Stream(headers)
         elif isinstance(event, h2.events.DataReceived):
             stream = self.streams.get(event.stream_id)
             if stream is not None and len(stream.body) <= MAX_PAYLOAD:

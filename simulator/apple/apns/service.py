@@ -93,7 +93,7 @@ __all__ = [
 
 #: The simulation's stand-in for the TLS client certificate: base64 of the push certificate's DER.
 CLIENT_CERT_HEADER = "X-Mdmsim-Client-Cert"
-#: ``(ok, "<code>: <sentence>")`` for a provider certificate; code ``expired`` → ExpiredProviderToken.
+#: ``(ok, "<code>: <sentence>")`` for a provider certificate (``revoked``, ``expired``… → 403 Forbidden).
 CertificateCheck = Callable[[x509.Certificate], tuple[bool, str]]
 MAX_TOPIC = 255
 #: How often a waiting device's store row is looked at, and the longest waits a device may ask for.

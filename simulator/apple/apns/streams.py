@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,8 +83,11 @@ class DeviceStreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Until its request has arrived: the gateway's timer closes a connection that never sends one.
+        self.gateway.awaiting_head[self] = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.gateway.awaiting_head.pop(self, None)
         if self.token is not None:
             self.gateway.fanout.unsubscribe(self.token, self.wake)
             self.gateway.device_streams.discard(self)
@@ -108,6 +112,7 @@ class DeviceStreamProtocol(asyncio.Protocol):
         if event is h11.NEED_DATA:
             return
         if isinstance(event, h11.Request):
+            self.gateway.awaiting_head.pop(self, None)
             self._request(event)
         else:
             self._close()

@@ -300,7 +300,7 @@ def csv_log(activity: Mapping[str, Any], devices: Sequence[Any], completed: str)
     writer.writerow(["Activity ID", activity["activity_id"]])
     writer.writerow(["Activity Type", activity["activity_type"]])
     if activity["server_name"] is not None:
-        writer.writerow(["Device Management Service", activity["server_name"]])
+        writer.writerow(["Device Management Service", _cell(activity["server_name"])])
     if activity["deadline"] is not None:
         writer.writerow(["MDM Migration Deadline", activity["deadline"]])
     writer.writerow(["Created", isoformat(datetime.fromtimestamp(activity["created_at"], UTC))])
@@ -311,8 +311,14 @@ def csv_log(activity: Mapping[str, Any], devices: Sequence[Any], completed: str)
     writer.writerow([])
     writer.writerow(["serial_number", "operation_status", "operation_substatus"])
     for device in devices:
-        writer.writerow([device["serial"], device["status"] or "FAILED", device["substatus"] or ""])
+        writer.writerow([_cell(device["serial"]), device["status"] or "FAILED", device["substatus"] or ""])
     return out.getvalue().encode()
+
+
+def _cell(value: str) -> str:
+    """Text a client chose (a serial sent to the API, a server's name), made inert for spreadsheets:
+    a leading ``= + - @`` would make Excel or Numbers run it as a formula (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def log_filename(completed_at: float, school: bool) -> str:
