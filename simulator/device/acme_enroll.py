@@ -40,7 +40,7 @@ from mdm.protocol.plist import dumps
 from mdm.protocol.x509 import PrivateKey
 
 from .machine import USER_AGENT, Device, Flow, Request, Response
-from .scep_enroll import subject_name
+from .scep_enroll import key_usage, subject_name
 from .secure_enclave import HardwareKey
 
 __all__ = [
@@ -323,11 +323,7 @@ def _csr(payload: ACMEPayload, key: IdentityKey, default_cn: str) -> x509.Certif
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     usage = payload.usage_flags or 0
     if usage:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=bool(usage & 1), content_commitment=False, key_encipherment=bool(usage & 4),
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False,
-        ), critical=True)
+        builder = builder.add_extension(key_usage(usage), critical=True)
     if payload.extended_key_usage:
         try:
             oids = [ObjectIdentifier(o) for o in payload.extended_key_usage if isinstance(o, str)]

@@ -243,11 +243,7 @@ def _csr(
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
     usage = payload.key_usage or 0
     if usage:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=bool(usage & 1), content_commitment=False, key_encipherment=bool(usage & 4),
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False,
-        ), critical=True)
+        builder = builder.add_extension(key_usage(usage), critical=True)
     return builder.sign(key, hashes.SHA256())
 
 
@@ -327,3 +323,11 @@ def _exchange(
     progress.clear()
     return SCEPResult("issued", certificate=mine, key=key, issuer=mine.issuer.rfc4514_string())
 
+
+def key_usage(flags: int) -> x509.KeyUsage:
+    """A payload's ``Key Usage``/``UsageFlags`` bits (1 signing, 4 encryption) as the CSR's extension."""
+    return x509.KeyUsage(
+        digital_signature=bool(flags & 1), content_commitment=False, key_encipherment=bool(flags & 4),
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
