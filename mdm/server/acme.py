@@ -49,6 +49,9 @@ from mdm.protocol.x509 import CertificateAuthority, cert_to_pem
 
 from . import acme_store as q
 
+#: Extended key usages a device's identity may carry; others a CSR asks for are left out.
+_IDENTITY_USAGES = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION})
+
 __all__ = ["ACMEService", "ACMEReply", "CLIENT_IDENTIFIER_TTL", "MAX_ACME_BODY"]
 
 #: A ClientIdentifier lives as long as a SCEP challenge: the device uses it right after the profile.
@@ -494,7 +497,9 @@ class ACMEService:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
         try:
             requested = csr.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            usages = list(dict.fromkeys([*requested, ExtendedKeyUsageOID.CLIENT_AUTH]))
+            # Only what a device identity is for: a CSR cannot make the MDM CA issue a server, code
+            # signing or OCSP certificate (the payload's ExtendedKeyUsage is clientAuth, maybe e-mail).
+            usages = list(dict.fromkeys([*(u for u in requested if u in _IDENTITY_USAGES), ExtendedKeyUsageOID.CLIENT_AUTH]))
         except (x509.ExtensionNotFound, ValueError):
             pass
         start = now.replace(microsecond=0)

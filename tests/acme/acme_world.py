@@ -64,9 +64,11 @@ def enroll_for_payload(world: World, serial: str) -> mobileconfig.ACMEPayload:
     return payload
 
 
-def csr_for(key: Any, cn: str) -> x509.CertificateSigningRequest:
-    """A CSR signed by ``key`` (a software key, or a Secure Enclave handle)."""
+def csr_for(key: Any, cn: str, usages: list[x509.ObjectIdentifier] | None = None) -> x509.CertificateSigningRequest:
+    """A CSR signed by ``key`` (a software key, or a Secure Enclave handle), asking for ``usages``."""
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if hasattr(key, "sign_csr"):
         return key.sign_csr(builder)  # type: ignore[no-any-return]
     return builder.sign(key, hashes.SHA256())

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import cbor2
 import pytest
 from acme_world import JWSClient, acme_serials, acme_world, csr_for, enroll_for_payload, problem
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mdm.protocol import acme
 from simulator import World
@@ -146,11 +148,15 @@ def test_an_issued_certificate_is_downloaded_by_its_account_only(world: World) -
     assert f'<{order.json()["authorizations"][0]}>;rel="up"' in answered.headers["Link"]
     bad_cn = client.finalize(order, csr_for(attested.key, "someone-else"))
     assert problem(bad_cn)[1] == "badCSR"
-    done = client.finalize(order, csr_for(attested.key, udid))
+    # A CSR may ask for more than a device identity is for: the server gives it client authentication only.
+    asked = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.CLIENT_AUTH]
+    done = client.finalize(order, csr_for(attested.key, udid, asked))
     assert done.status_code == 200 and done.json()["status"] == "valid"
     certificate = client.post(done.json()["certificate"], None)
     assert certificate.headers["Content-Type"] == acme.CERT_CHAIN_CONTENT_TYPE
     assert certificate.text.count("BEGIN CERTIFICATE") == 2
+    issued = x509.load_pem_x509_certificate(certificate.text.encode())
+    assert list(issued.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert problem(client.finalize(order, csr_for(attested.key, udid)))[:2] == (403, "orderNotReady")
     assert problem(_client(world).post(done.json()["certificate"], None))[:2] == (403, "unauthorized")
 
