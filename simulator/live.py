@@ -64,7 +64,8 @@ def events_url(stream_url: str | None, token: str | None) -> str | None:
 
 def allowed_origin(origin: str, world_url: str) -> bool:
     """Whether a page at ``origin`` is the world's dashboard: the world's own origin, or loopback under
-    another name (``localhost`` for ``127.0.0.1``) with the same scheme and port."""
+    another name (``localhost`` for ``127.0.0.1``) with the same scheme and port; any host on that
+    scheme and port when the world is bound to every address."""
     try:
         page, world = urlsplit(origin), urlsplit(world_url)
         same_port = (page.port or _default_port(page.scheme)) == (world.port or _default_port(world.scheme))
@@ -73,6 +74,10 @@ def allowed_origin(origin: str, world_url: str) -> bool:
     if page.scheme != world.scheme or not same_port or page.path not in ("", "/"):
         return False
     host, expected = (page.hostname or "").lower(), (world.hostname or "").lower()
+    if expected in ("0.0.0.0", "::"):
+        # Bound to every address: the page is reached by whatever name the machine has; such a bind
+        # always has an API token, so the feed's ticket is what admits a reader.
+        return True
     return host == expected or (host in _LOOPBACK and expected in _LOOPBACK)
 
 

@@ -140,3 +140,17 @@ def test_readers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
             if head.startswith(b"HTTP/1.1 200 ") or time.monotonic() > deadline:
                 break
         assert head.startswith(b"HTTP/1.1 200 "), head
+
+
+def test_which_pages_may_read_the_feed() -> None:
+    """The dashboard's own origin (or loopback by another name) on the world's scheme and port; any
+    host name on them when the world is bound to every address (``--host 0.0.0.0``), where the page
+    is reached by the machine's name and the ticket admits the reader."""
+    allowed_origin = live.allowed_origin
+    assert allowed_origin("http://localhost:8080", "http://127.0.0.1:8080")
+    assert not allowed_origin("http://evil.example:8080", "http://127.0.0.1:8080")
+    assert not allowed_origin("http://localhost:9090", "http://127.0.0.1:8080")
+    assert allowed_origin("http://mdm-lab.example:8080", "http://0.0.0.0:8080")
+    assert allowed_origin("http://[fe80::1]:8080", "http://[::]:8080")
+    assert not allowed_origin("https://mdm-lab.example:8080", "http://0.0.0.0:8080")
+    assert not allowed_origin("http://mdm-lab.example:9090", "http://0.0.0.0:8080")
