@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from dataclasses import replace
 
+import httpx
 import pytest
 from apns_h2_clients import PROD, SANDBOX, PushWorld, Response, client_context, mdm_body, push_magic
 from cryptography import x509
@@ -240,3 +241,17 @@ def test_a_burst_at_one_token_gets_too_many_requests(apns: PushWorld) -> None:
         assert Counter(r.status for r in responses) == {200: BURST_LIMIT, 429: 1}
         refused(next(r for r in responses if r.status == 429), 429, "TooManyRequests")
         assert client.push(other).status == 200
+
+
+def test_the_stand_in_header_proves_nothing_over_a_socket_on_the_plain_http_path(apns: PushWorld) -> None:
+    """The same header on the plain-HTTP path, over a real connection (by path, and by Apple's host
+    name on the main port): refused as a push without a certificate. It speaks only for callers in
+    the world's own process (our MDM server), which tests/apns covers."""
+    der = x509.load_pem_x509_certificate(apns.a.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    headers = {CLIENT_CERT_HEADER: base64.b64encode(der).decode(), "apns-push-type": "mdm"}
+    token = apns.token()
+    by_path = httpx.post(f"{apns.served.url}/apple/apns/3/device/{token}", content=mdm_body("m"), headers=headers)
+    by_host = httpx.post(f"{apns.served.url}/3/device/{token}", content=mdm_body("m"),
+                         headers={**headers, "Host": "api.push.apple.com"})  # fmt: skip
+    for reply in (by_path, by_host):
+        assert (reply.status_code, reply.json()) == (403, {"reason": "MissingProviderToken"})
