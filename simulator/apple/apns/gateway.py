@@ -217,7 +217,8 @@ class APNsGateway:
         """Queue a push for the next group commit (:meth:`APNsService.send_many`) and await its answer."""
         assert self.loop is not None
         answer: asyncio.Future[PushResult] = self.loop.create_future()
-        self._sends.append((PushRequest(token, body, headers, certificate, authority), answer))
+        # Over TLS the handshake names the provider: the stand-in header never does.
+        self._sends.append((PushRequest(token, body, headers, certificate, authority, stand_in=False), answer))
         if not self._sending:
             self._write_sends()
         return await answer

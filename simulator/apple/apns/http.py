@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from mdm.platform.web import BeforeHook, create_party_app, json_response, read_body
 
-from .service import CLIENT_CERT_HEADER, MAX_LONG_POLL_S, MAX_STREAM_S, POLL_INTERVAL_S, APNsError, APNsService
+from .service import MAX_LONG_POLL_S, MAX_STREAM_S, POLL_INTERVAL_S, APNsError, APNsService
 
 __all__ = ["create_app", "POLL_INTERVAL_S", "MAX_LONG_POLL_S", "MAX_STREAM_S"]
 
@@ -65,13 +65,8 @@ def create_app(apns: APNsService, *, before: BeforeHook | None = None) -> Flask:
 
     @app.post("/3/device/<token>")
     def post_device(token: str) -> Response:
-        headers = dict(request.headers)
-        if _over_a_socket(request.environ):
-            # The stand-in header is a certificate, which is public, with no proof of its key: it may
-            # speak for a provider only inside the world's process (our MDM server's own pushes).
-            # Over a socket a provider proves itself in the TLS handshake, on the HTTP/2 listener.
-            headers = {k: v for k, v in headers.items() if k.lower() != CLIENT_CERT_HEADER.lower()}
-        result = apns.send(token, read_body(64 * 1024), headers)
+        result = apns.send(token, read_body(64 * 1024), dict(request.headers),
+                           stand_in=not _over_a_socket(request.environ))  # fmt: skip
         if result.status == 200:
             return Response(b"", status=200, headers={"apns-id": result.apns_id or ""})
         return json_response(result.body(), result.status)

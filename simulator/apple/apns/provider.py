@@ -37,7 +37,7 @@ import h2.exceptions
 import h2.settings
 from cryptography import x509
 
-from .service import CLIENT_CERT_HEADER, MAX_PAYLOAD, PushResult, valid_apns_id
+from .service import MAX_PAYLOAD, PushResult, valid_apns_id
 
 if TYPE_CHECKING:
     from .gateway import APNsGateway
@@ -54,7 +54,6 @@ MAX_REFUSALS = 100
 _PATH = "/3/device/"
 _SINGLE = ("apns-id", "apns-topic", "apns-push-type", "apns-expiration", "apns-priority", "apns-collapse-id")
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_STAND_IN = CLIENT_CERT_HEADER.lower()
 
 
 @dataclass
@@ -163,9 +162,7 @@ class ProviderProtocol(asyncio.Protocol):
         headers = dict(stream.headers)
         if result is None:
             token = headers[":path"][len(_PATH):]
-            # The provider is who the TLS handshake proved: the plain-HTTP path's stand-in header (a
-            # certificate, which is public, without proof of its key) must not speak for it here.
-            fields = {k: v for k, v in headers.items() if not k.startswith(":") and k != _STAND_IN}
+            fields = {k: v for k, v in headers.items() if not k.startswith(":")}
             result = await self.gateway.send(
                 token, bytes(stream.body), fields, certificate=self.certificate, authority=headers.get(":authority"),
             )  # fmt: skip

@@ -184,6 +184,10 @@ class PushRequest:
     headers: Mapping[str, str]
     certificate: x509.Certificate | None = None
     authority: str | None = None
+    #: Whether the ``X-Mdmsim-Client-Cert`` stand-in may name the provider: only for a caller inside
+    #: the world's process (our MDM server). A certificate is public; over a socket only the TLS
+    #: handshake, which proves its key, names a provider.
+    stand_in: bool = True
 
 
 @dataclass(frozen=True)
@@ -259,12 +263,15 @@ class APNsService:
         return n > self.burst_limit
 
     # -- provider side ------------------------------------------------------------------------------
-    def authenticate(self, headers: Mapping[str, str], certificate: x509.Certificate | None = None) -> str | PushResult:
+    def authenticate(self, headers: Mapping[str, str], certificate: x509.Certificate | None = None, *,
+                     stand_in: bool = True) -> str | PushResult:  # fmt: skip
         """The topic the provider's certificate allows (``""``: any, no check configured), or Apple's
         refusal. ``certificate`` comes from the TLS handshake; without it, from the stand-in header
-        (``headers`` are lower-cased)."""
+        when ``stand_in`` allows it (``headers`` are lower-cased)."""
         if self.certificate_check is None:
             return ""
+        if certificate is None and not stand_in:
+            return PushResult(403, reason="MissingProviderToken")
         if certificate is None:
             raw = headers.get(CLIENT_CERT_HEADER.lower(), "").strip()
             if not raw:
@@ -290,10 +297,12 @@ class APNsService:
         *,
         certificate: x509.Certificate | None = None,
         authority: str | None = None,
+        stand_in: bool = True,
     ) -> PushResult:
         """Accept one notification, in the order Apple checks a request (path, certificate, headers,
-        then payload). ``authority`` is the host the provider asked for (``:authority``/``Host``)."""
-        return self.send_many([PushRequest(token, body, headers, certificate, authority)])[0]
+        then payload). ``authority`` is the host the provider asked for (``:authority``/``Host``);
+        ``stand_in``: see :attr:`PushRequest.stand_in`."""
+        return self.send_many([PushRequest(token, body, headers, certificate, authority, stand_in)])[0]
 
     def send_many(self, requests: Sequence[PushRequest]) -> list[PushResult]:
         """:meth:`send` for several pushes with one write transaction (a group commit).
@@ -341,7 +350,7 @@ class APNsService:
         if not valid_token(token):
             return PushResult(400, reason="BadDeviceToken")
         token = token.lower()
-        allowed = self.authenticate(headers, request.certificate)
+        allowed = self.authenticate(headers, request.certificate, stand_in=request.stand_in)
         if isinstance(allowed, PushResult):
             return PushResult(allowed.status, reason=allowed.reason or "BadCertificate")
         authority = request.authority
