@@ -21,7 +21,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from mdm.controller import http as controller_http
 from mdm.dashboard import http as dashboard_http
-from mdm.platform.web import ENDPOINT_ENVIRON_KEY, PARTY_ENVIRON_KEY, create_party_app, json_response
+from mdm.platform.web import ENDPOINT_ENVIRON_KEY, PARTY_ENVIRON_KEY, create_party_app, fault_hook, json_response
 from mdm.server import http as mdm_http
 
 from .admin_token import APITokenMiddleware
@@ -233,18 +233,13 @@ class FaultHook:
     """Scripted faults and latency from ``/_sim/faults``, applied before the party sees the request."""
 
     def __init__(self, control: ControlService, schedules: DepsimSchedules) -> None:
-        self._control = control
         self._schedules = schedules
+        self._scripted = fault_hook(control.take_fault, lambda name: fault_reply(name, request.environ))
 
     def __call__(self, party: str, endpoint: str) -> Response | None:
         if party == "dep" and self._schedules.active:
             self._schedules.run_due()
-        name, latency_ms = self._control.take_fault(party, endpoint)
-        if latency_ms:
-            time.sleep(latency_ms / 1000.0)  # wall-clock latency is the point of this fault
-        if name is None:
-            return None
-        return fault_reply(name, request.environ)
+        return self._scripted(party, endpoint)
 
 
 class TrafficMiddleware:

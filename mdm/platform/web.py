@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ __all__ = [
     "ENDPOINT_ENVIRON_KEY",
     "BodyError",
     "BeforeHook",
+    "FaultTaker",
+    "fault_hook",
     "create_party_app",
     "endpoint_name",
     "json_response",
@@ -38,6 +41,24 @@ PARTY_ENVIRON_KEY = "mdmsim.party"
 
 # (party, endpoint) -> a response that replaces the real one (a scripted fault), or None.
 BeforeHook = Callable[[str, str], Response | None]
+
+#: ``(party, endpoint) → (scripted response's name or None, latency in ms)``: a world's fault book.
+FaultTaker = Callable[[str, str], "tuple[str | None, int]"]
+
+
+def fault_hook(take: FaultTaker, reply: Callable[[str], Response | None]) -> BeforeHook:
+    """A party's ``before`` hook from a fault book: wait the scripted latency, then answer the
+    scripted response by name (``reply`` renders it in the party's own format; ``None`` for a name the
+    party does not know, which lets the request through)."""
+
+    def before(party: str, endpoint: str) -> Response | None:
+        name, latency_ms = take(party, endpoint)
+        if latency_ms:
+            time.sleep(latency_ms / 1000.0)  # wall-clock latency is the point of this fault
+        return None if name is None else reply(name)
+
+    return before
+
 
 _PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 

@@ -7,14 +7,11 @@ of a refused or throttled token request is tested without breaking its credentia
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from flask import Response
 
 from mdm.platform.web import json_response
 
-__all__ = ["FAULT_RESPONSES", "FaultTaker", "scripted_faults"]
+__all__ = ["FAULT_RESPONSES", "fault_reply"]
 
 #: name → (status, RFC 6749 error, description). 429 and 503 carry ``Retry-After``.
 FAULT_RESPONSES: dict[str, tuple[int, str, str]] = {
@@ -28,8 +25,6 @@ FAULT_RESPONSES: dict[str, tuple[int, str, str]] = {
     "service_unavailable": (503, "temporarily_unavailable", "the authorization server is temporarily unavailable"),
 }
 
-#: ``(party, endpoint) → (response name or None, latency in ms)``: the world's fault book.
-FaultTaker = Callable[[str, str], tuple[str | None, int]]
 
 
 def fault_reply(name: str) -> Response:
@@ -39,17 +34,3 @@ def fault_reply(name: str) -> Response:
     if status in (429, 503):
         reply.headers["Retry-After"] = "60"
     return reply
-
-
-def scripted_faults(take: FaultTaker) -> Callable[[str, str], Response | None]:
-    """The app's ``before`` hook: the next scripted response for this endpoint, after its latency."""
-
-    def before(party: str, endpoint: str) -> Response | None:
-        name, latency_ms = take(party, endpoint)
-        if latency_ms:
-            time.sleep(latency_ms / 1000.0)  # wall-clock latency is the point of this fault
-        if name is None or name not in FAULT_RESPONSES:
-            return None
-        return fault_reply(name)
-
-    return before

@@ -16,11 +16,11 @@ import urllib.parse
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from mdm.platform.web import BodyError, create_party_app, json_response, read_body
+from mdm.platform.web import BodyError, FaultTaker, create_party_app, fault_hook, json_response, read_body
 
 from .assertion import APPLE_AUDIENCE
 from .errors import OAuthError
-from .faults import FaultTaker, scripted_faults
+from .faults import FAULT_RESPONSES, fault_reply
 from .service import PARAMETERS, TokenService
 
 __all__ = ["create_app"]
@@ -52,7 +52,10 @@ def _parameters() -> dict[str, str]:
 
 def create_app(tokens: TokenService, *, take_fault: FaultTaker | None = None) -> Flask:
     """The account party's Flask app; ``take_fault`` is the world's fault book (``/_sim/faults``)."""
-    before = scripted_faults(take_fault) if take_fault is not None else None
+    def scripted(name: str) -> Response | None:
+        return fault_reply(name) if name in FAULT_RESPONSES else None
+
+    before = fault_hook(take_fault, scripted) if take_fault is not None else None
     app = create_party_app("account", __name__, max_body=MAX_BODY, before=before, text_errors=False)
 
     @app.errorhandler(OAuthError)

@@ -8,14 +8,9 @@ Endpoint names are the route's method and path (``post_v1_orgDeviceActivities``,
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from flask import Response
-
 from .errors import APIError
 
-__all__ = ["FAULT_RESPONSES", "FaultTaker", "scripted_faults"]
+__all__ = ["FAULT_RESPONSES"]
 
 #: name → the error the endpoint answers instead of its own reply.
 FAULT_RESPONSES: dict[str, APIError] = {
@@ -35,22 +30,3 @@ FAULT_RESPONSES: dict[str, APIError] = {
                                     "Scripted fault", retry_after=60),
     "gateway_timeout": APIError(504, "GATEWAY_TIMEOUT", "Gateway timeout", "Scripted fault"),
 }
-
-#: ``(party, endpoint) → (response name or None, latency in ms)``: the world's fault book.
-FaultTaker = Callable[[str, str], tuple[str | None, int]]
-
-
-def scripted_faults(
-    take: FaultTaker, render: Callable[[APIError], Response]
-) -> Callable[[str, str], Response | None]:
-    """The app's ``before`` hook: the next scripted response for this endpoint, after its latency."""
-
-    def before(party: str, endpoint: str) -> Response | None:
-        name, latency_ms = take(party, endpoint)
-        if latency_ms:
-            time.sleep(latency_ms / 1000.0)  # wall-clock latency is the point of this fault
-        if name is None or name not in FAULT_RESPONSES:
-            return None
-        return render(FAULT_RESPONSES[name])
-
-    return before

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from mdm.platform.web import create_party_app, json_response, read_body
+from mdm.platform.web import FaultTaker, create_party_app, fault_hook, json_response, read_body
 
 from .documents import (
     ACTIVITY_FIELDS,
@@ -27,7 +27,7 @@ from .documents import (
     read_query,
 )
 from .errors import APIError, not_acceptable, unprocessable
-from .faults import FaultTaker, scripted_faults
+from .faults import FAULT_RESPONSES
 from .service import BusinessAPIService, Caller
 
 __all__ = ["create_app"]
@@ -49,7 +49,10 @@ def create_app(service: BusinessAPIService, *, take_fault: FaultTaker | None = N
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
         return json_response(body, status=error.status, headers=headers)
 
-    before = scripted_faults(take_fault, render) if take_fault is not None else None
+    def scripted(name: str) -> Response | None:
+        return render(FAULT_RESPONSES[name]) if name in FAULT_RESPONSES else None
+
+    before = fault_hook(take_fault, scripted) if take_fault is not None else None
     app = create_party_app("business", __name__, before=before, text_errors=False)
 
     @app.errorhandler(APIError)
