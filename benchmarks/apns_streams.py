@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
-import os
 import resource
 import secrets
 import ssl
@@ -35,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
@@ -176,40 +177,29 @@ async def push_at_rate(apns_url: str, ca_file: Path, cert: tuple[Path, Path], to
 
 
 # -- the run ------------------------------------------------------------------------------------------
-def group_cpu_s(pgid: int) -> dict[int, float]:
-    """CPU seconds (user + system) used so far by each process of the server's group."""
-    ticks = os.sysconf("SC_CLK_TCK")
+def _server_processes(pid: int) -> list[psutil.Process]:
+    """The server's master and its workers."""
+    master = psutil.Process(pid)
+    return [master, *master.children(recursive=True)]
+
+
+def group_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each process of the server."""
     out: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry)) != pgid:
-                continue
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
-        except (OSError, ValueError, IndexError):
-            continue
+    for process in _server_processes(pid):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            out[process.pid] = times.user + times.system
     return out
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in the server's process group (master and workers)."""
-    total_kb = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry)) != pgid:
-                continue
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total_kb += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return total_kb / 1024
+def group_rss_mb(pid: int) -> float:
+    """Resident memory of the server's processes (master and workers), summed."""
+    total = 0
+    for process in _server_processes(pid):
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total / 1_048_576
 
 
 def main() -> None:
@@ -236,8 +226,8 @@ def main() -> None:
             ca_file = directory / "ca.pem"
             ca_file.write_text(httpx.get(f"{url}/_sim/tls-ca.pem", timeout=10).text)
             cert = push_certificate(url, directory)
-            pgid = os.getpgid(server["proc"].pid)
-            rss_before = group_rss_mb(pgid)
+            server_pid = server["proc"].pid  # the master; its workers are its children
+            rss_before = group_rss_mb(server_pid)
             ctx = mp.get_context("spawn")
             clients = []
             for start in range(0, len(tokens), PER_CLIENT):
@@ -249,13 +239,13 @@ def main() -> None:
             streams_open = sum(pipe.recv()[1] for _, pipe in clients)
             open_s = time.monotonic() - opened_at
             time.sleep(args.settle_s)  # the opening's tail (first looks, collections) is not what is measured
-            rss_after = group_rss_mb(pgid)
+            rss_after = group_rss_mb(server_pid)
             pushed_to = tokens[: max(1, streams_open)]
-            cpu_before, own_before, push_started = group_cpu_s(pgid), time.process_time(), time.monotonic()
+            cpu_before, own_before, push_started = group_cpu_s(server_pid), time.process_time(), time.monotonic()
             sent, answers, statuses = asyncio.run(
                 push_at_rate(apns_url, ca_file, cert, pushed_to, args.rate, args.seconds))
             push_s = time.monotonic() - push_started
-            cpu_after = group_cpu_s(pgid)
+            cpu_after = group_cpu_s(server_pid)
             # Share of one core each server process and the provider (this process) used while pushing.
             server_cpu = sorted((round((cpu_after[p] - cpu_before.get(p, 0.0)) / push_s, 2) for p in cpu_after),
                                 reverse=True)  # fmt: skip
